@@ -1,0 +1,36 @@
+# The two commands the README leads with: `make run` and `make test`.
+# Each sets itself up on a fresh Debian/Ubuntu machine: system packages when missing,
+# a .venv, and the pinned Python packages from constraints.txt. Re-running is fast.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+SYSTEM := $(VENV)/.system-checked
+
+.PHONY: run test setup system bench clean install-service
+
+run: setup
+	@$(PY) -m streamemo run $(ARGS)
+
+test: setup
+	@$(PY) -m pytest -q
+
+setup: system $(STAMP)
+
+system:
+	@scripts/ensure-system-packages
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@# torch first and alone: the CPU build of 2.13.0 from the local wheel store, no CUDA wheels
+	@$(PY) -m pip install -q -c constraints.txt torch==2.13.0
+	@$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	@touch $(STAMP)
+
+bench: setup
+	@$(PY) benchmarks/latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

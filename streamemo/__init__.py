@@ -1,0 +1,18 @@
+"""streamemo: real-time speech-emotion classification, published over ZeroMQ."""
+
+__version__ = "0.1.0"
+
+# The canonical label set every corpus reader maps onto, in the order models use.
+EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+class StreamemoError(Exception):
+    """A user-facing problem: the CLI prints its message on one line and exits non-zero.
+
+    `exit_code` is 2 for a usage mistake (bad flag, bad config, unknown device) and 1 for
+    everything else (unreadable file, no audio system, address in use).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1):
+        super().__init__(message)
+        self.exit_code = exit_code

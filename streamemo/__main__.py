@@ -1,0 +1,5 @@
+import sys
+
+from streamemo.cli import main
+
+sys.exit(main())

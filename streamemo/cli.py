@@ -1,0 +1,70 @@
+"""The one `streamemo` command. Each subcommand lives in `streamemo/commands/<name>.py`
+with `configure(parser)` and `main(args) -> int`; only the chosen one is imported, so
+`streamemo --help` and `streamemo subscribe` start without loading torch."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from streamemo import StreamemoError, __version__
+
+COMMANDS = {
+    "run": "run the daemon: audio source -> emotion probabilities -> ZeroMQ",
+    "subscribe": "print the daemon's messages as JSON lines",
+    "classify": "score audio files offline: a per-window timeline and a whole-file label",
+    "devices": "list audio input devices",
+    "dash": "terminal dashboard of one or more daemons",
+    "train": "train a model on emotional-speech corpora",
+    "evaluate": "evaluate a recipe on speaker-independent folds",
+    "spectrogram": "draw the log-mel image a model sees for an audio file",
+    "proxy": "ZeroMQ forwarder: many daemons to many subscribers",
+    "keys": "create CURVE key pairs for encrypted, authenticated publishing",
+}
+
+
+def build_parser(command: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamemo", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"streamemo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _command_module(name).configure(p)
+    return parser
+
+
+def _command_module(name: str):
+    return importlib.import_module(f"streamemo.commands.{name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command if command in COMMANDS else None)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(_command_module(args.command).main(args) or 0)
+    except StreamemoError as e:
+        print(f"streamemo {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def setup_logging(level: str) -> None:
+    """Levels and no timestamps under journald (it stamps lines itself), timestamps otherwise."""
+    import os
+
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    numeric = getattr(logging, level.upper(), None)
+    if not isinstance(numeric, int):
+        raise StreamemoError(f"unknown log level {level!r}; use debug, info, warning or error", 2)
+    logging.basicConfig(level=numeric, format=fmt, stream=sys.stderr, force=True)

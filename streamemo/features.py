@@ -1,0 +1,118 @@
+"""The frontend: waveform windows -> log-mel or MFCC maps, and the windowing convention.
+
+One code path for the trainer, `streamemo classify` and the daemon: what a file scores
+offline is what the daemon publishes for the same audio. The parameters live in the
+model's card (`FrontendSpec`), so a model always gets the features it was trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from nnAudio import features as nn_features
+
+LOG_FLOOR = 1e-6  # added before the log: about -60 dB below a full-scale sine's mel energy
+
+
+@dataclass(frozen=True)
+class FrontendSpec:
+    kind: str = "logmel"  # logmel | mfcc
+    sample_rate: int = 16000  # Hz, the model rate; sources are resampled to it
+    n_fft: int = 512  # 32 ms
+    win_length: int = 400  # 25 ms analysis window
+    hop_length: int = 160  # 10 ms frame step: 100 frames per second
+    n_mels: int = 64
+    fmin: float = 50.0  # below the lowest voice fundamental: mains hum stays out
+    fmax: float = 8000.0
+    n_mfcc: int = 40  # used when kind == "mfcc"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FrontendSpec:
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def n_features(self) -> int:
+        return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    def frames(self, n_samples: int) -> int:
+        """Frames the frontend yields for a window of `n_samples` (centred STFT)."""
+        return n_samples // self.hop_length + 1
+
+
+class Frontend(torch.nn.Module):
+    """(batch, samples) float waveform in [-1, 1] -> (batch, n_features, frames)."""
+
+    def __init__(self, spec: FrontendSpec):
+        super().__init__()
+        if spec.kind not in ("logmel", "mfcc"):
+            raise ValueError(f"unknown frontend kind {spec.kind!r}; expected logmel or mfcc")
+        self.spec = spec
+        common = dict(
+            sr=spec.sample_rate,
+            n_fft=spec.n_fft,
+            win_length=spec.win_length,
+            hop_length=spec.hop_length,
+            n_mels=spec.n_mels,
+            fmin=spec.fmin,
+            fmax=spec.fmax,
+            center=True,
+            pad_mode="reflect",
+            verbose=False,
+        )
+        # nnAudio prints its kernel construction to stdout even with verbose=False in places.
+        with contextlib.redirect_stdout(io.StringIO()):
+            if spec.kind == "mfcc":
+                self.layer = nn_features.MFCC(n_mfcc=spec.n_mfcc, **common)
+            else:
+                self.layer = nn_features.MelSpectrogram(power=2.0, **common)
+
+    @torch.no_grad()
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        if waveform.dim() == 1:
+            waveform = waveform.unsqueeze(0)
+        out = self.layer(waveform)
+        if self.spec.kind == "logmel":
+            out = torch.log(out + LOG_FLOOR)
+        return out
+
+
+def pick_device(name: str) -> torch.device:
+    """auto -> CUDA when present, else CPU; cuda when absent is a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from streamemo import StreamemoError
+
+        raise StreamemoError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto or cpu", 2)
+    if name not in ("cpu", "cuda"):
+        from streamemo import StreamemoError
+
+        raise StreamemoError(f"unknown --device {name!r}; expected auto, cpu or cuda", 2)
+    return torch.device(name)
+
+
+def window_starts(n_samples: int, window: int, hop: int) -> list[int]:
+    """Start offsets of the windows over a signal of `n_samples`: [0, hop, 2*hop, ...] while
+    the window fits. A signal shorter than one window gets one window (zero-padded at the end).
+
+    The daemon emits exactly these windows as audio arrives, so offline and live agree.
+    """
+    if n_samples <= window:
+        return [0]
+    return list(range(0, n_samples - window + 1, hop))
+
+
+def frame_windows(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """(n_windows, window) float32 views of `signal` per `window_starts`, zero-padded if short."""
+    signal = np.asarray(signal, dtype=np.float32)
+    if len(signal) < window:
+        signal = np.pad(signal, (0, window - len(signal)))
+    starts = window_starts(len(signal), window, hop)
+    return np.stack([signal[s : s + window] for s in starts])

@@ -1,0 +1,281 @@
+"""The networks, and loading/saving them as safetensors weights + a JSON card. No training code.
+
+A model on disk is two files: `<name>.safetensors` (tensors only: loading never executes
+code) and `<name>.json`, the card: labels, window, frontend parameters, architecture and
+its hyper-parameters (so the network is rebuilt exactly), the weights' SHA-256, and
+whatever the trainer records about data and evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from streamemo import StreamemoError
+from streamemo.features import FrontendSpec
+
+CARD_FORMAT = "streamemo-model/1"
+
+
+class ModelError(StreamemoError):
+    pass
+
+
+# --- networks -------------------------------------------------------------------------
+# Each takes (batch, n_features, frames) features and returns (batch, n_classes) logits.
+# Input normalisation (per-band mean/std fitted on the training set) is part of the model:
+# one global statistic, not per-window, so loudness (an arousal cue) survives.
+
+
+class _Normalise(nn.Module):
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean[:, None]) / self.std[:, None]
+
+
+def _conv2d_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(pool),
+    )
+
+
+class CNNLSTM(nn.Module):
+    """2D conv blocks over the time-frequency map, then a BiLSTM over time, attention pooling."""
+
+    def __init__(self, n_features: int, n_classes: int, channels=(32, 64, 128), proj: int = 128,
+                 lstm_hidden: int = 128, dropout: float = 0.3):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        blocks, c_in = [], 1
+        for c in channels:
+            blocks.append(_conv2d_block(c_in, c, (2, 2)))
+            c_in = c
+        self.convs = nn.Sequential(*blocks)
+        freq_out = n_features // 2 ** len(channels)
+        self.proj = nn.Sequential(nn.Linear(c_in * freq_out, proj), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.lstm = nn.LSTM(proj, lstm_hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.Linear(2 * lstm_hidden, 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C*F')
+        x, _ = self.lstm(self.proj(x))
+        weights = torch.softmax(self.attention(x), dim=1)  # (B, T', 1)
+        return self.head((weights * x).sum(dim=1))
+
+
+class CNN2D(nn.Module):
+    """A 2D CNN on the log-mel image, global average pooled (the spectrogram-image notebooks)."""
+
+    def __init__(self, n_features: int, n_classes: int, channels=(32, 64, 128, 128), dropout: float = 0.3):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        blocks, c_in = [], 1
+        for c in channels:
+            blocks.append(_conv2d_block(c_in, c, (2, 2)))
+            c_in = c
+        self.convs = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x).unsqueeze(1))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Conv1D(nn.Module):
+    """A 1D CNN over the MFCC (or mel) sequence, mean+max pooled over time (the MFCC notebooks)."""
+
+    def __init__(self, n_features: int, n_classes: int, channels=(128, 128, 256), kernel: int = 5,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        layers, c_in = [], n_features
+        for c in channels:
+            layers += [nn.Conv1d(c_in, c, kernel, padding=kernel // 2, bias=False), nn.BatchNorm1d(c),
+                       nn.ReLU(inplace=True), nn.MaxPool1d(2)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x))
+        return self.head(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
+
+
+ARCHITECTURES = {"cnn_lstm": CNNLSTM, "cnn2d": CNN2D, "conv1d": Conv1D}
+
+
+def build_network(arch: str, params: dict, n_features: int, n_classes: int) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    return ARCHITECTURES[arch](n_features, n_classes, **params)
+
+
+# --- model files ----------------------------------------------------------------------
+
+
+@dataclass
+class Model:
+    """A network with everything needed to feed it: labels, window, frontend."""
+
+    name: str
+    labels: list[str]
+    window_s: float
+    frontend: FrontendSpec
+    arch: str
+    arch_params: dict
+    network: nn.Module
+    card: dict = field(default_factory=dict)  # the whole card as loaded/saved (training, evaluation…)
+
+    @property
+    def id(self) -> str:
+        """Name plus the first hex digits of the weights' hash: says exactly which weights ran."""
+        digest = self.card.get("weights_sha256", "")
+        return f"{self.name}@{digest[:12]}" if digest else self.name
+
+    @classmethod
+    def create(cls, name: str, labels, window_s: float, frontend: FrontendSpec, arch: str = "cnn_lstm",
+               arch_params: dict | None = None) -> Model:
+        arch_params = dict(arch_params or {})
+        network = build_network(arch, arch_params, frontend.n_features, len(labels))
+        return cls(name, list(labels), float(window_s), frontend, arch, arch_params, network)
+
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.network.parameters())
+
+
+def model_paths(path: str | Path) -> tuple[Path, Path]:
+    """`models/x`, `models/x.json` or `models/x.safetensors` -> (weights, card)."""
+    path = Path(path)
+    if path.suffix in (".json", ".safetensors"):
+        path = path.with_suffix("")
+    return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
+
+
+def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -> tuple[Path, Path]:
+    """Writes weights then card, each to a temporary file renamed into place: a crash never
+    leaves a half-written model behind."""
+    weights_path, card_path = model_paths(path)
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    tmp_weights = _temp_beside(weights_path)
+    try:
+        save_file(state, str(tmp_weights), metadata={"format": CARD_FORMAT})
+        digest = hashlib.sha256(tmp_weights.read_bytes()).hexdigest()
+        card = dict(model.card)
+        card.update(extra_card or {})
+        card.update(
+            format=CARD_FORMAT,
+            name=model.name,
+            labels=model.labels,
+            window_s=model.window_s,
+            frontend=model.frontend.to_dict(),
+            arch={"name": model.arch, "params": model.arch_params},
+            n_parameters=model.n_parameters(),
+            weights_sha256=digest,
+        )
+        tmp_card = _temp_beside(card_path)
+        tmp_card.write_text(json.dumps(card, indent=2) + "\n")
+        os.replace(tmp_weights, weights_path)
+        os.replace(tmp_card, card_path)
+    finally:
+        for tmp in (tmp_weights, card_path.with_name(card_path.name + ".tmp")):
+            tmp.unlink(missing_ok=True)
+    model.card = card
+    return weights_path, card_path
+
+
+def _temp_beside(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
+    """Loads and checks a model; every problem is one ModelError line naming the file."""
+    weights_path, card_path = model_paths(path)
+    card = _read_card(card_path)
+    if not weights_path.exists():
+        raise ModelError(f"model weights {weights_path} do not exist (the card {card_path} has no weights beside it)")
+    blob = weights_path.read_bytes()
+    expected = card.get("weights_sha256")
+    if expected and hashlib.sha256(blob).hexdigest() != expected:
+        raise ModelError(
+            f"model weights {weights_path} do not match the card {card_path.name} (SHA-256 differs): "
+            "truncated, or from another training; re-copy both files together"
+        )
+    try:
+        from safetensors.torch import load as load_bytes
+
+        state = load_bytes(blob)
+    except (SafetensorError, ValueError) as e:
+        raise ModelError(f"model weights {weights_path} are truncated or corrupt: {e}") from None
+    try:
+        frontend = FrontendSpec.from_dict(card["frontend"])
+        model = Model(
+            name=card["name"],
+            labels=list(card["labels"]),
+            window_s=float(card["window_s"]),
+            frontend=frontend,
+            arch=card["arch"]["name"],
+            arch_params=dict(card["arch"].get("params", {})),
+            network=None,
+            card=card,
+        )
+        model.network = build_network(model.arch, model.arch_params, frontend.n_features, len(model.labels))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelError(f"model card {card_path} is missing or has a bad field: {e}") from None
+    _load_state(model.network, state, weights_path, card_path)
+    model.network.to(device).eval()
+    return model
+
+
+def _read_card(card_path: Path) -> dict:
+    if not card_path.exists():
+        raise ModelError(
+            f"model card {card_path} does not exist; pass --model models/<name> "
+            "(the .json and .safetensors pair) or train one with `streamemo train`"
+        )
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelError(f"model card {card_path} is not valid JSON: {e}") from None
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise ModelError(f"model card {card_path} is not a {CARD_FORMAT} card (its 'format' field differs)")
+    return card
+
+
+def _load_state(network: nn.Module, state: dict, weights_path: Path, card_path: Path) -> None:
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ModelError(
+            f"model weights {weights_path} do not fit the architecture in {card_path.name}: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for key, tensor in expected.items():
+        if state[key].shape != tensor.shape:
+            raise ModelError(
+                f"model weights {weights_path} do not fit the architecture in {card_path.name}: "
+                f"{key} has shape {tuple(state[key].shape)}, expected {tuple(tensor.shape)}"
+            )
+    network.load_state_dict(state)

@@ -1,0 +1,139 @@
+"""Audio at the model rate in, one `Estimate` per hop out: windowing, frontend, network,
+voice-activity gate and smoother.
+
+Windows are cut at fixed sample offsets (`features.window_starts`) and each is scored on
+its own, so the output does not depend on how the audio was chunked: feeding 1 sample or
+48000 at a time gives the same numbers. The daemon, `streamemo classify` and the trainer's
+evaluation all score audio through this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from streamemo.config import PipelineConfig
+from streamemo.features import Frontend
+from streamemo.model import Model
+from streamemo.stream.smoothing import Smoother
+from streamemo.stream.vad import is_voiced, level_db
+
+
+@dataclass(frozen=True)
+class Estimate:
+    index: int  # window number since the stream started, from 0
+    t_audio: float  # seconds of audio from the stream's start to the window's last sample
+    t_capture: float | None  # wall-clock time the window's last sample was captured
+    voiced: bool
+    level_db: float  # RMS level of the window's last hop, dBFS
+    raw: np.ndarray | None  # this window's probabilities; None when unvoiced (not classified)
+    smoothed: np.ndarray | None
+    top: int | None  # index of the top label after hysteresis; None when unvoiced
+
+
+class Scorer:
+    """Frontend + network on one device: waveform windows -> class probabilities."""
+
+    def __init__(self, model: Model, device: torch.device | str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model
+        self.frontend = Frontend(model.frontend).to(self.device)
+        self.network = model.network.to(self.device).eval()
+
+    @torch.inference_mode()
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """(n, samples) float32 -> (n, n_classes) probabilities."""
+        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
+        logits = self.network(self.frontend(x))
+        return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+
+class Pipeline:
+    def __init__(self, model: Model, config: PipelineConfig, device: torch.device | str = "cpu",
+                 scorer: Scorer | None = None):
+        self.model = model
+        self.config = config
+        self.rate = model.frontend.sample_rate
+        self.window = round((config.window_s or model.window_s) * self.rate)
+        self.hop = round(config.hop_s * self.rate)
+        if self.hop <= 0 or self.window <= 0:
+            raise ValueError("window and hop must be positive")
+        self.scorer = scorer or Scorer(model, device)
+        self.smoother = Smoother(config.hop_s, config.smoothing_tau_s, config.hysteresis, config.reset_after_s)
+        self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio and smoothing state: the next sample is sample 0 of a new stream."""
+        self._history[:] = 0.0
+        self._write = 0  # next write position in _history
+        self.total = 0  # samples fed since reset
+        self._next_end = self.window  # a window completes when `total` reaches this
+        self._index = 0
+        self.smoother.reset()
+
+    def feed(self, samples: np.ndarray, t_end: float | None = None) -> list[Estimate]:
+        """Adds mono float32 samples at the model rate; `t_end` is the wall-clock capture time
+        of the last one. Returns the estimates of every window completed by them."""
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        chunk_end = self.total + len(samples)
+        out, pos = [], 0
+        while pos < len(samples):
+            take = min(self._next_end - self.total, len(samples) - pos)
+            self._append(samples[pos : pos + take])
+            pos += take
+            if self.total == self._next_end:
+                t_capture = None if t_end is None else t_end - (chunk_end - self.total) / self.rate
+                out.append(self._estimate(self._current_window(), t_capture))
+                self._next_end += self.hop
+        return out
+
+    def flush(self, t_end: float | None = None) -> list[Estimate]:
+        """End of stream. A stream shorter than one window still gets one (zero-padded) window,
+        as `features.window_starts` defines; otherwise nothing is left to emit."""
+        if self._index == 0 and self.total > 0:
+            missing = self.window - self.total
+            return self.feed(np.zeros(missing, dtype=np.float32), t_end)
+        return []
+
+    def _append(self, samples: np.ndarray) -> None:
+        n = len(samples)
+        if n >= self.window:
+            self._history[:] = samples[-self.window :]
+            self._write = 0
+        else:
+            first = min(n, self.window - self._write)
+            self._history[self._write : self._write + first] = samples[:first]
+            self._history[: n - first] = samples[first:]
+            self._write = (self._write + n) % self.window
+        self.total += n
+
+    def _current_window(self) -> np.ndarray:
+        return np.concatenate([self._history[self._write :], self._history[: self._write]])
+
+    def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
+        cfg = self.config
+        voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced)
+        raw = self.scorer(window[None])[0] if voiced else None
+        smoothed, top = self.smoother.update(raw)
+        estimate = Estimate(
+            index=self._index,
+            t_audio=self.total / self.rate,
+            t_capture=t_capture,
+            voiced=voiced,
+            level_db=level_db(window[-self.hop :]),
+            raw=raw,
+            smoothed=None if smoothed is None else smoothed.copy(),
+            top=top,
+        )
+        self._index += 1
+        return estimate
+
+
+def file_probabilities(estimates: list[Estimate]) -> np.ndarray | None:
+    """A whole recording's probabilities: the mean of its voiced windows' raw probabilities,
+    or None when no window was voiced. `classify` and the trainer's evaluation both use it."""
+    voiced = [e.raw for e in estimates if e.raw is not None]
+    return np.mean(voiced, axis=0) if voiced else None
