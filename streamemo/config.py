@@ -27,7 +27,7 @@ class AudioConfig:
     realtime: bool = True  # file sources: pace at real time (True) or run as fast as possible
     stdin_rate: int = 16000  # raw PCM on stdin: sample rate in Hz
     stdin_channels: int = 1  # raw PCM on stdin: interleaved channels, signed 16-bit little-endian
-    block_s: float = 0.02  # PortAudio block: 20 ms keeps latency low without waking too often
+    block_s: float = 0.01  # PortAudio block: 10 ms divides the usual hops, so windows end on a block
     ring_s: float = 10.0  # ring buffer capacity: how long processing may stall before overflow
 
 
@@ -53,6 +53,9 @@ class PublishConfig:
     bind: str = "tcp://127.0.0.1:5556"  # loopback TCP; ipc:///path also accepted
     hwm: int = 1000  # messages queued per subscriber before ZeroMQ drops (never blocks)
     status_interval_s: float = 1.0
+    # Before the source starts, wait up to this long for a first subscriber (0: don't wait).
+    # Lets a batch run over a file (`--no-realtime`) be received from its first message.
+    wait_subscriber_s: float = 0.0
 
 
 @dataclass(frozen=True)

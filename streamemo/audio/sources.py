@@ -1,0 +1,263 @@
+"""Where audio comes from: a microphone (PortAudio via sounddevice), a file, or raw PCM on stdin.
+
+Every source hands out `Chunk`s of mono float32 at its native rate with the wall-clock
+capture time of the chunk's last sample; the daemon resamples to the model rate. `read()`
+returns None when nothing arrived within the timeout and raises `EndOfStream` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streamemo import StreamemoError
+from streamemo.audio.ringbuffer import RingBuffer, RingReader
+from streamemo.config import AudioConfig
+
+
+@dataclass(frozen=True)
+class Chunk:
+    samples: np.ndarray  # mono float32 at the source's rate
+    t_end: float  # unix time at which the last sample was captured
+
+
+class EndOfStream(Exception):
+    """The source has no more audio (end of file, stdin closed)."""
+
+
+class DeviceLost(Exception):
+    """The input device stopped delivering audio (unplugged, server gone, stream error)."""
+
+
+# --- microphone ---------------------------------------------------------------------
+
+
+def import_sounddevice():
+    """sounddevice, or a one-line error saying what to install."""
+    try:
+        import sounddevice
+    except OSError:
+        raise StreamemoError(
+            "PortAudio is not installed: run `sudo apt-get install libportaudio2` (or `make run`, which installs it)"
+        ) from None
+    return sounddevice
+
+
+def input_devices(sd) -> list[dict]:
+    return [d for d in sd.query_devices() if d["max_input_channels"] > 0]
+
+
+def describe_devices(sd) -> str:
+    devices = input_devices(sd)
+    if not devices:
+        return "  (none)"
+    default = sd.default.device[0]
+    lines = []
+    for d in devices:
+        mark = "*" if d["index"] == default else " "
+        api = sd.query_hostapis(d["hostapi"])["name"]
+        lines.append(f"{mark} {d['index']:>3}  {d['name']}  ({api}, {d['max_input_channels']} ch, "
+                     f"{d['default_samplerate']:.0f} Hz)")
+    return "\n".join(lines)
+
+
+def resolve_input_device(sd, spec: str) -> dict:
+    """'default', an index, or a case-insensitive name substring -> the device's info dict."""
+    devices = input_devices(sd)
+    if not devices:
+        raise StreamemoError(
+            "no audio input device: PortAudio sees none. Start PulseAudio or PipeWire "
+            "(`pulseaudio --start`) or plug in a microphone; `streamemo devices` lists what it sees"
+        )
+    if spec == "default":
+        index = sd.default.device[0]
+        if index is None or index < 0:
+            return devices[0]
+        return sd.query_devices(index)
+    if spec.strip().isdigit():
+        match = [d for d in devices if d["index"] == int(spec)]
+    else:
+        match = [d for d in devices if spec.lower() in d["name"].lower()]
+    if not match:
+        raise StreamemoError(f"no input device matches {spec!r}; input devices:\n{describe_devices(sd)}", 2)
+    return match[0]
+
+
+class MicSource:
+    """A PortAudio input stream at the device's native rate, through a ring buffer."""
+
+    def __init__(self, spec: str, block_s: float, ring_s: float):
+        sd = import_sounddevice()
+        info = resolve_input_device(sd, spec)
+        self.name = spec
+        self.device = info["name"]
+        self.rate = int(info["default_samplerate"])
+        self.ring = RingBuffer(int(ring_s * self.rate))
+        self.reader = RingReader(self.ring)
+        self.callback_flags = 0  # PortAudio status flags seen (input overflow and friends)
+        self.block_s = block_s
+        self._data_ready = threading.Event()
+        self._last_callback = time.monotonic()
+        try:
+            self.stream = sd.InputStream(
+                device=info["index"], channels=1, samplerate=self.rate, dtype="float32",
+                blocksize=max(1, int(block_s * self.rate)), callback=self._callback,
+            )
+            self.stream.start()
+        except sd.PortAudioError as e:
+            raise StreamemoError(f"cannot open input device {self.device!r}: {e}") from None
+        self.state = "running"
+
+    def _callback(self, indata, frames, time_info, status) -> None:
+        # Runs on PortAudio's thread: copy and count only. No allocation beyond a tuple, no lock
+        # that slow code holds, no logging (python-sounddevice's own advice).
+        if status:
+            self.callback_flags += 1
+        now = time.time()
+        lag = time_info.currentTime - time_info.inputBufferAdcTime
+        t_last = now - lag + (frames - 1) / self.rate if 0.0 <= lag < 1.0 else now
+        self.ring.write(indata[:, 0], t_last)
+        self._last_callback = time.monotonic()
+        self._data_ready.set()
+
+    @property
+    def overflows(self) -> int:
+        return self.callback_flags + self.reader.overruns
+
+    @property
+    def dropped(self) -> int:
+        return self.reader.dropped
+
+    def read(self, timeout: float) -> Chunk | None:
+        if not self.reader.available:
+            self._data_ready.wait(timeout)
+        self._data_ready.clear()
+        samples = self.reader.read()
+        if len(samples) == 0:
+            self._check_alive()
+            return None
+        return Chunk(samples, self.reader.time_of(self.reader.position - 1, self.rate))
+
+    def _check_alive(self) -> None:
+        silent_for = time.monotonic() - self._last_callback
+        if not self.stream.active or silent_for > max(2.0, 20 * self.block_s):
+            self.state = "lost"
+            raise DeviceLost(f"input device {self.device!r} stopped delivering audio ({silent_for:.1f} s without a block)")
+
+    def close(self) -> None:
+        try:
+            self.stream.abort()
+            self.stream.close()
+        except Exception:  # closing a stream whose device vanished can fail; nothing to save
+            pass
+
+
+# --- file -----------------------------------------------------------------------------
+
+
+class FileSource:
+    """Anything libsndfile reads (WAV, FLAC, OGG, ...), downmixed to mono."""
+
+    def __init__(self, path: str, realtime: bool, block_s: float):
+        import soundfile as sf
+
+        self.name = path
+        self.device = f"file:{Path(path).name}"
+        try:
+            self.file = sf.SoundFile(path)
+        except sf.LibsndfileError as e:
+            raise StreamemoError(f"cannot read audio file {path}: {e.error_string}") from None
+        except OSError as e:
+            raise StreamemoError(f"cannot read audio file {path}: {e.strerror}") from None
+        self.rate = self.file.samplerate
+        self.realtime = realtime
+        # As fast as possible: larger reads; the pipeline's output does not depend on chunking.
+        self.block = max(1, int((block_s if realtime else 1.0) * self.rate))
+        self.position = 0
+        self.overflows = self.dropped = 0
+        self.state = "running"
+        self._t0 = time.time()
+        self._mono0 = time.monotonic()
+
+    def read(self, timeout: float) -> Chunk | None:
+        import soundfile as sf
+
+        try:
+            data = self.file.read(self.block, dtype="float32", always_2d=True)
+        except sf.LibsndfileError as e:
+            raise StreamemoError(f"cannot read audio file {self.name}: {e.error_string}") from None
+        if len(data) == 0:
+            self.state = "ended"
+            raise EndOfStream
+        self.position += len(data)
+        samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+        if not self.realtime:
+            return Chunk(np.ascontiguousarray(samples), time.time())
+        due = self.position / self.rate  # a real-time source delivers each block once it has "happened"
+        delay = due - (time.monotonic() - self._mono0)
+        if delay > 0:
+            time.sleep(delay)
+        return Chunk(np.ascontiguousarray(samples), self._t0 + due)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+# --- stdin ------------------------------------------------------------------------------
+
+
+class StdinSource:
+    """Raw signed 16-bit little-endian PCM, e.g. `arecord -f S16_LE -r 16000 -c 1 | streamemo run --source -`."""
+
+    def __init__(self, rate: int, channels: int, block_s: float, stream=None):
+        self.name = "-"
+        self.device = f"stdin:s16le/{rate}Hz/{channels}ch"
+        self.rate, self.channels = rate, channels
+        self.stream = stream or sys.stdin.buffer
+        self.fd = self.stream.fileno()
+        self.block_bytes = max(1, int(block_s * rate)) * channels * 2
+        self._pending = b""
+        self.overflows = self.dropped = 0
+        self.state = "running"
+
+    def read(self, timeout: float) -> Chunk | None:
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        if not ready:
+            return None
+        data = os.read(self.fd, self.block_bytes)
+        if not data:
+            self.state = "ended"
+            raise EndOfStream
+        data = self._pending + data
+        frame_bytes = 2 * self.channels
+        whole = len(data) - len(data) % frame_bytes
+        self._pending = data[whole:]
+        if whole == 0:
+            return None
+        pcm = np.frombuffer(data[:whole], dtype="<i2").reshape(-1, self.channels)
+        samples = pcm.mean(axis=1, dtype=np.float32) / 32768.0
+        return Chunk(samples.astype(np.float32), time.time())
+
+    def close(self) -> None:
+        pass
+
+
+def open_source(config: AudioConfig):
+    """`-` is stdin; an existing path or a name with a path separator or extension is a file;
+    anything else names a microphone."""
+    spec = config.source
+    if spec == "-":
+        return StdinSource(config.stdin_rate, config.stdin_channels, config.block_s)
+    looks_like_file = os.sep in spec or Path(spec).suffix.lower() in (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+    if Path(spec).is_file() or looks_like_file:
+        if not Path(spec).exists():
+            raise StreamemoError(f"audio file {spec} does not exist")
+        return FileSource(spec, config.realtime, config.block_s)
+    return MicSource(spec, config.block_s, config.ring_s)

@@ -1,0 +1,40 @@
+"""Command-line flags that override Config keys, shared by `run` and `classify`.
+
+Every flag here is also a key of the TOML config file: the flag wins."""
+
+from __future__ import annotations
+
+import argparse
+
+from streamemo.config import Config
+
+# flag -> (config key, argparse keyword arguments)
+FLAGS = {
+    "--source": ("audio.source", dict(metavar="SRC", help="'default', a device index or name substring, an audio file, or '-' for raw s16le PCM on stdin")),
+    "--realtime": ("audio.realtime", dict(action=argparse.BooleanOptionalAction, help="pace a file at real time (default) or run it as fast as possible")),
+    "--stdin-rate": ("audio.stdin_rate", dict(type=int, metavar="HZ", help="sample rate of PCM on stdin")),
+    "--stdin-channels": ("audio.stdin_channels", dict(type=int, metavar="N", help="channels of PCM on stdin")),
+    "--model": ("model.path", dict(metavar="PATH", help="models/<name> (its .safetensors and .json)")),
+    "--device": ("pipeline.device", dict(choices=["auto", "cpu", "cuda"], help="where the frontend and network run")),
+    "--window": ("pipeline.window_s", dict(type=float, metavar="S", help="window length in seconds (default: the model's)")),
+    "--hop": ("pipeline.hop_s", dict(type=float, metavar="S", help="seconds between messages")),
+    "--vad-threshold": ("pipeline.vad_threshold_db", dict(type=float, metavar="DB", help="frame level (dBFS) that counts as voiced")),
+    "--smoothing": ("pipeline.smoothing_tau_s", dict(type=float, metavar="S", help="smoothing time constant in seconds")),
+    "--bind": ("publish.bind", dict(metavar="ENDPOINT", help="ZeroMQ endpoint to publish on (tcp://127.0.0.1:5556)")),
+    "--wait-subscriber": ("publish.wait_subscriber_s", dict(type=float, metavar="S", help="wait this long for a first subscriber before starting")),
+    "--log-level": ("log.level", dict(choices=["debug", "info", "warning", "error"], help="log verbosity")),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    parser.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
+    parser.add_argument("--print-config", action="store_true", help="print the resulting config and exit")
+    for flag, (key, kwargs) in FLAGS.items():
+        if flag not in skip:
+            parser.add_argument(flag, dest=key, default=None, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    overrides = {key: getattr(args, key) for key, _ in FLAGS.values()
+                 if getattr(args, key, None) is not None}
+    return Config.load(args.config, overrides)

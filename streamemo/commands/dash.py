@@ -1,0 +1,64 @@
+"""`streamemo dash`: the terminal dashboard, optionally with the daemon it watches.
+
+With --start-daemon it runs `streamemo run --bind ENDPOINT ARGS…` as a child (arguments
+after `--` go to it), logs the child's output to a file, and stops it when the dashboard
+quits: this is what `make run` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+DEFAULT_LOG = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamemo" / "daemon.log"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s [--connect ENDPOINT ...] [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]"
+    parser.add_argument("--connect", action="append", metavar="ENDPOINT",
+                        help=f"a daemon's ZeroMQ endpoint; repeat for several, Tab switches (default {DEFAULT_ENDPOINT})")
+    parser.add_argument("--start-daemon", action="store_true",
+                        help="also start `streamemo run --bind ENDPOINT` (the first endpoint) and stop it on quit; "
+                             "arguments after `--` go to it")
+    parser.add_argument("--daemon-log", type=Path, default=DEFAULT_LOG, metavar="FILE",
+                        help=f"where the started daemon's output goes (default {DEFAULT_LOG})")
+    parser.add_argument("--light", action="store_true", help="light colour theme")
+    parser.add_argument("daemon_args", nargs="*", metavar="RUN-ARGS", help=argparse.SUPPRESS)
+
+
+def main(args: argparse.Namespace) -> int:
+    from streamemo import StreamemoError
+    from streamemo.dashboard.app import DashboardApp
+    from streamemo.dashboard.daemon_child import DaemonChild
+    from streamemo.dashboard.receiver import Receiver, check_endpoint
+
+    endpoints = args.connect or [DEFAULT_ENDPOINT]
+    for endpoint in endpoints:
+        check_endpoint(endpoint)
+    if args.daemon_args and not args.start_daemon:
+        raise StreamemoError(f"unexpected arguments {' '.join(args.daemon_args)}; "
+                             "arguments after -- are for the daemon and need --start-daemon", 2)
+    if args.start_daemon and "--bind" in args.daemon_args:
+        raise StreamemoError("--bind is set by dash --start-daemon from --connect; give --connect instead", 2)
+
+    child = None
+    if args.start_daemon:
+        command = [sys.executable, "-m", "streamemo", "run", "--bind", endpoints[0], *args.daemon_args]
+        child = DaemonChild(command, args.daemon_log)
+    app = DashboardApp(Receiver(endpoints), child=child, exit_on_signals=True)
+    if args.light:
+        app.theme = "textual-light"
+    try:
+        if child is not None:
+            child.start()
+        app.run()
+    finally:
+        if child is not None:
+            child.stop()
+    if child is not None and child.problem():
+        print(f"streamemo dash: {child.problem()}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,208 @@
+"""The Textual app: wires the receiver to the widgets and handles the keys.
+
+The receiver runs in a Textual thread worker and posts `FeedChanged` (never the messages
+themselves); the handler reads the newest views and hands the selected endpoint's view
+to the widgets. Pausing stops that hand-over, nothing else: the receiver keeps listening,
+so resuming shows the present, not a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import ModalScreen
+from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
+
+from streamemo.dashboard.receiver import Receiver
+from streamemo.dashboard.state import EndpointView
+from streamemo.dashboard.widgets import (
+    EmotionBars,
+    EndpointBar,
+    LevelMeter,
+    StatusPanel,
+    Timeline,
+    TopEmotion,
+)
+
+HELP = """\
+[b]streamemo dash[/b]: what a daemon hears, live.
+
+[b]q[/b]        quit (and stop a daemon started with --start-daemon)
+[b]p[/b]        pause / resume the view (receiving goes on)
+[b]r[/b]        reset the timeline
+[b]tab[/b]      next endpoint (shift+tab: previous)
+[b]?[/b]        this help
+
+[b]bars[/b]     smoothed probability per emotion; [b]┃[/b] marks this window's raw value;
+         ▶ marks the top emotion; muted bars: held while there is no voice
+[b]timeline[/b] last 60 s, newest right; [b]·[/b] silence (no voice), blank: no data
+[b]states[/b]   ● live   ◐ stale (connected, no message for 2 s)
+         ○ waiting (connected, nothing yet)   ✕ disconnected (retrying)
+[b]latency[/b]  capture of the window's last sample → receipt here
+         (across machines it includes their clock difference)
+
+press any key to close"""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP, id="help")
+
+    def on_key(self) -> None:
+        self.dismiss()
+
+
+class DashboardApp(App[None]):
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "streamemo"
+    # Breakpoint classes land on the screen; the tcss grows panels when there is room.
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("p", "toggle_pause", "pause"),
+        Binding("r", "reset_timeline", "reset timeline"),
+        # priority: Tab would otherwise move focus, and there is nothing here to focus.
+        Binding("tab", "next_endpoint", "next endpoint", priority=True),
+        Binding("shift+tab", "next_endpoint(-1)", "previous", show=False, priority=True),
+        Binding("question_mark", "help", "help", key_display="?"),
+    ]
+
+    class FeedChanged(Message):
+        """Posted by the receiving thread: newer state is waiting. Carries no data on
+        purpose: the handler always reads the newest state, never a backlog."""
+
+    paused: reactive[bool] = reactive(False)
+    selected: reactive[int] = reactive(0)
+    daemon_problem: reactive[str] = reactive("")
+
+    def __init__(self, receiver: Receiver, *, receive: bool = True, child=None, exit_on_signals: bool = False,
+                 on_frame: Callable[[list[EndpointView]], None] | None = None):
+        """`receive=False` shows the receiver's states without starting its thread: the
+        snapshot tests fill the states themselves. `child` is a DaemonChild to watch.
+        `exit_on_signals`: SIGTERM and SIGHUP (terminal closed, tmux pane killed) quit the
+        app the normal way, so a daemon it started is stopped rather than left behind."""
+        super().__init__()
+        self.exit_on_signals = exit_on_signals
+        self.receiver = receiver
+        self.receive = receive
+        self.child = child
+        self.views: list[EndpointView] = []
+        self.frames_drawn = 0
+        self.on_frame = on_frame
+
+    def compose(self) -> ComposeResult:
+        yield EndpointBar(id="endpoints")
+        yield Static(id="banner")
+        with Horizontal(id="upper"):
+            with Vertical(id="now"):
+                yield TopEmotion(id="top")
+                yield LevelMeter(id="level")
+                yield EmotionBars(id="bars")
+            yield StatusPanel(id="status")
+        yield Timeline(id="timeline")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#bars").border_title = "emotions"
+        self.query_one("#bars").border_subtitle = "┃ raw"
+        self.query_one("#status").border_title = "status"
+        self.query_one("#timeline").border_title = "last 60 s"
+        self.query_one("#timeline").border_subtitle = "· silence   now →"
+        self.refresh_views()
+        if self.exit_on_signals:
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(signum, self.exit)
+        if self.receive:
+            self.receive_feed()
+        if self.child is not None:
+            self.set_interval(0.5, self.check_child)
+
+    @work(thread=True, exclusive=True, name="receiver")
+    def receive_feed(self) -> None:
+        worker = get_current_worker()
+        self.receiver.run(notify=lambda: self.post_message(self.FeedChanged()),
+                          cancelled=lambda: worker.is_cancelled)
+
+    def on_unmount(self) -> None:
+        self.receiver.stop()
+
+    def on_dashboard_app_feed_changed(self, _: FeedChanged) -> None:
+        self.refresh_views()
+        self.receiver.acknowledge()
+
+    def refresh_views(self) -> None:
+        self.views = self.receiver.views()
+        self.selected = min(self.selected, len(self.views) - 1)
+        bar = self.query_one(EndpointBar)
+        bar.views = tuple(self.views)
+        if not self.paused:
+            self.show(self.views[self.selected])
+        self.frames_drawn += 1
+        if self.on_frame is not None:
+            self.on_frame(self.views)
+
+    def show(self, view: EndpointView) -> None:
+        for widget in self.query("#top, #level, #bars, #timeline, #status"):
+            widget.view = view
+
+    # --- reactive state ------------------------------------------------------------------
+
+    def watch_paused(self, paused: bool) -> None:
+        self.query_one(EndpointBar).paused = paused
+        self.screen.set_class(paused, "-paused")
+        if not paused and self.views:
+            self.show(self.views[self.selected])
+
+    def watch_selected(self, selected: int) -> None:
+        self.query_one(EndpointBar).selected = selected
+        if self.views:
+            self.show(self.views[selected])
+
+    def watch_daemon_problem(self, problem: str) -> None:
+        banner = self.query_one("#banner", Static)
+        banner.update(problem)
+        banner.display = bool(problem)
+
+    # --- actions -------------------------------------------------------------------------
+
+    def action_toggle_pause(self) -> None:
+        self.paused = not self.paused
+
+    def action_reset_timeline(self) -> None:
+        self.receiver.reset_timeline(self.selected)
+        self.views = self.receiver.views()
+        # Shown even while paused: the user asked for an empty timeline and should see it.
+        self.query_one(Timeline).view = self.views[self.selected]
+
+    def action_next_endpoint(self, step: int = 1) -> None:
+        self.selected = (self.selected + step) % len(self.receiver.states)
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def check_child(self) -> None:
+        problem = self.child.problem()
+        if problem:
+            self.daemon_problem = problem
+
+
+def run_dashboard(endpoints: list[str], child=None, clock: Callable[[], float] = time.time) -> None:
+    DashboardApp(Receiver(endpoints, clock=clock), child=child).run()
+
+
+STYLESHEET = Path(__file__).with_name("dashboard.tcss")

@@ -1,0 +1,74 @@
+"""A daemon started by the dashboard (`streamemo dash --start-daemon`, i.e. `make run`).
+
+The child's output goes to a log file, not the terminal the dashboard draws on. It runs in
+its own session so the terminal's signals do not reach it behind our back, and on Linux it
+is told to get SIGTERM if the dashboard dies without cleaning up (even on SIGKILL). `stop()`
+is SIGTERM, a grace period for the daemon's orderly shutdown, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STOP_GRACE_S = 5.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not glibc: stop() on quit still covers the normal case
+
+
+class DaemonChild:
+    def __init__(self, command: list[str], log_path: Path):
+        self.command = command
+        self.log_path = Path(log_path)
+        self.process: subprocess.Popen | None = None
+        self._log_start = 0
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(self.command)}\n".encode())
+            log.flush()
+            self._log_start = log.tell()
+            self.process = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            )
+
+    def problem(self) -> str | None:
+        """None while the daemon runs; once it has exited, a line saying so and why."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        code = self.process.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        last = self.last_log_line()
+        return f"the daemon stopped ({how}){': ' + last if last else ''} — log: {self.log_path}"
+
+    def last_log_line(self) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(self._log_start)
+                tail = log.read()[-4096:].decode(errors="replace")
+        except OSError:
+            return ""
+        lines = [line.strip() for line in tail.splitlines() if line.strip()]
+        return lines[-1] if lines else ""
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,156 @@
+"""The dashboard's ears: one SUB socket per endpoint, read on one thread, newest wins.
+
+The thread drains every socket as fast as messages come and folds each into that
+endpoint's `EndpointState` (cheap: a JSON parse and a few assignments). It never queues
+messages for the UI. Instead it calls `notify()` to say "something changed", at most
+`max_rate_hz` times a second and never again until the UI has called `acknowledge()`: so
+however fast the daemon publishes, at most one notification waits in the app's queue and
+the app always draws the newest state. The app then reads `views()`.
+
+ZeroMQ reconnects by itself; a socket monitor tells us when the TCP/IPC connection comes
+and goes, which is what separates "disconnected" from "stale" (connected but silent).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from streamemo import StreamemoError
+from streamemo.dashboard.state import EndpointState, EndpointView
+from streamemo.protocol import TOPICS
+
+POLL_MS = 100  # how often the thread wakes when nothing arrives: bounds stop and stale latency
+HEARTBEAT_S = 0.5  # redraw at least this often, so the timeline scrolls and "stale" shows up
+DRAIN_MAX = 500  # messages taken from one socket before looking at the others and the clock
+RCVHWM = 100  # if this thread ever falls behind, ZeroMQ drops rather than buffers a backlog
+RECONNECT_IVL_MS = 250  # first retry soon after the daemon comes back …
+RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between retries
+
+
+def check_endpoint(endpoint: str) -> None:
+    """Raises StreamemoError for an endpoint ZeroMQ cannot connect to at all (a typo), before
+    the UI starts, so the message lands on a normal terminal line."""
+    socket = zmq.Context.instance().socket(zmq.SUB)
+    try:
+        socket.connect(endpoint)
+    except zmq.ZMQError as e:
+        raise StreamemoError(f"cannot connect to {endpoint}: {e.strerror}; use tcp://HOST:PORT or ipc:///path", 2) from None
+    finally:
+        socket.close(linger=0)
+
+
+class Receiver:
+    def __init__(self, endpoints: list[str], clock: Callable[[], float] = time.time, max_rate_hz: float = 20.0):
+        if not endpoints:
+            raise ValueError("at least one endpoint")
+        # Wall clock, not monotonic: latency is receipt time minus the daemon's t_capture.
+        self.clock = clock
+        self.states = [EndpointState(e) for e in endpoints]
+        self.min_interval = 1.0 / max_rate_hz
+        self.received = 0  # messages taken off the sockets, malformed included
+        self._lock = threading.Lock()
+        self._pending = False
+        self._stop = threading.Event()
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [s.endpoint for s in self.states]
+
+    # --- called from the UI thread -------------------------------------------------------
+
+    def views(self) -> list[EndpointView]:
+        now = self.clock()
+        with self._lock:
+            return [s.view(now) for s in self.states]
+
+    def acknowledge(self) -> None:
+        """The UI has drawn the last notification: the next change may notify again."""
+        self._pending = False
+
+    def reset_timeline(self, index: int) -> None:
+        with self._lock:
+            self.states[index].reset_timeline()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # --- the receiving thread ------------------------------------------------------------
+
+    def run(self, notify: Callable[[], object], cancelled: Callable[[], bool] = lambda: False) -> None:
+        """Receives until `stop()` or `cancelled()`; sockets live and die on this thread."""
+        context = zmq.Context()
+        sockets, monitors = [], []
+        poller = zmq.Poller()
+        try:
+            for state in self.states:
+                socket = context.socket(zmq.SUB)
+                socket.setsockopt(zmq.LINGER, 0)
+                socket.setsockopt(zmq.RCVHWM, RCVHWM)
+                socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
+                socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
+                for topic in TOPICS:
+                    socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
+                monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                socket.connect(state.endpoint)
+                poller.register(socket, zmq.POLLIN)
+                poller.register(monitor, zmq.POLLIN)
+                sockets.append(socket)
+                monitors.append(monitor)
+            self._loop(poller, sockets, monitors, notify, cancelled)
+        finally:
+            for socket in sockets:
+                socket.disable_monitor()
+            for s in sockets + monitors:
+                s.close(linger=0)
+            context.term()
+
+    def _loop(self, poller, sockets, monitors, notify, cancelled) -> None:
+        last_notify = 0.0
+        shown: list[str] = []  # connection states as last notified
+        changed = True  # draw once at start
+        while not (self._stop.is_set() or cancelled()):
+            ready = dict(poller.poll(POLL_MS))
+            now = self.clock()
+            with self._lock:
+                for state, socket, monitor in zip(self.states, sockets, monitors):
+                    if monitor in ready:
+                        changed |= self._drain_monitor(monitor, state, now)
+                    if socket in ready:
+                        changed |= self._drain(socket, state, now)
+                connections = [s.connection(now) for s in self.states]
+            if connections != shown:
+                changed = True
+            due = now - last_notify >= self.min_interval
+            if (changed and due or now - last_notify >= HEARTBEAT_S) and not self._pending:
+                self._pending = True
+                shown, last_notify, changed = connections, now, False
+                notify()
+
+    def _drain(self, socket, state: EndpointState, now: float) -> bool:
+        n = 0
+        while n < DRAIN_MAX:
+            try:
+                frames = socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            state.receive(frames, now)
+            n += 1
+        self.received += n
+        return n > 0
+
+    @staticmethod
+    def _drain_monitor(monitor, state: EndpointState, now: float) -> bool:
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            if event["event"] == zmq.EVENT_CONNECTED:
+                state.set_connected(True, now)
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                state.set_connected(False, now)

@@ -1,0 +1,69 @@
+"""Source chunks in, `emotion` message bodies out: resampling + pipeline + message fields.
+
+The daemon publishes what this produces and `streamemo classify` prints it, so a file
+gives the same messages either way (only the wall-clock timestamps differ).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from streamemo.audio.resample import StreamResampler
+from streamemo.audio.sources import Chunk
+from streamemo.protocol import rounded
+from streamemo.stream.pipeline import Estimate, Pipeline
+
+
+class Processor:
+    def __init__(self, pipeline: Pipeline, source_rate: int, source_name: str):
+        self.pipeline = pipeline
+        self.resampler = StreamResampler(source_rate, pipeline.rate)
+        self.source_name = source_name
+        self.labels = list(pipeline.model.labels)
+        self.model_id = pipeline.model.id
+        self.seq = 0
+        self.samples_in = 0  # at the source's rate
+        self.proc_ms: list[float] = []  # per-hop processing times not yet collected by the caller
+
+    def process(self, chunk: Chunk) -> list[tuple[Estimate, dict]]:
+        self.samples_in += len(chunk.samples)
+        out = self.resampler(chunk.samples)
+        # The resampler holds back a few ms of output (its filter's delay): the last sample
+        # out was captured that much before the chunk's last sample in.
+        held_back_s = self.samples_in / self.resampler.in_rate - (self.pipeline.total + len(out)) / self.pipeline.rate
+        return self._run(out, chunk.t_end - held_back_s, flush=False)
+
+    def finish(self) -> list[tuple[Estimate, dict]]:
+        """End of stream: drains the resampler and lets a short stream have its one window."""
+        return self._run(self.resampler(np.zeros(0, np.float32), last=True), time.time(), flush=True)
+
+    def _run(self, samples: np.ndarray, t_end: float, flush: bool) -> list[tuple[Estimate, dict]]:
+        start = time.perf_counter()
+        estimates = self.pipeline.feed(samples, t_end)
+        if flush:
+            estimates += self.pipeline.flush(t_end)
+        if estimates:
+            per_hop = (time.perf_counter() - start) * 1000.0 / len(estimates)
+            self.proc_ms.extend([per_hop] * len(estimates))
+        return [(e, self._body(e)) for e in estimates]
+
+    def _body(self, e: Estimate) -> dict:
+        body = {
+            "seq": self.seq,
+            "t_capture": e.t_capture if e.t_capture is not None else time.time(),
+            "t_publish": 0.0,  # stamped by the publisher's caller right before sending
+            "t_audio": round(e.t_audio, 6),
+            "labels": self.labels,
+            "probs": rounded(e.smoothed),
+            "raw": rounded(e.raw),
+            "top": None if e.top is None else self.labels[e.top],
+            "confidence": None if e.top is None else round(float(e.smoothed[e.top]), 5),
+            "voiced": e.voiced,
+            "level_db": round(max(e.level_db, -120.0), 2),
+            "source": self.source_name,
+            "model": self.model_id,
+        }
+        self.seq += 1
+        return body

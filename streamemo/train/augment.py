@@ -1,0 +1,115 @@
+"""Augmentation, applied to training data only (after the split), every transform on/off
+with its strength in `AugmentConfig`, and reproducible: each call is driven by an explicit
+seed or torch.Generator, never by global state left over from elsewhere.
+
+Two places:
+- waveform transforms (audiomentations + a speed change), used to make cached augmented
+  copies of each training clip (`WaveAugmenter`); the trainer draws, each epoch, either the
+  original or one of its copies;
+- SpecAugment masks on the feature maps (`spec_augment`), fresh for every batch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import soxr
+import torch
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    p: float = 0.5  # probability each enabled waveform transform fires on a copy
+    noise: bool = True
+    noise_snr_db: tuple[float, float] = (15.0, 40.0)  # white noise at this SNR range
+    shift: bool = True
+    shift_s: float = 0.3  # circular shift up to ± this many seconds
+    stretch: bool = True
+    stretch_rate: tuple[float, float] = (0.85, 1.15)  # tempo only, pitch kept
+    pitch: bool = True
+    pitch_semitones: tuple[float, float] = (-2.0, 2.0)  # pitch only, tempo kept
+    gain: bool = True
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    dynamic_range: bool = False  # a limiter squashing peaks: changes loudness contrast
+    limiter_threshold_db: tuple[float, float] = (-18.0, -6.0)
+    speed: bool = False  # tempo and pitch together, like a tape run fast or slow
+    speed_factor: tuple[float, float] = (0.9, 1.1)
+    # SpecAugment on features, every batch
+    freq_masks: int = 2
+    freq_mask_width: int = 8  # bands, at most
+    time_masks: int = 2
+    time_mask_width: int = 20  # frames (10 ms each), at most
+
+    def key(self) -> str:
+        """Identifies the waveform recipe in the feature cache (SpecAugment is not cached)."""
+        wave = {k: v for k, v in asdict(self).items() if not k.startswith(("freq_", "time_"))}
+        return json.dumps(wave, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> AugmentConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+class WaveAugmenter:
+    """(audio, rate, seed) -> augmented audio, the transforms enabled in `config`."""
+
+    def __init__(self, config: AugmentConfig):
+        import audiomentations as am  # imported here: slow to import, unused at inference
+
+        c = config
+        transforms = []
+        if c.noise:
+            transforms.append(am.AddGaussianSNR(min_snr_db=c.noise_snr_db[0], max_snr_db=c.noise_snr_db[1], p=c.p))
+        if c.shift:
+            transforms.append(am.Shift(min_shift=-c.shift_s, max_shift=c.shift_s, shift_unit="seconds",
+                                       rollover=True, p=c.p))
+        if c.stretch:
+            transforms.append(am.TimeStretch(min_rate=c.stretch_rate[0], max_rate=c.stretch_rate[1],
+                                             leave_length_unchanged=False, p=c.p))
+        if c.pitch:
+            transforms.append(am.PitchShift(min_semitones=c.pitch_semitones[0], max_semitones=c.pitch_semitones[1],
+                                            p=c.p))
+        if c.gain:
+            transforms.append(am.Gain(min_gain_db=c.gain_db[0], max_gain_db=c.gain_db[1], p=c.p))
+        if c.dynamic_range:
+            transforms.append(am.Limiter(min_threshold_db=c.limiter_threshold_db[0],
+                                         max_threshold_db=c.limiter_threshold_db[1], p=c.p))
+        self.config = config
+        self.compose = am.Compose(transforms) if transforms else None
+
+    def key(self) -> str:
+        return self.config.key()
+
+    def __call__(self, audio: np.ndarray, rate: int, seed: int) -> np.ndarray:
+        # audiomentations draws from the `random` and numpy global generators: seed both.
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        out = audio
+        if self.compose is not None:
+            out = self.compose(samples=out, sample_rate=rate)
+        c = self.config
+        if c.speed and random.random() < c.p:
+            factor = random.uniform(*c.speed_factor)
+            # Play `factor` times faster: resample as if the file's rate were rate*factor.
+            out = soxr.resample(out, rate * factor, rate).astype(np.float32)
+        return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def spec_augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """Masks random frequency bands and time spans of each (B, F, T) example, in place, with
+    the example's own mean (after normalisation that is about 0, i.e. 'nothing special')."""
+    b, f, t = x.shape
+    fill = x.mean(dim=(1, 2))
+    for i in range(b):
+        for _ in range(config.freq_masks):
+            w = int(torch.randint(0, config.freq_mask_width + 1, (1,), generator=generator))
+            s = int(torch.randint(0, max(1, f - w), (1,), generator=generator))
+            x[i, s : s + w, :] = fill[i]
+        for _ in range(config.time_masks):
+            w = int(torch.randint(0, config.time_mask_width + 1, (1,), generator=generator))
+            s = int(torch.randint(0, max(1, t - w), (1,), generator=generator))
+            x[i, :, s : s + w] = fill[i]
+    return x

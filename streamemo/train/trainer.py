@@ -1,0 +1,380 @@
+"""The training loop: clips -> a trained `Model`.
+
+Features are whole-clip maps from the `FeatureStore`; each training step cuts one random
+window-sized crop per clip, so every epoch sees different stretches of each recording.
+Validation scores every window of a clip at the daemon's hop and averages their
+probabilities, the whole-file rule `streamemo classify` uses, and reports clip-level UA.
+
+Runs on one process, or under `torchrun` as DistributedDataParallel (gloo on CPU, nccl on
+CUDA): each rank takes its share of every epoch's batches; weights stay identical across
+ranks, so every rank computes the same validation figures and takes the same decisions
+(learning rate, early stop) without extra messages; rank 0 alone writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from streamemo import StreamemoError
+from streamemo.features import FrontendSpec
+from streamemo.model import Model
+from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
+from streamemo.train.cache import FeatureRecipe, FeatureStore
+from streamemo.train.datasets import Clip, label_set
+from streamemo.train.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+VALIDATION_HOP_S = 0.25  # the daemon's default hop: validation scores the windows it would
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "cnn_lstm"
+    arch_params: dict = field(default_factory=dict)  # empty: the network's defaults
+    window_s: float = 2.0
+    frontend: FrontendSpec = FrontendSpec()
+    trim: bool = False  # trim leading/trailing silence before features
+    epochs: int = 40
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"  # cosine | plateau
+    plateau_patience: int = 3  # epochs without val improvement before the LR is cut
+    plateau_factor: float = 0.5
+    warmup_epochs: int = 2
+    early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
+    select: str = "last"  # best (val UA) | last: which epoch's weights are returned
+    average_last: int = 0  # >0: return the average of the last N epochs' weights instead
+    class_weighting: bool = True  # loss weights inverse to class frequency
+    label_smoothing: float = 0.0
+    mixup: float = 0.0  # Beta(a, a) mixup of pairs of examples; 0 = off
+    augment: AugmentConfig = AugmentConfig()
+    spec_augment: bool = True
+    wave_copies: int = 0  # augmented waveform copies per training clip (cached); 0 = off
+    val_fraction: float = 0.1  # of each corpus's training speakers
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frontend"] = self.frontend.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["frontend"] = FrontendSpec.from_dict(data.get("frontend", {}))
+        data["augment"] = AugmentConfig.from_dict(data.get("augment", {}))
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    history: list[dict]  # one dict per epoch: loss, acc, val_loss, val_ua, lr, seconds
+    labels: list[str]
+    train_clips: list[Clip]
+    val_clips: list[Clip]
+    skipped: list[str]  # unreadable files, "path: why"
+    chosen: str  # which weights came back, in words
+    seconds: float
+
+
+def split_validation(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """Holds out whole speakers: per corpus, `fraction` of its speakers (at least one when it
+    has three or more), picked with `seed`. Returns (train, validation)."""
+    rng = np.random.default_rng(seed)
+    val_speakers: set[str] = set()
+    for corpus in sorted({c.corpus for c in clips}):
+        speakers = sorted({c.speaker for c in clips if c.corpus == corpus})
+        n = round(fraction * len(speakers))
+        if n == 0 and len(speakers) >= 3 and fraction > 0:
+            n = 1
+        val_speakers |= set(rng.permutation(speakers)[:n].tolist())
+    return [c for c in clips if c.speaker not in val_speakers], [c for c in clips if c.speaker in val_speakers]
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), world
+
+
+def window_frames(config: TrainConfig) -> int:
+    return config.frontend.frames(round(config.window_s * config.frontend.sample_rate))
+
+
+def crops_at_hop(feats: np.ndarray, width: int, hop: int) -> np.ndarray:
+    """(n_windows, F, width): the windows the daemon would score (starts 0, hop, 2*hop…)."""
+    t = feats.shape[1]
+    starts = [0] if t <= width else list(range(0, t - width + 1, hop))
+    return np.stack([feats[:, s : s + width] for s in starts])
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, cache_dir=None, use_cache: bool = True):
+        self.config = config
+        self.rank, self.world = _distributed()
+        from streamemo.features import pick_device
+
+        self.device = pick_device(config.device)
+        if self.world > 1 and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        window_samples = round(config.window_s * config.frontend.sample_rate)
+        self.store = FeatureStore(FeatureRecipe(config.frontend, window_samples, config.trim), cache_dir, use_cache)
+        self.width = window_frames(config)
+        self.hop = round(VALIDATION_HOP_S * config.frontend.sample_rate) // config.frontend.hop_length
+
+    @property
+    def main_process(self) -> bool:
+        return self.rank == 0
+
+    def _progress(self, iterable, **kw):
+        return tqdm(iterable, disable=not (self.config.progress and self.main_process), leave=False, **kw)
+
+    def fit(self, clips: list[Clip], name: str = "model", init: Model | None = None,
+            val_clips: list[Clip] | None = None) -> TrainResult:
+        """Trains on `clips`; validation is `val_clips`, or carved from `clips`' speakers."""
+        cfg = self.config
+        started = time.perf_counter()
+        torch.manual_seed(cfg.seed)
+        if val_clips is None:
+            train_clips, val_clips = split_validation(clips, cfg.val_fraction, cfg.seed)
+        else:
+            train_clips = clips
+        if not train_clips:
+            raise StreamemoError("no training clips left after holding out validation speakers", 1)
+        labels = init.labels if init is not None else label_set(train_clips)
+        missing = sorted({c.label for c in train_clips} - set(labels))
+        if missing:
+            raise StreamemoError(f"--init model has no class for {', '.join(missing)}; its labels: {labels}", 2)
+        index = {label: i for i, label in enumerate(labels)}
+
+        train_clips, train_feats, skipped = self.store.get_many(train_clips, "train features",
+                                                                progress=cfg.progress and self.main_process)
+        val_clips, val_feats, val_skipped = self.store.get_many(val_clips, "validation features",
+                                                                progress=cfg.progress and self.main_process)
+        skipped += val_skipped
+        copies = self._augmented_copies(train_clips)
+        y = np.array([index[c.label] for c in train_clips])
+        y_val = np.array([index[c.label] for c in val_clips])
+
+        model = self._initial_model(name, labels, init)
+        if init is None:
+            self._fit_normalisation(model, train_feats)
+        network = model.network.to(self.device)
+        trainable = network
+        if self.world > 1:
+            trainable = torch.nn.parallel.DistributedDataParallel(
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        optimizer = self._optimizer(network)
+        plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
+                                                              patience=cfg.plateau_patience)
+                   if cfg.schedule == "plateau" else None)
+        counts = np.bincount(y, minlength=len(labels)).astype(np.float64)
+        weights = None
+        if cfg.class_weighting:
+            weights = torch.tensor(len(y) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32,
+                                   device=self.device)
+        rng = np.random.default_rng(cfg.seed)  # same stream on every rank: same permutations
+        gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)
+
+        history, best_ua, best_state, stale = [], -1.0, None, 0
+        averaged, n_averaged = None, 0
+        steps_per_epoch = max(1, math.ceil(len(y) / (cfg.batch_size * self.world)))
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            if plateau is None:
+                self._set_cosine_lr(optimizer, epoch, cfg.epochs)
+            trainable.train()
+            order = rng.permutation(len(y))
+            starts = rng.random(len(y))  # crop position per clip, as a fraction of the slack
+            pick = rng.integers(0, cfg.wave_copies + 1, len(y))  # 0 = original, k = copy k
+            shard = order[self.rank :: self.world]
+            total_loss, total_correct, seen = 0.0, 0, 0
+            bar = self._progress(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch")
+            for step in bar:
+                batch = shard[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+                if len(batch) == 0:  # uneven shards: every rank must still take every step
+                    batch = shard[: cfg.batch_size]
+                x = torch.from_numpy(np.stack([
+                    self._crop(copies[i][pick[i] - 1] if pick[i] else train_feats[i], starts[i]) for i in batch]))
+                target = torch.from_numpy(y[batch])
+                if cfg.spec_augment:
+                    x = spec_augment(x, cfg.augment, gen)
+                x, target = x.to(self.device), target.to(self.device)
+                loss, correct = self._step(trainable, optimizer, x, target, weights, gen)
+                total_loss += loss * len(batch)
+                total_correct += correct
+                seen += len(batch)
+                bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{total_correct / seen:.2f}")
+            if self.world > 1:  # BatchNorm statistics drift per rank: use rank 0's everywhere
+                for buffer in network.buffers():
+                    torch.distributed.broadcast(buffer, 0)
+            val = self.validate(network, val_feats, y_val, len(labels)) if len(y_val) else {}
+            record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "acc": total_correct / max(seen, 1),
+                      "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, **val}
+            history.append(record)
+            if self.main_process:
+                log.info("epoch %d: loss %.3f acc %.3f val_loss %s val_ua %s (%.1f s)", epoch + 1, record["loss"],
+                         record["acc"], _fmt(val.get("val_loss")), _fmt(val.get("val_ua")), record["seconds"])
+            score = val.get("val_ua", record["acc"])
+            if plateau is not None:
+                plateau.step(score)
+            if score > best_ua:
+                best_ua, best_state, stale = score, copy.deepcopy(network.state_dict()), 0
+            else:
+                stale += 1
+            if cfg.average_last and epoch >= cfg.epochs - cfg.average_last:
+                averaged, n_averaged = _running_average(averaged, network.state_dict(), n_averaged)
+            if cfg.early_stop and stale >= cfg.early_stop:
+                log.info("early stop: no validation improvement for %d epochs", stale)
+                break
+
+        if cfg.average_last and averaged is not None:
+            network.load_state_dict(averaged)
+            chosen = f"average of the last {n_averaged} epochs"
+        elif cfg.select == "best" and best_state is not None:
+            network.load_state_dict(best_state)
+            chosen = f"best validation epoch ({best_ua:.3f} UA)"
+        else:
+            chosen = f"last epoch ({len(history)})"
+        network.eval()
+        model.network = network.cpu()
+        return TrainResult(model, history, labels, train_clips, val_clips, skipped, chosen,
+                           time.perf_counter() - started)
+
+    # --- pieces -------------------------------------------------------------------------
+
+    def _initial_model(self, name: str, labels: list[str], init: Model | None) -> Model:
+        cfg = self.config
+        if init is not None:
+            # Fine-tuning keeps the initial model's frontend, window and architecture.
+            if init.frontend != cfg.frontend or abs(init.window_s - cfg.window_s) > 1e-9:
+                log.warning("--init model's frontend/window differ from the config: using the model's")
+            model = Model.create(name, init.labels, init.window_s, init.frontend, init.arch, init.arch_params)
+            model.network.load_state_dict(init.network.state_dict())
+            return model
+        return Model.create(name, labels, cfg.window_s, cfg.frontend, cfg.arch, cfg.arch_params)
+
+    def _augmented_copies(self, clips: list[Clip]) -> list[list[np.ndarray]]:
+        cfg = self.config
+        if cfg.wave_copies <= 0:
+            return [[] for _ in clips]
+        augmenter = WaveAugmenter(cfg.augment)
+        per_copy = []
+        for k in range(cfg.wave_copies):
+            kept, feats, _ = self.store.get_many(clips, f"augmented copy {k + 1}", augment=augmenter, copy=k,
+                                                 progress=cfg.progress and self.main_process)
+            # A file that read once reads again; keep the alignment strict anyway.
+            assert len(kept) == len(clips)
+            per_copy.append(feats)
+        return [list(c) for c in zip(*per_copy)]
+
+    @staticmethod
+    def _fit_normalisation(model: Model, feats: list[np.ndarray]) -> None:
+        """Per-band mean and std over every frame of the training clips: one global
+        statistic, so loudness differences between clips survive normalisation."""
+        allf = np.concatenate(feats, axis=1).astype(np.float64)
+        norm = model.network.norm
+        norm.mean.copy_(torch.from_numpy(allf.mean(axis=1)).float())
+        norm.std.copy_(torch.from_numpy(allf.std(axis=1) + 1e-5).float())
+
+    def _optimizer(self, network: torch.nn.Module) -> torch.optim.Optimizer:
+        cfg = self.config
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(network.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                                   nesterov=True)
+        raise StreamemoError(f"unknown optimizer {cfg.optimizer!r}; expected adamw or sgd", 2)
+
+    def _set_cosine_lr(self, optimizer, epoch: int, epochs: int) -> None:
+        cfg = self.config
+        if epoch < cfg.warmup_epochs:
+            lr = cfg.lr * (epoch + 1) / (cfg.warmup_epochs + 1)
+        else:
+            progress = (epoch - cfg.warmup_epochs) / max(1, epochs - cfg.warmup_epochs)
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+
+    def _crop(self, feats: np.ndarray, where: float) -> np.ndarray:
+        t = feats.shape[1]
+        if t <= self.width:  # store pads clips to one window, but be safe
+            return np.pad(feats, ((0, 0), (0, self.width - t)), mode="edge")
+        s = int(where * (t - self.width + 1))
+        return feats[:, s : s + self.width]
+
+    def _step(self, network, optimizer, x, target, weights, gen) -> tuple[float, int]:
+        cfg = self.config
+        if cfg.mixup > 0:
+            lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
+            perm = torch.randperm(len(x), generator=gen).to(x.device)
+            logits = network(lam * x + (1 - lam) * x[perm])
+            loss = lam * F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing) + (
+                1 - lam) * F.cross_entropy(logits, target[perm], weight=weights, label_smoothing=cfg.label_smoothing)
+        else:
+            logits = network(x)
+            loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
+        optimizer.step()
+        return float(loss), int((logits.argmax(1) == target).sum())
+
+    @torch.no_grad()
+    def validate(self, network, feats: list[np.ndarray], y: np.ndarray, n_classes: int) -> dict:
+        """Clip-level figures: each clip's windows at the daemon's hop, probabilities averaged."""
+        network.eval()
+        probs, losses = [], []
+        for f in feats:
+            logits = network(torch.from_numpy(crops_at_hop(f, self.width, self.hop)).to(self.device))
+            p = torch.softmax(logits.float(), dim=1).mean(0).cpu()
+            probs.append(p)
+        p = torch.stack(probs)
+        loss = float(F.nll_loss(torch.log(p + 1e-8), torch.from_numpy(y)))
+        m = classification_metrics(y, p.argmax(1).numpy(), n_classes)
+        return {"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"]}
+
+
+def _running_average(avg: dict | None, state: dict, n: int) -> tuple[dict, int]:
+    """Mean of state dicts (float tensors averaged; integer buffers such as BatchNorm's
+    batch counter taken from the latest)."""
+    if avg is None:
+        return {k: v.detach().clone().float() if v.is_floating_point() else v.clone() for k, v in state.items()}, 1
+    for k, v in state.items():
+        if v.is_floating_point():
+            avg[k].mul_(n / (n + 1)).add_(v.detach().float(), alpha=1 / (n + 1))
+        else:
+            avg[k] = v.clone()
+    return avg, n + 1
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def with_overrides(config: TrainConfig, **changes) -> TrainConfig:
+    return replace(config, **{k: v for k, v in changes.items() if v is not None})

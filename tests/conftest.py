@@ -1,0 +1,102 @@
+"""Shared fixtures: a small random model, generated speech, free ports, the virtual microphone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).parent))  # for tests/pulse.py
+
+from pulse import PulseServer, pulse_available  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+STREAMEMO = [sys.executable, "-m", "streamemo"]
+
+
+@pytest.fixture(scope="session")
+def random_model(tmp_path_factory) -> Path:
+    """A small untrained CNN-LSTM saved like a real one: tests of the plumbing need a model,
+    not a good one. Never shipped in models/."""
+    import torch
+
+    from streamemo import EMOTIONS
+    from streamemo.features import FrontendSpec
+    from streamemo.model import Model, save_model
+
+    torch.manual_seed(0)
+    model = Model.create("random", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm",
+                         {"channels": [8, 16], "proj": 32, "lstm_hidden": 16})
+    path = tmp_path_factory.mktemp("models") / "random"
+    save_model(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def speech_wav(tmp_path_factory) -> Path:
+    """About 4 s of English speech from espeak-ng at its native 22050 Hz."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (Debian: espeak-ng); `make test` installs it")
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(path), "I cannot believe you did that. This is the best day of my whole life."],
+                   check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tone_and_silence_wav(tmp_path_factory) -> Path:
+    """6 s at 16 kHz: 1.5 s silence, 3 s of a voice-like harmonic tone, 1.5 s silence."""
+    rate = 16000
+    t = np.arange(int(3 * rate)) / rate
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(0.2 / k * np.sin(k * phase) for k in range(1, 8)).astype(np.float32)
+    silence = np.zeros(int(1.5 * rate), np.float32)
+    path = tmp_path_factory.mktemp("audio") / "tone.wav"
+    sf.write(path, np.concatenate([silence, voice, silence]), rate, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def free_endpoint() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"tcp://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="session")
+def pulse():
+    """A private PulseAudio server whose default source is a null sink's monitor."""
+    reason = pulse_available()
+    if reason:
+        pytest.skip(f"virtual microphone unavailable: {reason}")
+    server = PulseServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def no_audio_env(tmp_path) -> dict:
+    """An environment in which PortAudio finds no audio system at all."""
+    env = dict(os.environ)
+    env["PULSE_SERVER"] = f"unix:{tmp_path}/no-such-socket"
+    env["PULSE_RUNTIME_PATH"] = str(tmp_path)
+    env["ALSA_CONFIG_PATH"] = str(tmp_path / "empty-alsa.conf")
+    (tmp_path / "empty-alsa.conf").write_text("")
+    return env
+
+
+def corpus(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (the corpora live in ../shared/data beside the project)")
+    return path
