@@ -68,6 +68,7 @@ class HelpScreen(ModalScreen[None]):
 class DashboardApp(App[None]):
     CSS_PATH = "dashboard.tcss"
     TITLE = "streamemo"
+    ENABLE_COMMAND_PALETTE = False  # nothing to command; keeps the footer to our keys
     # Breakpoint classes land on the screen; the tcss grows panels when there is room.
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]

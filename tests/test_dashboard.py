@@ -1,0 +1,356 @@
+"""The dashboard driven by a pilot against a real ZeroMQ publisher sending a scripted feed.
+
+Each test publishes from its own Publisher on a free port; the app's receiver thread
+connects to it exactly as it would to a daemon. Waits poll the app's state with a
+deadline instead of sleeping a fixed time, so a loaded machine makes them slower, not flaky.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import socket as sockets
+import sys
+import threading
+import time
+
+import pytest
+
+from streamemo import EMOTIONS
+from streamemo.dashboard.app import DashboardApp, HelpScreen
+from streamemo.dashboard.daemon_child import DaemonChild
+from streamemo.dashboard.feedgen import emotion_body, one_hot, status_body
+from streamemo.dashboard.receiver import Receiver
+from streamemo.dashboard.state import SILENCE
+from streamemo.publish import Publisher
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def asynctest(test):
+    """Runs an async test on its own event loop (no pytest-asyncio needed); pytest still
+    sees the wrapped signature, so fixtures work."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        return asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+class Feed:
+    """A scripted daemon: sends the current message every `tick()`, like a daemon's hops."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+        self.publisher = Publisher(endpoint)
+        self.seq = 0
+        self.probs = one_hot("neutral")
+        self.voiced = True
+        self.sending = True
+
+    def tick(self) -> None:
+        if not self.sending or self.publisher is None:
+            return
+        now = time.time()
+        self.publisher.send("emotion", emotion_body(self.seq, self.probs, voiced=self.voiced, t_capture=now - 0.05,
+                                                    level_db=-20.0 if self.voiced else -58.0))
+        if self.seq % 10 == 0:
+            self.publisher.send("status", status_body(self.seq // 10, t_publish=now))
+        self.seq += 1
+
+    def close(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close(drain_s=0)
+            self.publisher = None
+
+    def reopen(self) -> None:
+        self.publisher = Publisher(self.endpoint)
+
+
+@pytest.fixture
+def feed(free_endpoint):
+    feed = Feed(free_endpoint)
+    yield feed
+    feed.close()
+
+
+async def until(pilot, condition, feeds=(), timeout: float = 5.0, what: str = "condition") -> float:
+    """Ticks the feeds every 50 ms until `condition()`; returns the seconds it took."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        for feed in feeds:
+            feed.tick()
+        await pilot.pause(0.05)
+    return time.monotonic() - start
+
+
+async def keep_feeding(pilot, feeds, seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for feed in feeds:
+            feed.tick()
+        await pilot.pause(0.05)
+
+
+def shown(app, selector: str) -> str:
+    """The text a widget draws right now."""
+    return app.query_one(selector).render().plain
+
+
+def bar_line(app, label: str) -> str:
+    return next(line for line in shown(app, "#bars").splitlines() if line.strip().startswith(label))
+
+
+def connection_shown(app) -> str:
+    return shown(app, "#endpoints")
+
+
+@asynctest
+async def test_bars_and_top_label_follow_the_feed(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed.probs = one_hot("happy", 0.7)
+        await until(pilot, lambda: "HAPPY" in shown(app, "#top"), [feed], what="HAPPY on top")
+        assert "70%" in shown(app, "#top")
+        assert "70%" in bar_line(app, "happy") and "▶" in bar_line(app, "happy")
+        # The happy bar is the long one: 70% of the width against about 4% for the others.
+        assert bar_line(app, "happy").count("█") > 5 * bar_line(app, "sad").count("█")
+
+        feed.probs = one_hot("sad", 0.6)
+        await until(pilot, lambda: "SAD" in shown(app, "#top"), [feed], what="SAD on top")
+        assert "60%" in bar_line(app, "sad") and "▶" in bar_line(app, "sad")
+        assert "▶" not in bar_line(app, "happy")
+        assert "live" in connection_shown(app)
+        assert "virtual mic" in shown(app, "#status")
+
+
+@asynctest
+async def test_p_freezes_the_view_and_resuming_shows_the_present(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed.probs = one_hot("happy")
+        await until(pilot, lambda: "HAPPY" in shown(app, "#top"), [feed], what="HAPPY on top")
+        await pilot.press("p")
+        assert app.paused and "PAUSED" in connection_shown(app)
+        frozen_bars = shown(app, "#bars")
+
+        feed.probs = one_hot("angry")
+        # The receiver keeps listening while paused: wait until it has the new state …
+        await until(pilot, lambda: app.views[0].top == "angry", [feed], what="receiver to see angry")
+        await keep_feeding(pilot, [feed], 0.3)
+        # … and the screen still shows the old one.
+        assert "HAPPY" in shown(app, "#top")
+        assert shown(app, "#bars") == frozen_bars
+
+        await pilot.press("p")
+        assert not app.paused and "PAUSED" not in connection_shown(app)
+        await until(pilot, lambda: "ANGRY" in shown(app, "#top"), [feed], what="ANGRY after resume")
+
+
+@asynctest
+async def test_r_clears_the_timeline(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed.probs = one_hot("calm")
+        # A second of feed fills a few 0.5 s slots.
+        await until(pilot, lambda: sum(s is not None for s in app.query_one("#timeline").view.timeline) >= 3,
+                    [feed], what="timeline to fill")
+        calm_row = next(line for line in shown(app, "#timeline").splitlines() if line.startswith("calm"))
+        assert set("▁▂▃▄▅▆▇█") & set(calm_row[10:])
+
+        await pilot.press("r")
+        assert all(s is None for s in app.query_one("#timeline").view.timeline)
+        calm_row = next(line for line in shown(app, "#timeline").splitlines() if line.startswith("calm"))
+        assert calm_row[10:].strip() == ""
+
+
+@asynctest
+async def test_a_silent_feed_shows_silence(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed.voiced = False
+        await until(pilot, lambda: "silence" in shown(app, "#top"), [feed], what="silence on top")
+        assert "silent" in shown(app, "#level") and "-58 dBFS" in shown(app, "#level")
+        await until(pilot, lambda: SILENCE in app.query_one("#timeline").view.timeline, [feed],
+                    what="silence in the timeline")
+        assert "·" in shown(app, "#timeline")
+        assert "┃" not in shown(app, "#bars")  # no raw values when nothing was classified
+
+        feed.voiced = True
+        feed.probs = one_hot("fearful")
+        await until(pilot, lambda: "FEARFUL" in shown(app, "#top"), [feed], what="voice again")
+        assert "voiced" in shown(app, "#level")
+
+
+@asynctest
+async def test_stale_within_3_s_of_silence_and_live_again_when_it_resumes(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "live" in connection_shown(app), [feed], what="live")
+        feed.sending = False
+        took = await until(pilot, lambda: "stale" in connection_shown(app), timeout=6, what="stale")
+        assert took < 3.0, f"stale after {took:.1f} s"
+        feed.sending = True
+        await until(pilot, lambda: "live" in connection_shown(app), [feed], what="live again")
+
+
+@asynctest
+async def test_disconnected_when_the_publisher_goes_away_and_reconnects_by_itself(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "live" in connection_shown(app), [feed], what="live")
+        feed.close()
+        await until(pilot, lambda: "disconnected" in connection_shown(app), timeout=6, what="disconnected")
+        feed.reopen()  # same port, a new socket: a restarted daemon
+        await until(pilot, lambda: "live" in connection_shown(app), [feed], timeout=10, what="live after restart")
+
+
+@asynctest
+async def test_malformed_messages_are_counted_and_shown_never_fatal(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(100, 24)) as pilot:
+        feed.probs = one_hot("happy")
+        await until(pilot, lambda: "HAPPY" in shown(app, "#top"), [feed], what="HAPPY")
+        good = emotion_body(0, one_hot("angry"), t_capture=time.time())
+        socket = feed.publisher.socket
+        socket.send_multipart([b"emotion", b"{not json"])
+        await until(pilot, lambda: "malformed 1:" in shown(app, "#status"), what="bad JSON counted")
+        assert "not UTF-8 JSON" in shown(app, "#status")
+
+        socket.send_multipart([b"emotion", ('{"v": 99, ' + '"seq": 1}').encode()])
+        await until(pilot, lambda: "malformed 2:" in shown(app, "#status"), what="wrong version counted")
+        assert "schema version 99" in shown(app, "#status")
+
+        missing = {"v": 1, **good}
+        del missing["level_db"]
+        socket.send_multipart([b"emotion", json.dumps(missing).encode()])
+        await until(pilot, lambda: "malformed 3:" in shown(app, "#status"), what="missing field counted")
+        assert "lacks field 'level_db'" in shown(app, "#status")
+
+        socket.send_multipart([b"emotion", b"\xff\xfe"])  # not even UTF-8
+        socket.send_multipart([b"emotion", b"[1, 2]"])  # JSON, not an object
+        await until(pilot, lambda: "malformed 5:" in shown(app, "#status"), what="all five counted")
+
+        # Still alive and still following good messages.
+        feed.probs = one_hot("angry")
+        await until(pilot, lambda: "ANGRY" in shown(app, "#top"), [feed], what="good messages after bad ones")
+        assert app.is_running
+
+
+@asynctest
+async def test_tab_switches_between_endpoints(free_endpoint):
+    with sockets.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        other = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    first, second = Feed(free_endpoint), Feed(other)
+    first.probs, second.probs = one_hot("happy"), one_hot("disgust")
+    try:
+        app = DashboardApp(Receiver([first.endpoint, second.endpoint]))
+        async with app.run_test(size=(100, 24)) as pilot:
+            await until(pilot, lambda: "HAPPY" in shown(app, "#top"), [first, second], what="first endpoint")
+            await until(pilot, lambda: connection_shown(app).count("live") == 2, [first, second], what="both live")
+            await pilot.press("tab")
+            assert app.selected == 1
+            await until(pilot, lambda: "DISGUST" in shown(app, "#top"), [first, second], what="second endpoint")
+            await pilot.press("tab")
+            await until(pilot, lambda: "HAPPY" in shown(app, "#top"), [first, second], what="back to the first")
+            second.sending = False
+            await until(pilot, lambda: "stale" in connection_shown(app), [first], timeout=6, what="second stale")
+            assert "live" in connection_shown(app)  # the first is unaffected
+    finally:
+        first.close()
+        second.close()
+
+
+@asynctest
+async def test_help_opens_and_closes(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert "reset the timeline" in app.screen.query_one("#help").render().plain
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.press("q")
+    assert app.return_code == 0
+
+
+@asynctest
+async def test_a_daemon_that_exits_early_is_shown(tmp_path, free_endpoint):
+    child = DaemonChild([sys.executable, "-c", "import sys; print('streamemo run: error: no input device found');"
+                         " sys.exit(1)"], tmp_path / "daemon.log")
+    child.start()
+    app = DashboardApp(Receiver([free_endpoint]), child=child)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.daemon_problem, what="the daemon's exit noticed")
+        banner = app.query_one("#banner")
+        assert banner.display
+        text = banner.render().plain
+        assert "exit code 1" in text and "no input device found" in text and "daemon.log" in text
+
+
+def test_stop_terminates_a_running_child(tmp_path):
+    child = DaemonChild([sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"],
+                        tmp_path / "daemon.log")
+    child.start()
+    assert child.problem() is None
+    child.stop()
+    assert child.process.returncode == -15  # SIGTERM, not the SIGKILL fallback
+    assert "killed by signal 15" in child.problem()
+
+
+def test_dash_rejects_a_malformed_endpoint(capsys):
+    from streamemo.cli import main
+
+    assert main(["dash", "--connect", "nonsense"]) == 2
+    assert "cannot connect to nonsense" in capsys.readouterr().err
+
+
+def test_receiver_coalesces_a_burst_into_few_notifications(free_endpoint):
+    """The newest-wins contract without the UI: a burst of 500 messages costs a handful of
+    notifications (at most one outstanding), and the views end on the last message."""
+    receiver = Receiver([free_endpoint])
+    notified = []
+    thread = threading.Thread(target=receiver.run, args=(lambda: notified.append(time.monotonic()),))
+    thread.start()
+    publisher = Publisher(free_endpoint)
+    try:
+        deadline = time.monotonic() + 10
+        while receiver.views()[0].connection != "live" and time.monotonic() < deadline:
+            publisher.send("emotion", emotion_body(0, one_hot("neutral"), t_capture=time.time()))
+            receiver.acknowledge()
+            time.sleep(0.05)
+        receiver.acknowledge()
+        before = len(notified)
+        for seq in range(1, 501):
+            publisher.send("emotion", emotion_body(seq, one_hot(EMOTIONS[seq % 8]), t_capture=time.time()))
+        deadline = time.monotonic() + 10
+        while receiver.views()[0].seq != 500 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert receiver.views()[0].seq == 500
+        assert receiver.views()[0].top == EMOTIONS[500 % 8]
+        # Never acknowledged since the burst began: exactly one notification, however many messages.
+        time.sleep(0.3)
+        assert len(notified) - before <= 1
+    finally:
+        receiver.stop()
+        thread.join(5)
+        publisher.close(drain_s=0)
+    assert not thread.is_alive()
+
+
+def test_zmq_context_is_not_left_open_by_the_receiver(free_endpoint):
+    """run() owns and terminates its context: quitting the dashboard leaves no I/O threads."""
+    before = threading.active_count()
+    receiver = Receiver([free_endpoint])
+    thread = threading.Thread(target=receiver.run, args=(lambda: None,))
+    thread.start()
+    time.sleep(0.3)
+    receiver.stop()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert threading.active_count() <= before
