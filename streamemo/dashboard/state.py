@@ -131,10 +131,13 @@ class EndpointState:
 
     def view(self, now: float) -> EndpointView:
         e = self.emotion
-        recent = [t for t in self._arrivals if now - t <= RATE_WINDOW_S]
-        # Rate over the span actually covered, so the first second does not read low.
-        span = min(RATE_WINDOW_S, now - recent[0]) if len(recent) > 1 else 0.0
-        rate = (len(recent) - 1) / span if span > 0 else 0.0
+        recent = [t for t in self._arrivals if now - t < RATE_WINDOW_S]
+        if self._arrivals and self._arrivals[0] <= now - RATE_WINDOW_S:
+            rate = len(recent) / RATE_WINDOW_S  # a full window: decays to 0 when messages stop
+        elif len(recent) > 1 and recent[-1] > recent[0]:
+            rate = (len(recent) - 1) / (recent[-1] - recent[0])  # the first seconds: what we have
+        else:
+            rate = 0.0
         return EndpointView(
             endpoint=self.endpoint,
             connection=self.connection(now),

@@ -257,6 +257,11 @@ class StatusPanel(Widget):
                 rows.append(("malformed", "0"))
             if s is not None and s["message"]:
                 rows.append(("daemon", s["message"]))
+            # Below the fold at 80x24, shown when the panel is taller.
+            if s is not None:
+                rows.append(("source", s["source"]))
+            if view.seq is not None:
+                rows.append(("last seq", str(view.seq)))
         out = Text(no_wrap=True, overflow="ellipsis")
         for i, (name, value) in enumerate(rows):
             out.append(f"{name:<10}", key)
