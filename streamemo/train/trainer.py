@@ -342,7 +342,7 @@ class Trainer:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
         optimizer.step()
-        return float(loss), int((logits.argmax(1) == target).sum())
+        return float(loss.detach()), int((logits.argmax(1) == target).sum())
 
     @torch.no_grad()
     def validate(self, network, feats: list[np.ndarray], y: np.ndarray, n_classes: int) -> dict:

@@ -1,0 +1,99 @@
+"""`streamemo evaluate`: honest figures for a recipe or a model.
+
+    # speaker-independent folds (folds.json); other --data corpora only ever add training data
+    streamemo evaluate --data ravdess:../shared/data/ravdess --data emodb:../shared/data/emodb \\
+        --drop-boredom --folds ravdess --jobs 2 --report reports/ravdess
+    # cross-corpus / an extra labelled folder: train on --data, test on --test
+    streamemo evaluate --data ravdess:PATH --test emodb:PATH --drop-boredom
+    # an existing model on a test set, no training
+    streamemo evaluate --model models/default --test folder:my_clips
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+from streamemo import StreamemoError
+
+
+def configure(parser) -> None:
+    from streamemo.train.options import add_data_arguments, add_recipe_arguments
+
+    add_data_arguments(parser, required=False)
+    parser.add_argument("--folds", metavar="CORPUS", help="run the speaker-independent folds of this corpus")
+    parser.add_argument("--folds-file", type=Path, default=Path("../shared/data/folds.json"),
+                        help="fold definitions (default ../shared/data/folds.json)")
+    parser.add_argument("--fold", type=lambda s: [int(x) for x in s.split(",")], metavar="N[,N…]",
+                        help="only these folds (1-based)")
+    parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
+    parser.add_argument("--test", action="append", default=[], metavar="KIND:PATH",
+                        help="a labelled test set (another corpus, or your own folder); repeatable")
+    parser.add_argument("--model", metavar="MODEL", help="evaluate this model on --test instead of training")
+    parser.add_argument("--report", type=Path, default=None, help="report folder (default reports/<mode>)")
+    add_recipe_arguments(parser)
+
+
+def main(args) -> int:
+    from streamemo.cli import setup_logging
+    from streamemo.model import load_model
+    from streamemo.train.evaluate import load_folds, run_folds, score_clips, score_metrics, summarise
+    from streamemo.train.options import config_from_args, git_commit, read_data
+    from streamemo.train.report import write_report
+    from streamemo.train.trainer import Trainer
+
+    setup_logging("warning")
+    if args.folds and (args.test or args.model):
+        raise StreamemoError("--folds runs its own test folds; use --test (with --data or --model) separately", 2)
+    if not args.folds and not args.test:
+        raise StreamemoError("nothing to evaluate: give --folds CORPUS, or --test KIND:PATH", 2)
+    if not args.model and not args.data:
+        raise StreamemoError("give --data to train on (or --model to evaluate an existing model)", 2)
+    config = config_from_args(args)
+    meta = {"command": "streamemo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "git_commit": git_commit(), "recipe": config.to_dict()}
+    data = read_data(args.data, args) if args.data else None
+    counts: dict[str, Counter] = {}
+
+    if args.folds:
+        corpus_clips = [c for c in data.clips if c.corpus == args.folds]
+        if not corpus_clips:
+            raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
+        folds = load_folds(args.folds_file, args.folds)
+        results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir)
+        counts["all training data"] = Counter(c.label for c in data.clips)
+        counts[f"{args.folds} (test folds)"] = Counter(c.label for c in corpus_clips)
+        title = f"{args.folds}: speaker-independent folds"
+        report_dir = args.report or Path("reports") / f"folds-{args.folds}"
+    else:
+        tests = read_data(args.test, args)
+        if args.model:
+            model, history, chosen = load_model(args.model), [], f"model {args.model}"
+            title = f"{args.model} on {', '.join(args.test)}"
+        else:
+            result = Trainer(config, args.cache_dir, use_cache=not args.no_cache).fit(data.clips, name="evaluate")
+            model, history, chosen = result.model, result.history, result.chosen
+            counts["training"] = Counter(c.label for c in result.train_clips)
+            title = f"train {', '.join(args.data)}; test {', '.join(args.test)}"
+        scores, skipped = score_clips(model, tests.clips, progress=not args.quiet)
+        counts["test"] = Counter(c.label for c in tests.clips)
+        results = [{"fold": "test", "test_speakers": sorted({c.speaker for c in tests.clips}),
+                    "labels": model.labels, "metrics": score_metrics(scores, model.labels), "history": history,
+                    "chosen": chosen, "skipped": tests.skipped + skipped,
+                    "predictions": [s.__dict__ for s in scores]}]
+        report_dir = args.report or Path("reports") / "test"
+    summary = summarise(results)
+    meta["skipped"] = sum(len(r.get("skipped", [])) for r in results) + (len(data.skipped) if data else 0)
+    write_report(report_dir, title, summary, results, counts, meta)
+    print(f"{title}: UA {100 * summary['ua']['mean']:.1f} ± {100 * summary['ua']['std']:.1f} %, "
+          f"WA {100 * summary['wa']['mean']:.1f} ± {100 * summary['wa']['std']:.1f} %, "
+          f"macro F1 {100 * summary['macro_f1']['mean']:.1f} % over {len(results)} fold(s); "
+          f"{meta['skipped']} file(s) skipped")
+    for r in results:
+        m = r["metrics"]
+        print(f"  fold {r['fold']}: UA {100 * m['ua']:.1f}  WA {100 * m['wa']:.1f}  F1 {100 * m['macro_f1']:.1f}  "
+              f"({m['n_clips']} clips, {m['no_voice']} without a voiced window)")
+    print(f"report: {report_dir}/report.md")
+    return 0

@@ -1,0 +1,53 @@
+"""`streamemo spectrogram FILE -o out.png`: the log-mel image a model sees for a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamemo import StreamemoError
+
+
+def configure(parser) -> None:
+    parser.add_argument("file", type=Path, help="an audio file (any format soundfile reads)")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="PNG to write")
+    parser.add_argument("--model", metavar="MODEL", default=None,
+                        help="use this model's frontend (default: models/default when present, else the stock one)")
+
+
+def main(args) -> int:
+    import numpy as np
+
+    from streamemo.features import FrontendSpec
+    from streamemo.train.audio import UnreadableAudio, load_audio
+    from streamemo.train.cache import FeatureRecipe, FeatureStore
+
+    spec = FrontendSpec()
+    model_path = args.model or ("models/default" if Path("models/default.json").exists() else None)
+    if model_path:
+        from streamemo.model import load_model
+
+        spec = load_model(model_path).frontend
+    try:
+        audio = load_audio(args.file, spec.sample_rate)
+    except UnreadableAudio as e:
+        raise StreamemoError(f"cannot read {e}") from None
+    feats = FeatureStore(FeatureRecipe(spec, 0), use_cache=False).features_of_audio(audio)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seconds = len(audio) / spec.sample_rate
+    fig, ax = plt.subplots(figsize=(max(4.0, 2.0 * seconds), 3.5))
+    im = ax.imshow(feats, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, feats.shape[0]))
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mel band" if spec.kind == "logmel" else "MFCC")
+    ax.set_title(f"{args.file.name}: {spec.kind}, {spec.n_features} bands, hop {1000 * spec.hop_length // spec.sample_rate} ms")
+    fig.colorbar(im, ax=ax, label="log energy" if spec.kind == "logmel" else "coefficient")
+    fig.tight_layout()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.output, dpi=100)
+    plt.close(fig)
+    print(f"wrote {args.output} ({feats.shape[0]} x {feats.shape[1]}, {float(np.max(feats)):.1f} max)")
+    return 0

@@ -1,0 +1,100 @@
+"""`streamemo train`: corpora -> models/<name>.safetensors + <name>.json.
+
+Runs on one process, or several under torchrun (DistributedDataParallel):
+    torchrun --nproc-per-node 2 -m streamemo train --data ravdess:PATH -o models/x
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from streamemo import StreamemoError
+
+log = logging.getLogger("streamemo.train")
+
+
+def configure(parser) -> None:
+    from streamemo.train.options import add_data_arguments, add_recipe_arguments
+
+    add_data_arguments(parser)
+    parser.add_argument("-o", "--output", required=True, metavar="MODEL",
+                        help="where to write the model: models/NAME -> NAME.safetensors + NAME.json")
+    parser.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting afresh")
+    parser.add_argument("--evaluation", type=Path, metavar="REPORT_JSON",
+                        help="an evaluate report.json whose figures go into the model card")
+    add_recipe_arguments(parser)
+
+
+def main(args) -> int:
+    import torch
+
+    from streamemo.cli import setup_logging
+    from streamemo.model import load_model, save_model
+    from streamemo.train.licenses import LICENSES
+    from streamemo.train.options import config_from_args, git_commit, read_data
+    from streamemo.train.trainer import Trainer
+
+    setup_logging("info")
+    config = config_from_args(args)
+    data = read_data(args.data, args)
+    init = load_model(args.init) if args.init else None
+    trainer = Trainer(config, args.cache_dir, use_cache=not args.no_cache)
+    name = Path(args.output).name.removesuffix(".json").removesuffix(".safetensors")
+    result = trainer.fit(data.clips, name=name, init=init)
+    skipped = data.skipped + result.skipped
+    if trainer.main_process:
+        card = {
+            "training": {
+                "data": args.data,
+                "licenses": {c: LICENSES.get(c, "unknown") for c in sorted({x.corpus for x in data.clips})},
+                "clips": {"train": len(result.train_clips), "validation": len(result.val_clips),
+                          "skipped": len(skipped)},
+                "class_counts": dict(Counter(c.label for c in result.train_clips + result.val_clips)),
+                "speakers": len({c.speaker for c in result.train_clips + result.val_clips}),
+                "validation_speakers": sorted({c.speaker for c in result.val_clips}),
+                "recipe": config.to_dict(),
+                "weights": result.chosen,
+                "final_epoch": result.history[-1] if result.history else None,
+                "init": args.init,
+                "seconds": round(result.seconds, 1),
+            },
+            "git_commit": git_commit(),
+        }
+        if args.evaluation:
+            card["evaluation"] = _evaluation_figures(args.evaluation)
+        weights, card_path = save_model(result.model, args.output, extra_card=card)
+        print(f"trained {result.model.n_parameters():,} parameters on {len(result.train_clips)} clips "
+              f"({len(result.val_clips)} validation, {len(skipped)} skipped) in {result.seconds:.0f} s; "
+              f"kept the {result.chosen}")
+        for line in skipped:
+            print(f"  skipped {line}")
+        if result.history and "val_ua" in result.history[-1]:
+            print(f"validation (held-out speakers): UA {100 * result.history[-1]['val_ua']:.1f} % at the last epoch")
+        print(f"wrote {weights} and {card_path}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _evaluation_figures(path: Path) -> dict:
+    """The headline numbers of an evaluate report, for the card."""
+    try:
+        report = json.loads(path.read_text())
+        s = report["summary"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise StreamemoError(f"--evaluation {path}: not an evaluate report.json ({e})", 2) from None
+    keep = ("wa", "ua", "macro_f1", "ua_strict", "wa_strict")
+    return {
+        "title": report.get("title"),
+        "command": report.get("meta", {}).get("command"),
+        "git_commit": report.get("meta", {}).get("git_commit"),
+        **{k: s[k] for k in keep if k in s},
+        "per_class": s.get("per_class"),
+        "confusion": s.get("confusion"),
+        "labels": s.get("labels"),
+        "folds": [{"fold": f["fold"], "test_speakers": f["test_speakers"],
+                   **{k: f["metrics"][k] for k in ("wa", "ua", "macro_f1")}} for f in report.get("folds", [])],
+    }

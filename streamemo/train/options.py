@@ -1,0 +1,120 @@
+"""Command-line options shared by `streamemo train` and `streamemo evaluate`: which data,
+and the training recipe. Defaults come from `TrainConfig`, so they live in one place."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from streamemo import StreamemoError
+from streamemo.features import FrontendSpec
+from streamemo.train.augment import AugmentConfig
+from streamemo.train.datasets import READERS, ReadResult, read_corpus
+from streamemo.train.trainer import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--data", action="append", default=[], required=required, metavar="KIND:PATH",
+                        help=f"training corpus, repeatable; KIND one of {', '.join(READERS)} "
+                             "(e.g. ravdess:../shared/data/ravdess, csv:my/manifest.csv)")
+    parser.add_argument("--drop-boredom", action="store_true",
+                        help="leave out EmoDB's boredom clips (no canonical class) instead of training a class for them")
+    parser.add_argument("--ravdess-channel", choices=["speech", "song", "both"], default="speech",
+                        help="RAVDESS vocal channel to read (default: speech)")
+
+
+def read_data(specs: list[str], args) -> ReadResult:
+    result = ReadResult()
+    for spec in specs:
+        result.extend(read_corpus(spec, boredom=not args.drop_boredom, ravdess_channel=args.ravdess_channel))
+    return result
+
+
+def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
+    g = parser.add_argument_group("recipe (defaults: the shipped model's recipe)")
+    g.add_argument("--recipe", type=Path, help="JSON file of TrainConfig fields; flags override it")
+    g.add_argument("--arch", choices=["cnn_lstm", "cnn2d", "conv1d"], help=f"network (default {d.arch})")
+    g.add_argument("--arch-params", type=json.loads, metavar="JSON",
+                   help='network hyper-parameters, e.g. \'{"channels": [128, 128], "lstm_hidden": 64}\'')
+    g.add_argument("--features", choices=["logmel", "mfcc"], help=f"frontend kind (default {d.frontend.kind})")
+    g.add_argument("--window", type=float, metavar="S", help=f"window length in seconds (default {d.window_s})")
+    g.add_argument("--trim", action="store_true", default=None, help="trim leading/trailing silence")
+    g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
+    g.add_argument("--batch-size", type=int, help=f"default {d.batch_size}")
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], help=f"default {d.optimizer}")
+    g.add_argument("--lr", type=float, help=f"peak learning rate (default {d.lr})")
+    g.add_argument("--weight-decay", type=float, help=f"default {d.weight_decay}")
+    g.add_argument("--schedule", choices=["cosine", "plateau"],
+                   help=f"cosine decay, or reduce-on-plateau of validation UA (default {d.schedule})")
+    g.add_argument("--early-stop", type=int, metavar="N", help="stop after N epochs without validation gain")
+    g.add_argument("--select", choices=["best", "last"], help=f"weights to keep (default {d.select})")
+    g.add_argument("--average-last", type=int, metavar="N", help="keep the average of the last N epochs' weights")
+    g.add_argument("--no-class-weighting", dest="class_weighting", action="store_false", default=None)
+    g.add_argument("--mixup", type=float, metavar="ALPHA", help=f"mixup Beta parameter, 0 = off (default {d.mixup})")
+    g.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
+    g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", default=None)
+    g.add_argument("--wave-copies", type=int, metavar="K",
+                   help=f"augmented waveform copies per training clip, 0 = off (default {d.wave_copies})")
+    g.add_argument("--augment", type=json.loads, metavar="JSON",
+                   help='augmentation switches and strengths, e.g. \'{"pitch": false, "noise_snr_db": [10, 30]}\'')
+    g.add_argument("--val-fraction", type=float, help=f"share of training speakers held for validation "
+                                                      f"(default {d.val_fraction})")
+    g.add_argument("--seed", type=int, help=f"default {d.seed}")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    g.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--cache-dir", type=Path, help="feature cache folder (default ~/.cache/streamemo/features)")
+    g.add_argument("--no-cache", action="store_true", help="recompute features, write nothing to the cache")
+    g.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from_args(args) -> TrainConfig:
+    base = DEFAULTS.to_dict()
+    if args.recipe:
+        try:
+            base.update(json.loads(args.recipe.read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise StreamemoError(f"--recipe {args.recipe}: {e}", 2) from None
+    flags = {
+        "arch": args.arch, "arch_params": args.arch_params, "window_s": args.window, "trim": args.trim,
+        "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
+        "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
+        "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
+        "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
+        "wave_copies": args.wave_copies, "val_fraction": args.val_fraction, "seed": args.seed,
+        "device": args.device, "threads": args.threads,
+    }
+    base.update({k: v for k, v in flags.items() if v is not None})
+    if args.arch and args.arch != DEFAULTS.arch and args.arch_params is None:
+        base["arch_params"] = {}  # the default recipe's parameters belong to its architecture
+    if args.features:
+        base["frontend"] = {**base["frontend"], "kind": args.features}
+    if args.augment:
+        base["augment"] = {**base["augment"], **args.augment}
+    base["progress"] = not args.quiet
+    try:
+        config = TrainConfig.from_dict(base)
+        FrontendSpec.from_dict(config.frontend.to_dict())
+        AugmentConfig.from_dict(config.augment.__dict__)
+    except TypeError as e:
+        raise StreamemoError(f"bad recipe field: {e}", 2) from None
+    if config.epochs < 1 or config.batch_size < 1 or config.window_s <= 0:
+        raise StreamemoError("--epochs and --batch-size must be at least 1 and --window positive", 2)
+    return config
+
+
+def git_commit() -> str | None:
+    """The commit the code ran from, with '+dirty' when the tree has changes."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+dirty" if dirty else "")) or None

@@ -1,0 +1,139 @@
+"""The report folder: report.json (everything), report.md (for people) and three plots:
+class_distribution.png, training_curves.png, confusion_matrix.png."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+PLOTS = ("class_distribution.png", "training_curves.png", "confusion_matrix.png")
+
+
+def write_report(folder: str | Path, title: str, summary: dict, folds: list[dict],
+                 class_counts: dict[str, Counter], meta: dict) -> Path:
+    """`summary` from evaluate.summarise, `folds` as run_fold returns them, `class_counts`
+    per data set name (e.g. {"train": ..., "test": ...}), `meta` whatever else to record
+    (command line, config, git commit)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"title": title, "summary": summary, "folds": folds, "meta": meta,
+            "class_counts": {k: dict(v) for k, v in class_counts.items()}}
+    (folder / "report.json").write_text(json.dumps(data, indent=1) + "\n")
+    (folder / "report.md").write_text(markdown(title, summary, folds, meta))
+    _plot_class_distribution(folder / PLOTS[0], class_counts, summary["labels"])
+    _plot_training_curves(folder / PLOTS[1], folds)
+    _plot_confusion(folder / PLOTS[2], np.array(summary.get("confusion", folds[0]["metrics"]["confusion"])),
+                    summary["labels"])
+    return folder
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown(title: str, summary: dict, folds: list[dict], meta: dict) -> str:
+    labels = summary["labels"]
+    lines = [f"# {title}", ""]
+    if meta.get("command"):
+        lines += ["Reproduce:", "", f"    {meta['command']}", ""]
+    if meta.get("git_commit"):
+        lines += [f"Code: git commit `{meta['git_commit']}`.", ""]
+    lines += ["| fold | test speakers | clips | WA % | UA % | macro F1 % | no-voice clips |",
+              "|---|---|---|---|---|---|---|"]
+    for r in folds:
+        m = r["metrics"]
+        speakers = ", ".join(s.split(":")[-1] for s in r["test_speakers"])
+        lines.append(f"| {r['fold']} | {speakers} | {m['n_clips']} | {_pct(m['wa'])} | {_pct(m['ua'])} | "
+                     f"{_pct(m['macro_f1'])} | {m['no_voice']} |")
+    s = summary
+    lines.append(f"| **mean ± std** | | | **{_pct(s['wa']['mean'])} ± {_pct(s['wa']['std'])}** | "
+                 f"**{_pct(s['ua']['mean'])} ± {_pct(s['ua']['std'])}** | "
+                 f"**{_pct(s['macro_f1']['mean'])} ± {_pct(s['macro_f1']['std'])}** | {s['no_voice']} |")
+    lines += ["", "WA: accuracy over clips. UA: mean per-class recall. Each clip is scored as `streamemo classify`",
+              "scores it (windows through the daemon's pipeline, voiced windows' probabilities averaged).",
+              f"Clips with no voiced window ({s['no_voice']}) are scored with the voice gate open; counting them",
+              f"as wrong instead gives UA {_pct(s['ua_strict']['mean'])} ± {_pct(s['ua_strict']['std'])} %, "
+              f"WA {_pct(s['wa_strict']['mean'])} ± {_pct(s['wa_strict']['std'])} %.", ""]
+    if "per_class" in s:
+        lines += ["## Per class (all folds pooled)", "", "| class | precision % | recall % | F1 % | clips |",
+                  "|---|---|---|---|---|"]
+        for label, c in s["per_class"].items():
+            lines.append(f"| {label} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} |")
+        lines += ["", "## Confusion matrix (rows: true, columns: predicted; all folds summed)", "",
+                  "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+        for label, row in zip(labels, s["confusion"]):
+            lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
+    lines += ["", "Plots: " + ", ".join(f"[{p}]({p})" for p in PLOTS), ""]
+    return "\n".join(lines)
+
+
+def _figure():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_class_distribution(path: Path, counts: dict[str, Counter], labels: list[str]) -> None:
+    plt = _figure()
+    names = list(labels) + sorted({k for c in counts.values() for k in c} - set(labels))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / max(1, len(counts))
+    for i, (name, c) in enumerate(counts.items()):
+        ax.bar(np.arange(len(names)) + i * width, [c.get(n, 0) for n in names], width, label=name)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, names, rotation=30)
+    ax.set_ylabel("clips")
+    ax.set_title("Class distribution")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_training_curves(path: Path, folds: list[dict]) -> None:
+    plt = _figure()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for r in folds:
+        h = r.get("history") or []
+        if not h:
+            continue
+        epochs = [e["epoch"] for e in h]
+        line, = ax_loss.plot(epochs, [e["loss"] for e in h], label=f"fold {r['fold']} train")
+        if "val_loss" in h[0]:
+            ax_loss.plot(epochs, [e["val_loss"] for e in h], "--", color=line.get_color())
+            ax_acc.plot(epochs, [e["val_ua"] for e in h], "--", color=line.get_color(), label=f"fold {r['fold']} val UA")
+        ax_acc.plot(epochs, [e["acc"] for e in h], color=line.get_color(), label=f"fold {r['fold']} train acc")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("loss (solid: train, dashed: validation)")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend(fontsize=6)
+    fig.suptitle("Training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _plot_confusion(path: Path, cm: np.ndarray, labels: list[str]) -> None:
+    plt = _figure()
+    rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if rows[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title("Confusion matrix (counts; colour: row share)")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
