@@ -267,14 +267,19 @@ async def test_tab_switches_between_endpoints(free_endpoint):
 
 
 @asynctest
-async def test_help_opens_and_closes(feed):
+async def test_help_opens_and_closes_while_the_feed_goes_on(feed):
     app = DashboardApp(Receiver([feed.endpoint]))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         assert "reset the timeline" in app.screen.query_one("#help").render().plain
+        # The feed goes on under the help screen and still reaches the main screen.
+        feed.probs = one_hot("surprised")
+        await until(pilot, lambda: app.views[0].top == "surprised", [feed], what="feed under help")
+        await keep_feeding(pilot, [feed], 0.3)
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
+        await until(pilot, lambda: "SURPRISED" in shown(app, "#top"), [feed], what="main screen up to date")
         await pilot.press("q")
     assert app.return_code == 0
 

@@ -66,7 +66,8 @@ class HelpScreen(ModalScreen[None]):
 
 
 class DashboardApp(App[None]):
-    CSS_PATH = "dashboard.tcss"
+    # Absolute: a relative CSS_PATH resolves beside the module of a *subclass* (tests, benchmarks).
+    CSS_PATH = Path(__file__).with_name("dashboard.tcss")
     TITLE = "streamemo"
     ENABLE_COMMAND_PALETTE = False  # nothing to command; keeps the footer to our keys
     # Breakpoint classes land on the screen; the tcss grows panels when there is room.
@@ -106,23 +107,28 @@ class DashboardApp(App[None]):
         self.on_frame = on_frame
 
     def compose(self) -> ComposeResult:
-        yield EndpointBar(id="endpoints")
-        yield Static(id="banner")
+        # Kept as attributes rather than queried: App.query_one looks at the *active*
+        # screen, which is the help screen while it is open, and feed updates go on.
+        self.endpoint_bar = EndpointBar(id="endpoints")
+        self.banner = Static(id="banner")
+        self.panels = [TopEmotion(id="top"), LevelMeter(id="level"), EmotionBars(id="bars"),
+                       StatusPanel(id="status"), Timeline(id="timeline")]
+        top, level, bars, status, self.timeline = self.panels
+        bars.border_title, bars.border_subtitle = "emotions", "┃ raw"
+        status.border_title = "status"
+        self.timeline.border_title, self.timeline.border_subtitle = "last 60 s", "· silence   now →"
+        yield self.endpoint_bar
+        yield self.banner
         with Horizontal(id="upper"):
             with Vertical(id="now"):
-                yield TopEmotion(id="top")
-                yield LevelMeter(id="level")
-                yield EmotionBars(id="bars")
-            yield StatusPanel(id="status")
-        yield Timeline(id="timeline")
+                yield top
+                yield level
+                yield bars
+            yield status
+        yield self.timeline
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#bars").border_title = "emotions"
-        self.query_one("#bars").border_subtitle = "┃ raw"
-        self.query_one("#status").border_title = "status"
-        self.query_one("#timeline").border_title = "last 60 s"
-        self.query_one("#timeline").border_subtitle = "· silence   now →"
         self.refresh_views()
         if self.exit_on_signals:
             loop = asyncio.get_running_loop()
@@ -149,8 +155,7 @@ class DashboardApp(App[None]):
     def refresh_views(self) -> None:
         self.views = self.receiver.views()
         self.selected = min(self.selected, len(self.views) - 1)
-        bar = self.query_one(EndpointBar)
-        bar.views = tuple(self.views)
+        self.endpoint_bar.views = tuple(self.views)
         if not self.paused:
             self.show(self.views[self.selected])
         self.frames_drawn += 1
@@ -158,26 +163,25 @@ class DashboardApp(App[None]):
             self.on_frame(self.views)
 
     def show(self, view: EndpointView) -> None:
-        for widget in self.query("#top, #level, #bars, #timeline, #status"):
-            widget.view = view
+        for panel in self.panels:
+            panel.view = view
 
     # --- reactive state ------------------------------------------------------------------
 
     def watch_paused(self, paused: bool) -> None:
-        self.query_one(EndpointBar).paused = paused
+        self.endpoint_bar.paused = paused
         self.screen.set_class(paused, "-paused")
         if not paused and self.views:
             self.show(self.views[self.selected])
 
     def watch_selected(self, selected: int) -> None:
-        self.query_one(EndpointBar).selected = selected
+        self.endpoint_bar.selected = selected
         if self.views:
             self.show(self.views[selected])
 
     def watch_daemon_problem(self, problem: str) -> None:
-        banner = self.query_one("#banner", Static)
-        banner.update(problem)
-        banner.display = bool(problem)
+        self.banner.update(problem)
+        self.banner.display = bool(problem)
 
     # --- actions -------------------------------------------------------------------------
 
@@ -188,7 +192,7 @@ class DashboardApp(App[None]):
         self.receiver.reset_timeline(self.selected)
         self.views = self.receiver.views()
         # Shown even while paused: the user asked for an empty timeline and should see it.
-        self.query_one(Timeline).view = self.views[self.selected]
+        self.timeline.view = self.views[self.selected]
 
     def action_next_endpoint(self, step: int = 1) -> None:
         self.selected = (self.selected + step) % len(self.receiver.states)
@@ -205,5 +209,3 @@ class DashboardApp(App[None]):
 def run_dashboard(endpoints: list[str], child=None, clock: Callable[[], float] = time.time) -> None:
     DashboardApp(Receiver(endpoints, clock=clock), child=child).run()
 
-
-STYLESHEET = Path(__file__).with_name("dashboard.tcss")

@@ -47,6 +47,7 @@ class EndpointView:
     voiced: bool = False
     level_db: float | None = None
     seq: int | None = None
+    received_at: float | None = None  # when the latest emotion message arrived here
     status: dict | None = None  # the latest status body, as received
     message_rate: float = 0.0  # emotion messages per second, measured here
     latency_ms: float | None = None  # t_capture -> receipt of the latest emotion message
@@ -149,6 +150,7 @@ class EndpointState:
             voiced=bool(e and e["voiced"]),
             level_db=e["level_db"] if e else None,
             seq=e["seq"] if e else None,
+            received_at=self._arrivals[-1] if self._arrivals else None,
             status=dict(self.status) if self.status else None,
             message_rate=rate,
             latency_ms=self._latencies[-1] if self._latencies else None,
