@@ -108,7 +108,7 @@ class MicSource:
         try:
             self.stream = sd.InputStream(
                 device=info["index"], channels=1, samplerate=self.rate, dtype="float32",
-                blocksize=max(1, int(block_s * self.rate)), callback=self._callback,
+                blocksize=max(1, int(block_s * self.rate)), latency="low", callback=self._callback,
             )
             self.stream.start()
         except sd.PortAudioError as e:

@@ -12,7 +12,7 @@ import numpy as np
 
 from streamemo.audio.resample import StreamResampler
 from streamemo.audio.sources import Chunk
-from streamemo.protocol import rounded
+from streamemo.protocol import SCHEMA_VERSION, rounded
 from streamemo.stream.pipeline import Estimate, Pipeline
 
 
@@ -51,6 +51,7 @@ class Processor:
 
     def _body(self, e: Estimate) -> dict:
         body = {
+            "v": SCHEMA_VERSION,
             "seq": self.seq,
             "t_capture": e.t_capture if e.t_capture is not None else time.time(),
             "t_publish": 0.0,  # stamped by the publisher's caller right before sending

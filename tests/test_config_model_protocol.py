@@ -1,0 +1,149 @@
+"""Config files, model files and the wire format: valid input round-trips, bad input is named."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from streamemo import EMOTIONS, StreamemoError
+from streamemo.config import Config
+from streamemo.features import FrontendSpec
+from streamemo.model import Model, ModelError, load_model, model_paths, save_model
+from streamemo.protocol import ProtocolError, decode, encode
+
+
+# --- config -------------------------------------------------------------------------
+
+def test_toml_then_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[audio]\nsource = "USB"\n[pipeline]\nhop_s = 0.5\nsmoothing_tau_s = 2\n')
+    config = Config.load(path, {"pipeline.hop_s": 0.1})
+    assert config.audio.source == "USB"
+    assert config.pipeline.hop_s == 0.1  # the flag wins over the file
+    assert config.pipeline.smoothing_tau_s == 2.0 and isinstance(config.pipeline.smoothing_tau_s, float)
+
+
+def test_print_config_round_trips(tmp_path):
+    config = Config.load(None, {"audio.source": 'we"ird', "publish.hwm": 5})
+    path = tmp_path / "out.toml"
+    path.write_text(config.to_toml())
+    assert Config.load(path) == config
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[audio]\nsorce = 1\n", "unknown key 'audio.sorce'"),
+    ("[nope]\nx = 1\n", "unknown section [nope]"),
+    ("[audio]\nrealtime = \"yes\"\n", "audio.realtime must be a boolean, got str"),
+    ("[pipeline]\nhop_s = \"fast\"\n", "pipeline.hop_s must be a number"),
+    ("[audio\n", "not valid TOML"),
+])
+def test_bad_config_names_the_key_and_type(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(StreamemoError) as e:
+        Config.load(path)
+    assert message in str(e.value) and e.value.exit_code == 2
+
+
+# --- model files --------------------------------------------------------------------
+
+@pytest.fixture
+def saved(tmp_path):
+    torch.manual_seed(1)
+    model = Model.create("m", EMOTIONS, 2.0, FrontendSpec(kind="mfcc"), "conv1d")
+    save_model(model, tmp_path / "m", extra_card={"training": {"note": "test"}})
+    return model, tmp_path / "m"
+
+
+def test_save_load_round_trip(saved):
+    model, path = saved
+    loaded = load_model(path)
+    assert loaded.labels == list(EMOTIONS) and loaded.frontend.kind == "mfcc"
+    assert loaded.card["training"] == {"note": "test"}
+    x = torch.randn(2, 40, 201)
+    model.network.eval()
+    torch.testing.assert_close(loaded.network(x), model.network(x))
+    assert load_model(str(path) + ".json").id == loaded.id  # either file name works
+
+
+def test_missing_model_is_one_clear_line(tmp_path):
+    with pytest.raises(ModelError, match=r"model card .*nothing\.json does not exist"):
+        load_model(tmp_path / "nothing")
+
+
+def test_truncated_weights_are_named(saved):
+    _, path = saved
+    weights, card = model_paths(path)
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="do not match the card"):
+        load_model(path)
+    data = json.loads(card.read_text())
+    del data["weights_sha256"]  # without the hash, safetensors itself must catch it
+    card.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="truncated or corrupt"):
+        load_model(path)
+
+
+def test_weights_for_another_architecture_are_named(saved, tmp_path):
+    _, path = saved
+    other = Model.create("m", EMOTIONS, 2.0, FrontendSpec(kind="mfcc", n_mfcc=20), "conv1d")
+    save_model(other, tmp_path / "other")
+    weights, card = model_paths(path)
+    weights.write_bytes(model_paths(tmp_path / "other")[0].read_bytes())
+    data = json.loads(card.read_text())
+    del data["weights_sha256"]
+    card.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="do not fit the architecture"):
+        load_model(path)
+
+
+def test_card_that_is_not_json_is_named(saved):
+    _, path = saved
+    model_paths(path)[1].write_text("{not json")
+    with pytest.raises(ModelError, match="is not valid JSON"):
+        load_model(path)
+
+
+def test_loading_never_unpickles(saved):
+    """The weights file is safetensors: a header and raw tensors, nothing executable."""
+    _, path = saved
+    blob = model_paths(path)[0].read_bytes()
+    header_len = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + header_len])
+    assert all(v.get("dtype") for k, v in header.items() if k != "__metadata__")
+
+
+# --- protocol -----------------------------------------------------------------------
+
+def _emotion(**overrides):
+    body = dict(seq=1, t_capture=1.0, t_publish=1.01, t_audio=2.0, labels=["a", "b"], probs=[0.3, 0.7],
+                raw=[0.2, 0.8], top="b", confidence=0.7, voiced=True, level_db=-20.0, source="x", model="m@0")
+    body.update(overrides)
+    return body
+
+
+def test_encode_decode_round_trip():
+    topic, body = decode(encode("emotion", _emotion()))
+    assert topic == "emotion" and body["v"] == 1 and body["probs"] == [0.3, 0.7]
+    topic, body = decode(encode("emotion", _emotion(raw=None, top=None, confidence=None, voiced=False)))
+    assert body["raw"] is None
+
+
+@pytest.mark.parametrize("frames, message", [
+    ([b"emotion", b"{bad json"], "not UTF-8 JSON"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 99}).encode()], "schema version 99"),
+    ([b"emotion", json.dumps({k: v for k, v in {**_emotion(), "v": 1}.items() if k != "voiced"}).encode()], "lacks field 'voiced'"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "voiced": "yes"}).encode()], "wrong type"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "probs": [1.0]}).encode()], "1 values for 2 labels"),
+    ([b"weather", b"{}"], "unknown topic"),
+    ([b"emotion"], "expected 2 frames"),
+])
+def test_malformed_messages_are_named(frames, message):
+    with pytest.raises(ProtocolError, match=message):
+        decode(frames)
+
+
+def test_nan_never_reaches_the_wire():
+    with pytest.raises(ValueError):
+        encode("emotion", _emotion(probs=[float("nan"), 1.0]))

@@ -1,0 +1,160 @@
+"""The daemon end to end: real processes, real ZeroMQ sockets, real audio paths."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import zmq
+
+from conftest import STREAMEMO
+from streamemo.protocol import decode
+
+
+def _daemon(*args, env=None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([*STREAMEMO, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def _subscriber(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return sock
+
+
+def _collect(sock, until, timeout_s: float, proc=None) -> list[tuple[str, dict]]:
+    """Messages until `until(messages)` is true, the daemon exits, or the timeout."""
+    messages, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not until(messages):
+        if sock.poll(100):
+            messages.append(decode(sock.recv_multipart()))
+        elif proc is not None and proc.poll() is not None:
+            while sock.poll(300):
+                messages.append(decode(sock.recv_multipart()))
+            break
+    return messages
+
+
+def _stop(proc: subprocess.Popen) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
+
+
+@pytest.mark.pulse
+def test_real_microphone_path(pulse, random_model, speech_wav, free_endpoint):
+    """espeak-ng speech played into a PulseAudio null sink is captured by `streamemo run`
+    through sounddevice/PortAudio; a real SUB socket sees emotion messages, voiced while the
+    speech plays and unvoiced in the silence around it, and status heartbeats."""
+    proc = _daemon("--model", str(random_model), "--bind", free_endpoint, env=pulse.env)
+    sock = _subscriber(free_endpoint)
+    try:
+        # Silence first: wait for a few unvoiced windows so the "before" is observed.
+        before = _collect(sock, lambda m: sum(t == "emotion" for t, _ in m) >= 3, 40, proc)
+        assert proc.poll() is None, proc.stderr.read()
+        player = pulse.play(speech_wav, wait=False)
+        speech_s = sf.info(speech_wav).duration
+        during = _collect(sock, lambda m: False, speech_s + 4.0, proc)  # speech, then >2 s of silence
+        player.wait(timeout=10)
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    emotion = [b for t, b in before + during if t == "emotion"]
+    status = [b for t, b in before + during if t == "status"]
+    seqs = [b["seq"] for b in emotion]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "sequence numbers must be consecutive"
+    voiced = [b["voiced"] for b in emotion]
+    assert not any(voiced[:3]), "silence before the speech must be unvoiced"
+    assert sum(voiced) >= 4, "speech must be classified while it plays"
+    assert not voiced[-1], "silence after the speech must be unvoiced again"
+    first_voiced = voiced.index(True)
+    assert all(b["raw"] is not None for b in emotion if b["voiced"])
+    assert all(b["raw"] is None and b["top"] is None for b in emotion[:first_voiced])
+    assert len(status) >= 3 and status[-1]["input_state"] == "running"
+    assert status[-1]["device"] and status[-1]["sample_rate"] > 0 and status[-1]["model"].startswith("random@")
+    # Capture timestamps are wall-clock and come before publication (within the few ms of
+    # jitter in PortAudio's ADC timestamps).
+    delays = [b["t_publish"] - b["t_capture"] for b in emotion]
+    assert all(-0.005 <= d < 2.0 for d in delays), [d for d in delays if not -0.005 <= d < 2.0]
+
+
+def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_endpoint):
+    classified = subprocess.run([*STREAMEMO, "classify", str(speech_wav), "--model", str(random_model), "--json"],
+                                capture_output=True, text=True, check=True)
+    result = json.loads(classified.stdout)
+    proc = _daemon("--source", str(speech_wav), "--no-realtime", "--model", str(random_model),
+                   "--bind", free_endpoint, "--wait-subscriber", "20")
+    sock = _subscriber(free_endpoint)
+    messages = _collect(sock, lambda m: False, 60, proc)
+    code, err = _stop(proc)
+    assert code == 0, err
+    published = [b for t, b in messages if t == "emotion"]
+    assert len(published) == len(result["windows"]) > 0
+    for sent, offline in zip(published, result["windows"]):
+        for key in ("t_capture", "t_publish"):  # wall-clock stamps differ by nature
+            sent.pop(key), offline.pop(key)
+        assert sent == offline
+
+
+def test_stdin_pcm_source(random_model, tone_and_silence_wav, free_endpoint, tmp_path):
+    """Raw s16le PCM on stdin, as from `arecord -f S16_LE -r 16000 -c 1 | streamemo run --source -`."""
+    signal_, rate = sf.read(tone_and_silence_wav, dtype="int16")
+    raw = tmp_path / "audio.s16le"
+    raw.write_bytes(signal_.astype("<i2").tobytes())
+    with raw.open("rb") as stdin:
+        proc = _daemon("--source", "-", "--stdin-rate", str(rate), "--model", str(random_model),
+                       "--bind", free_endpoint, "--wait-subscriber", "20", stdin=stdin)
+    sock = _subscriber(free_endpoint)
+    messages = _collect(sock, lambda m: False, 60, proc)
+    code, err = _stop(proc)
+    assert code == 0, err
+    emotion = [b for t, b in messages if t == "emotion"]
+    assert len(emotion) == (len(signal_) - 32000) // 4000 + 1
+    assert [b["voiced"] for b in emotion][0] is False and any(b["voiced"] for b in emotion)
+
+
+def test_daemon_survives_subscribers_that_vanish(random_model, speech_wav, free_endpoint):
+    """A subscriber that stops reading, and one that disconnects, cost the daemon nothing."""
+    proc = _daemon("--source", str(speech_wav), "--model", str(random_model), "--bind", free_endpoint,
+                   "--hop", "0.05", "--window", "0.5")
+    ctx = zmq.Context()
+    stalled = ctx.socket(zmq.SUB)  # subscribes, never reads: its queue fills, then PUB drops
+    stalled.setsockopt(zmq.RCVHWM, 1)
+    stalled.setsockopt(zmq.SUBSCRIBE, b"")
+    stalled.connect(free_endpoint)
+    for _ in range(3):
+        gone = ctx.socket(zmq.SUB)
+        gone.setsockopt(zmq.SUBSCRIBE, b"")
+        gone.connect(free_endpoint)
+        time.sleep(0.3)
+        gone.close(linger=0)
+    watcher = _subscriber(free_endpoint)
+    messages = _collect(watcher, lambda m: sum(t == "emotion" for t, _ in m) >= 10, 30, proc)
+    assert proc.poll() is None, proc.stderr.read()
+    code, err = _stop(proc)
+    stalled.close(linger=0)
+    ctx.term()
+    assert code == 0, err
+    seqs = [b["seq"] for t, b in messages if t == "emotion"]
+    assert len(seqs) >= 10 and seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_sigterm_exits_cleanly_and_quickly(random_model, speech_wav, free_endpoint):
+    proc = _daemon("--source", str(speech_wav), "--model", str(random_model), "--bind", free_endpoint)
+    sock = _subscriber(free_endpoint)
+    _collect(sock, lambda m: any(t == "status" for t, _ in m), 30, proc)
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=5)
+    assert code == 0 and time.monotonic() - start < 2.0
