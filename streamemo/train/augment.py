@@ -33,8 +33,9 @@ class AugmentConfig:
     pitch_semitones: tuple[float, float] = (-2.0, 2.0)  # pitch only, tempo kept
     gain: bool = True
     gain_db: tuple[float, float] = (-6.0, 6.0)
-    dynamic_range: bool = False  # a limiter squashing peaks: changes loudness contrast
-    limiter_threshold_db: tuple[float, float] = (-18.0, -6.0)
+    dynamic_range: bool = False  # a compressor squashing loud parts: changes loudness contrast
+    compress_threshold_db: tuple[float, float] = (-30.0, -15.0)  # relative to the clip's peak level
+    compress_ratio: tuple[float, float] = (2.0, 6.0)
     speed: bool = False  # tempo and pitch together, like a tape run fast or slow
     speed_factor: tuple[float, float] = (0.9, 1.1)
     # SpecAugment on features, every batch
@@ -74,9 +75,6 @@ class WaveAugmenter:
                                             p=c.p))
         if c.gain:
             transforms.append(am.Gain(min_gain_db=c.gain_db[0], max_gain_db=c.gain_db[1], p=c.p))
-        if c.dynamic_range:
-            transforms.append(am.Limiter(min_threshold_db=c.limiter_threshold_db[0],
-                                         max_threshold_db=c.limiter_threshold_db[1], p=c.p))
         self.config = config
         self.compose = am.Compose(transforms) if transforms else None
 
@@ -91,11 +89,27 @@ class WaveAugmenter:
         if self.compose is not None:
             out = self.compose(samples=out, sample_rate=rate)
         c = self.config
+        if c.dynamic_range and random.random() < c.p:
+            out = compress(out, rate, random.uniform(*c.compress_threshold_db), random.uniform(*c.compress_ratio))
         if c.speed and random.random() < c.p:
             factor = random.uniform(*c.speed_factor)
             # Play `factor` times faster: resample as if the file's rate were rate*factor.
             out = soxr.resample(out, rate * factor, rate).astype(np.float32)
         return np.clip(out, -1.0, 1.0).astype(np.float32)
+
+
+def compress(audio: np.ndarray, rate: int, threshold_db: float, ratio: float) -> np.ndarray:
+    """A feed-forward compressor: where the 10 ms RMS envelope exceeds `threshold_db` below
+    the clip's loudest moment, the excess is divided by `ratio`; then the peak level is
+    restored. (audiomentations' Limiter needs an extra compiled package.)"""
+    frame = max(1, int(0.01 * rate))
+    envelope = np.sqrt(np.convolve(audio.astype(np.float64) ** 2, np.ones(frame) / frame, mode="same")) + 1e-10
+    level = 20 * np.log10(envelope)
+    threshold = level.max() + threshold_db
+    gain_db = np.where(level > threshold, (threshold - level) * (1 - 1 / ratio), 0.0)
+    out = audio * 10 ** (gain_db / 20)
+    peak_in, peak_out = np.abs(audio).max(), np.abs(out).max()
+    return (out * (peak_in / peak_out if peak_out > 0 else 1.0)).astype(np.float32)
 
 
 def spec_augment(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,200 @@
+"""The trainer on a tiny generated corpus: a real (short) training run, the feature cache,
+seeded determinism, augmentation, the report folder, torchrun/DDP and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from streamemo.model import load_model
+from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
+from streamemo.train.datasets import read_ravdess
+from streamemo.train.evaluate import run_folds, summarise
+from streamemo.train.report import PLOTS, write_report
+from streamemo.train.trainer import TrainConfig, Trainer, split_validation
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_readers import voice  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+STREAMEMO = [sys.executable, "-m", "streamemo"]
+# A network small enough that two epochs on a few clips take seconds.
+TINY = {"channels": [16, 16], "kernel": 3, "lstm_hidden": 8}
+F0 = {"01": 110.0, "03": 220.0, "04": 90.0, "05": 300.0}  # neutral, happy, sad, angry: pitch tells them apart
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """RAVDESS-named clips: 4 actors x 4 emotions x 2 statements, 1.2-2 s, 16 kHz."""
+    root = tmp_path_factory.mktemp("ravdess")
+    for actor in range(1, 5):
+        for emotion, f0 in F0.items():
+            for statement in (1, 2):
+                x = voice(1.2 + 0.4 * statement, 16000, f0 * (1 + 0.05 * actor), seed=actor)
+                path = root / f"Actor_{actor:02d}" / f"03-01-{emotion}-01-0{statement}-01-{actor:02d}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, x, 16000)
+    return root
+
+
+def tiny_config(**changes) -> TrainConfig:
+    base = TrainConfig(arch_params=TINY, window_s=1.0, epochs=2, batch_size=8, lr=3e-3, progress=False,
+                       val_fraction=0.25, device="cpu", threads=1)
+    return replace(base, **changes)
+
+
+def test_training_smoke_run_learns_and_saves(tiny_corpus, tmp_path):
+    clips = read_ravdess(tiny_corpus).clips
+    started = time.perf_counter()
+    result = Trainer(tiny_config(epochs=2), tmp_path / "cache").fit(clips, name="smoke")
+    assert time.perf_counter() - started < 60
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert all(np.isfinite(h["loss"]) and 0 <= h["val_ua"] <= 1 for h in result.history)
+    # validation holds out whole speakers, carved from the training speakers only
+    assert {c.speaker for c in result.val_clips}.isdisjoint({c.speaker for c in result.train_clips})
+    assert len({c.speaker for c in result.val_clips}) == 1
+    assert result.labels == ["neutral", "happy", "sad", "angry"]
+    # normalisation statistics were fitted on the training features, not left at 0/1
+    norm = result.model.network.norm
+    assert float(norm.mean.abs().mean()) > 0.5 and not torch.allclose(norm.std, torch.ones_like(norm.std))
+    from streamemo.model import save_model
+
+    save_model(result.model, tmp_path / "m", extra_card={"training": {"data": ["fixture"]}})
+    loaded = load_model(tmp_path / "m")
+    assert loaded.labels == result.labels and loaded.card["training"]["data"] == ["fixture"]
+    x = torch.randn(2, 64, 101)
+    assert torch.allclose(loaded.network(x), result.model.network.eval()(x), atol=1e-5)
+
+
+def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):
+    clips = read_ravdess(tiny_corpus).clips[:6]
+    cfg = tiny_config(epochs=1)
+    first = Trainer(cfg, tmp_path / "cache")
+    first.store.get_many(clips, progress=False)
+    assert first.store.computed == 6 and first.store.hits == 0
+    second = Trainer(cfg, tmp_path / "cache")
+    _, feats, _ = second.store.get_many(clips, progress=False)
+    assert second.store.computed == 0 and second.store.hits == 6
+    # a different frontend parameter is a different key
+    third = Trainer(replace(cfg, frontend=replace(cfg.frontend, n_mels=40)), tmp_path / "cache")
+    _, feats40, _ = third.store.get_many(clips[:1], progress=False)
+    assert third.store.computed == 1 and feats40[0].shape[0] == 40 and feats[0].shape[0] == 64
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tiny_corpus, tmp_path):
+    clips = read_ravdess(tiny_corpus).clips
+    cfg = tiny_config(epochs=1, mixup=0.4)
+
+    def weights(seed):
+        r = Trainer(replace(cfg, seed=seed), tmp_path / "cache").fit(clips)
+        return torch.cat([p.flatten() for p in r.model.network.state_dict().values() if p.is_floating_point()])
+
+    assert torch.equal(weights(3), weights(3))
+    assert not torch.equal(weights(3), weights(4))
+
+
+def test_split_validation_holds_out_speakers_per_corpus(tiny_corpus):
+    clips = read_ravdess(tiny_corpus).clips
+    train, val = split_validation(clips, 0.5, seed=1)
+    assert len({c.speaker for c in val}) == 2 and len(train) + len(val) == len(clips)
+    assert split_validation(clips, 0.5, seed=1) == (train, val)
+
+
+def test_waveform_augmentation_is_seeded_and_each_transform_switchable():
+    x = voice(1.0)
+    every = AugmentConfig(p=1.0, dynamic_range=True, speed=True)
+    aug = WaveAugmenter(every)
+    a, b, c = aug(x, 16000, seed=5), aug(x, 16000, seed=5), aug(x, 16000, seed=6)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.dtype == np.float32 and np.abs(a).max() <= 1.0
+    off = AugmentConfig(noise=False, shift=False, stretch=False, pitch=False, gain=False)
+    assert np.array_equal(WaveAugmenter(off)(x, 16000, seed=1), x)
+    only_gain = AugmentConfig(p=1.0, noise=False, shift=False, stretch=False, pitch=False, gain_db=(6.0, 6.0))
+    assert np.allclose(WaveAugmenter(only_gain)(x, 16000, seed=1), np.clip(x * 10 ** (6 / 20), -1, 1), atol=1e-5)
+    assert every.key() != AugmentConfig().key()
+
+
+def test_spec_augment_masks_bands_and_frames():
+    x = torch.arange(2 * 64 * 100, dtype=torch.float32).reshape(2, 64, 100)
+    cfg = AugmentConfig(freq_masks=1, freq_mask_width=10, time_masks=1, time_mask_width=10)
+    y = spec_augment(x.clone(), cfg, torch.Generator().manual_seed(0))
+    z = spec_augment(x.clone(), cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(y, z) and not torch.equal(y, x)
+    assert (y != x).float().mean() < 0.35  # masks, not a wipe
+
+
+def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path):
+    clips = read_ravdess(tiny_corpus).clips
+    folds = [["ravdess:01", "ravdess:02"], ["ravdess:03", "ravdess:04"]]
+    results = run_folds(tiny_config(epochs=1, val_fraction=0.5), clips, folds, cache_dir=tmp_path / "cache")
+    summary = summarise(results)
+    assert summary["n_folds"] == 2 and len(summary["ua"]["per_fold"]) == 2
+    assert np.sum(summary["confusion"]) == len(clips)  # every clip tested exactly once
+    from collections import Counter
+
+    folder = write_report(tmp_path / "report", "tiny", summary, results,
+                          {"train": Counter(c.label for c in clips)}, {"command": "streamemo evaluate …"})
+    data = json.loads((folder / "report.json").read_text())
+    assert data["summary"]["ua"]["mean"] == pytest.approx(summary["ua"]["mean"])
+    md = (folder / "report.md").read_text()
+    assert "| **mean ± std** |" in md and "Confusion matrix" in md and "streamemo evaluate" in md
+    for plot in PLOTS:
+        assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _env(tmp_path) -> dict:
+    env = dict(os.environ, STREAMEMO_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def test_cli_train_then_evaluate_and_fine_tune(tiny_corpus, tmp_path):
+    env = _env(tmp_path)
+    common = ["--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1"]
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"),
+                          "--epochs", "1", *common], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "wrote" in out.stdout and "0 skipped" in out.stdout
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["training"]["licenses"]["ravdess"].startswith("CC BY-NC-SA")
+    assert card["training"]["recipe"]["epochs"] == 1 and "git_commit" in card
+    out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(tmp_path / "m"), "--test",
+                          f"ravdess:{tiny_corpus}", "--report", str(tmp_path / "rep"), "--quiet"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "UA" in out.stdout and (tmp_path / "rep" / "confusion_matrix.png").exists()
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ft"),
+                          "--epochs", "1", "--init", str(tmp_path / "m"), *common],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "ft.json").read_text())["training"]["init"] == str(tmp_path / "m")
+    bad = subprocess.run([*STREAMEMO, "train", "--data", "nope:x", "-o", str(tmp_path / "x")],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed beside this Python")
+    env = _env(tmp_path)
+    out = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "streamemo", "train",
+                          "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ddp"), "--epochs", "2",
+                          "--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "4", "--quiet",
+                          "--threads", "1", "--device", "cpu"],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.count("wrote") == 1  # rank 0 alone writes the model
+    model = load_model(tmp_path / "ddp")
+    assert model.card["training"]["final_epoch"]["epoch"] == 2
