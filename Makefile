@@ -11,7 +11,7 @@ SYSTEM := $(VENV)/.system-checked
 .PHONY: run test setup system bench clean install-service
 
 run: setup
-	@$(PY) -m streamemo run $(ARGS)
+	@$(PY) -m streamemo dash --start-daemon -- $(ARGS)
 
 test: setup
 	@$(PY) -m pytest -q

@@ -59,6 +59,6 @@ def main(args: argparse.Namespace) -> int:
         if child is not None:
             child.stop()
     if child is not None and child.problem():
-        print(f"streamemo dash: {child.problem()}", file=sys.stderr)
+        print(f"streamemo dash: {child.problem()}".replace("\n", "; "), file=sys.stderr)
         return 1
     return 0

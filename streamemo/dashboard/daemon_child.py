@@ -51,7 +51,7 @@ class DaemonChild:
         code = self.process.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         last = self.last_log_line()
-        return f"the daemon stopped ({how}){': ' + last if last else ''} — log: {self.log_path}"
+        return f"the daemon stopped ({how}){': ' + last if last else ''}\nits log: {self.log_path}"
 
     def last_log_line(self) -> str:
         try:

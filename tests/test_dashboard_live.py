@@ -1,0 +1,109 @@
+"""Acceptance 3: the real daemon on the virtual microphone, the dashboard in tmux.
+
+`streamemo dash --start-daemon` runs in a private tmux server (its own socket, so other
+sessions on the machine are never touched) with the private PulseAudio server's
+environment; the daemon it starts records the null sink's monitor. Speech is played into
+the sink and the test reads the screen with `tmux capture-pane` like a person would: the
+connection must say live, the bars must carry percentages, the level meter must have
+heard a voice. Quitting with `q` must stop the daemon the dashboard started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+pytestmark = [pytest.mark.pulse, pytest.mark.timeout(120)]
+
+
+class Tmux:
+    def __init__(self, env: dict, name: str):
+        self.env = env
+        self.base = ["tmux", "-L", name, "-f", "/dev/null"]
+
+    def run(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*self.base, *args], env=self.env, capture_output=True, text=True, timeout=10)
+
+    def screen(self) -> str:
+        return self.run("capture-pane", "-p", "-t", "dash").stdout
+
+    def kill(self) -> None:
+        self.run("kill-server")
+
+
+def first_line(screen: str) -> str:
+    """The endpoint line: where the connection state is."""
+    return screen.splitlines()[0] if screen.strip() else ""
+
+
+def daemons_bound_to(endpoint: str) -> list[psutil.Process]:
+    """`streamemo run --bind ENDPOINT` processes (the endpoint is unique to the test)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = process.info["cmdline"] or []
+            if "run" in cmdline and endpoint in cmdline and "--bind" in cmdline:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def test_dashboard_in_tmux_shows_the_daemon_hearing_speech(pulse, random_model, speech_wav, free_endpoint, tmp_path):
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (Debian: tmux)")
+    env = dict(pulse.env, TERM="xterm-256color", PYTHONUNBUFFERED="1")
+    tmux = Tmux(env, f"streamemo-test-{os.getpid()}")
+    log = tmp_path / "daemon.log"
+    # A hop of 0.25 s and light smoothing: the bars react within the few seconds of speech.
+    command = (f"{sys.executable} -m streamemo dash --connect {free_endpoint} --start-daemon --daemon-log {log}"
+               f" -- --model {random_model} --hop 0.25 --smoothing 0.5 --device cpu")
+    result = tmux.run("new-session", "-d", "-s", "dash", "-x", "100", "-y", "30", command + "; sleep 30")
+    assert result.returncode == 0, result.stderr
+    try:
+        screen = ""
+        deadline = time.monotonic() + 60  # the daemon imports torch and loads the model first
+        while "live" not in first_line(screen):
+            if time.monotonic() > deadline:
+                pytest.fail(f"never live; screen:\n{screen}\ndaemon log:\n{log.read_text() if log.exists() else ''}")
+            time.sleep(0.5)
+            screen = tmux.screen()
+
+        heard = []
+        player = pulse.play(speech_wav, wait=False)
+        deadline = time.monotonic() + 30
+        while player.poll() is None or not heard:
+            screen = tmux.screen()
+            if "● voiced" in screen:
+                heard.append(screen)
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        player.wait(10)
+        assert heard, f"never showed a voice; last screen:\n{screen}\ndaemon log:\n{log.read_text()}"
+        voiced = heard[-1]
+        print(voiced)  # shown by pytest -s or on failure: what the person would have seen
+        assert "live" in first_line(voiced)
+        # Every emotion's bar row carries a percentage, and some bar is drawn.
+        for label in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"):
+            assert re.search(rf"│ {label}\s.*\d+%", voiced), f"no bar for {label}:\n{voiced}"
+        assert "█" in voiced or "▏" in voiced
+        # The status panel is the daemon's own: its model and a running input.
+        assert "random@" in voiced and "running" in voiced
+
+        tmux.run("send-keys", "-t", "dash", "q")
+        deadline = time.monotonic() + 15
+        while daemons_bound_to(free_endpoint) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not daemons_bound_to(free_endpoint), "the daemon outlived the dashboard that started it"
+    finally:
+        tmux.kill()
+        for process in daemons_bound_to(free_endpoint):  # only ours: the endpoint is unique
+            process.kill()
