@@ -27,6 +27,10 @@ class AudioConfig:
     realtime: bool = True  # file sources: pace at real time (True) or run as fast as possible
     stdin_rate: int = 16000  # raw PCM on stdin: sample rate in Hz
     stdin_channels: int = 1  # raw PCM on stdin: interleaved channels, signed 16-bit little-endian
+    # Microphone rate: 0 opens the device at its native rate and resamples with soxr (best
+    # quality everywhere); a rate such as 16000 asks the device or sound server to deliver it,
+    # skipping soxr's ~20 ms of buffering where the server resamples anyway (PulseAudio, PipeWire).
+    capture_rate: int = 0
     block_s: float = 0.01  # PortAudio block: 10 ms divides the usual hops, so windows end on a block
     ring_s: float = 10.0  # ring buffer capacity: how long processing may stall before overflow
 
@@ -36,6 +40,8 @@ class PipelineConfig:
     window_s: float | None = None  # None: the window the model was trained on (its card)
     hop_s: float = 0.25  # one message per hop
     device: str = "auto"  # torch device for frontend and model: auto | cpu | cuda
+    threads: int = 1  # torch CPU threads: one window is too small to gain from more, and idle
+    #                   worker threads spinning between hops cost CPU for nothing
     vad_threshold_db: float = -45.0  # a 20 ms frame louder than this (dBFS) counts as voiced
     vad_min_voiced: float = 0.15  # fraction of the window's frames that must be voiced
     smoothing_tau_s: float = 1.0  # exponential smoothing time constant, in seconds
@@ -59,6 +65,15 @@ class PublishConfig:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    # CURVE for the publisher (see streamemo/security.py; `streamemo keys` makes the files).
+    curve_secret: str | None = None  # the daemon's key pair: NAME.key_secret
+    curve_clients: str | None = None  # folder of allowed subscribers' NAME.key files
+    # Without CURVE a bind reachable from other machines is refused; true allows it in the clear.
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"
 
@@ -69,6 +84,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     @classmethod

@@ -14,6 +14,7 @@ import threading
 import time
 
 import numpy as np
+import torch
 
 from streamemo.audio.sources import DeviceLost, EndOfStream, open_source
 from streamemo.config import Config
@@ -36,6 +37,7 @@ class Daemon:
         self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.25 s
         self.status_seq = 0
         self.message = "starting"
+        torch.set_num_threads(config.pipeline.threads)
         self.compute = pick_device(config.pipeline.device)
         self.model = load_model(config.model.path, self.compute)
         self.pipeline = Pipeline(self.model, config.pipeline, self.compute)

@@ -93,12 +93,17 @@ def resolve_input_device(sd, spec: str) -> dict:
 class MicSource:
     """A PortAudio input stream at the device's native rate, through a ring buffer."""
 
-    def __init__(self, spec: str, block_s: float, ring_s: float):
+    def __init__(self, spec: str, block_s: float, ring_s: float, capture_rate: int = 0):
         sd = import_sounddevice()
         info = resolve_input_device(sd, spec)
         self.name = spec
         self.device = info["name"]
-        self.rate = int(info["default_samplerate"])
+        self.rate = capture_rate or int(info["default_samplerate"])
+        try:
+            sd.check_input_settings(device=info["index"], channels=1, samplerate=self.rate, dtype="float32")
+        except sd.PortAudioError as e:
+            raise StreamemoError(f"input device {self.device!r} cannot capture at {self.rate} Hz ({e}); "
+                                 "set audio.capture_rate = 0 for its native rate", 2) from None
         self.ring = RingBuffer(int(ring_s * self.rate))
         self.reader = RingReader(self.ring)
         self.callback_flags = 0  # PortAudio status flags seen (input overflow and friends)
@@ -260,4 +265,4 @@ def open_source(config: AudioConfig):
         if not Path(spec).exists():
             raise StreamemoError(f"audio file {spec} does not exist")
         return FileSource(spec, config.realtime, config.block_s)
-    return MicSource(spec, config.block_s, config.ring_s)
+    return MicSource(spec, config.block_s, config.ring_s, config.capture_rate)

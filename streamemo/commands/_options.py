@@ -12,6 +12,7 @@ from streamemo.config import Config
 FLAGS = {
     "--source": ("audio.source", dict(metavar="SRC", help="'default', a device index or name substring, an audio file, or '-' for raw s16le PCM on stdin")),
     "--realtime": ("audio.realtime", dict(action=argparse.BooleanOptionalAction, help="pace a file at real time (default) or run it as fast as possible")),
+    "--capture-rate": ("audio.capture_rate", dict(type=int, metavar="HZ", help="microphone rate; 0 (default): the device's native rate, resampled with soxr")),
     "--stdin-rate": ("audio.stdin_rate", dict(type=int, metavar="HZ", help="sample rate of PCM on stdin")),
     "--stdin-channels": ("audio.stdin_channels", dict(type=int, metavar="N", help="channels of PCM on stdin")),
     "--model": ("model.path", dict(metavar="PATH", help="models/<name> (its .safetensors and .json)")),
@@ -26,6 +27,19 @@ FLAGS = {
 }
 
 
+# The publisher's access options: for `run` only (classify publishes nothing).
+SECURITY_FLAGS = {
+    "--curve-secret": ("security.curve_secret", dict(metavar="FILE", help="this daemon's secret key (NAME.key_secret from `streamemo keys`): publish with CURVE encryption")),
+    "--curve-clients": ("security.curve_clients", dict(metavar="DIR", help="folder of allowed subscribers' public keys (NAME.key); re-read on SIGHUP")),
+    "--insecure": ("security.insecure", dict(action="store_true", help="allow a bind reachable from other machines without CURVE (results in the clear)")),
+}
+
+
+def add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    for flag, (key, kwargs) in SECURITY_FLAGS.items():
+        parser.add_argument(flag, dest=key, default=None, **kwargs)
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     parser.add_argument("--config", metavar="FILE", help="TOML config file; flags override it")
     parser.add_argument("--print-config", action="store_true", help="print the resulting config and exit")
@@ -35,6 +49,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {key: getattr(args, key) for key, _ in FLAGS.values()
+    overrides = {key: getattr(args, key) for key, _ in (*FLAGS.values(), *SECURITY_FLAGS.values())
                  if getattr(args, key, None) is not None}
     return Config.load(args.config, overrides)

@@ -17,7 +17,7 @@ from streamemo.commands._options import add_config_arguments, config_from_args
 def configure(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything libsndfile reads)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
-    add_config_arguments(parser, skip=("--source", "--realtime", "--stdin-rate", "--stdin-channels", "--bind",
+    add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 
 
@@ -60,6 +60,9 @@ def main(args) -> int:
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
 
+    import torch
+
+    torch.set_num_threads(config.pipeline.threads)
     device = pick_device(config.pipeline.device)
     pipeline = Pipeline(load_model(config.model.path, device), config.pipeline, device)
     failures = 0

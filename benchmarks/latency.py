@@ -1,0 +1,141 @@
+"""Latency, CPU and memory of the daemon on the virtual microphone.
+
+Runs `streamemo run` on a private PulseAudio null sink (the test suite's recipe), plays
+espeak-ng speech with pauses into it on a loop, subscribes over ZeroMQ, and reports:
+- latency from a window's last captured sample (`t_capture`) to its message arriving at
+  a subscriber, p50/p99;
+- the daemon's CPU use in percent of one core, and its resident memory over time.
+
+    .venv/bin/python benchmarks/latency.py --seconds 300 --model models/default
+
+Writes benchmarks/results/latency-<date>.json and prints a Markdown summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from pulse import PulseServer  # noqa: E402
+
+
+def speech_loop_file(directory: Path) -> Path:
+    """About 20 s: sentences from espeak-ng separated by 2 s pauses, at 22050 Hz."""
+    parts = []
+    for i, text in enumerate(["I can't believe you did that to me again.", "What a wonderful surprise, thank you so much.",
+                              "Please leave me alone, I am tired.", "The meeting starts at nine tomorrow."]):
+        wav = directory / f"s{i}.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), text], check=True)
+        parts.append(str(wav))
+        silence = directory / f"p{i}.wav"
+        subprocess.run(["sox", "-n", "-r", "22050", "-c", "1", "-b", "16", str(silence), "trim", "0", "2"], check=True)
+        parts.append(str(silence))
+    out = directory / "loop.wav"
+    subprocess.run(["sox", *parts, str(out)], check=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--hop", type=float, default=0.25)
+    parser.add_argument("--capture-rate", type=int, default=0, help="0: native rate + soxr (the default)")
+    args = parser.parse_args()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        endpoint = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    pulse = PulseServer().start()
+    stop = threading.Event()
+    try:
+        loop_wav = speech_loop_file(pulse.dir)
+
+        def play_forever():
+            while not stop.is_set():
+                pulse.play(loop_wav)
+
+        daemon = subprocess.Popen([sys.executable, "-m", "streamemo", "run", "--model", args.model, "--bind", endpoint,
+                                   "--hop", str(args.hop), "--capture-rate", str(args.capture_rate),
+                                   "--log-level", "warning"], env=pulse.env)
+        proc = psutil.Process(daemon.pid)
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(endpoint)
+        # Warm-up: the first status means the model is loaded and audio flows.
+        while not (sub.poll(200) and sub.recv_multipart()[0] == b"status"):
+            if daemon.poll() is not None:
+                raise SystemExit("the daemon exited during start-up")
+        player = threading.Thread(target=play_forever, daemon=True)
+        player.start()
+        latencies, voiced, statuses, rss = [], 0, [], []
+        cpu0, t0 = proc.cpu_times(), time.monotonic()
+        next_sample = t0
+        while time.monotonic() - t0 < args.seconds:
+            if sub.poll(100):
+                topic, body = sub.recv_multipart()
+                now = time.time()
+                message = json.loads(body)
+                if topic == b"emotion":
+                    latencies.append((now - message["t_capture"]) * 1000.0)
+                    voiced += message["voiced"]
+                else:
+                    statuses.append(message)
+            if time.monotonic() >= next_sample:
+                rss.append((round(time.monotonic() - t0, 1), proc.memory_info().rss / 2**20))
+                next_sample += 10.0
+        cpu1, t1 = proc.cpu_times(), time.monotonic()
+        daemon.terminate()
+        daemon.wait(10)
+    finally:
+        stop.set()
+        pulse.stop()
+
+    lat = np.asarray(latencies)
+    cpu_percent = 100.0 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0)
+    result = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "seconds": args.seconds,
+        "hop_s": args.hop,
+        "capture_rate": args.capture_rate or "native",
+        "model": statuses[-1]["model"] if statuses else args.model,
+        "messages": len(latencies),
+        "voiced_messages": voiced,
+        "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
+        "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
+        "latency_ms_max": round(float(lat.max()), 2),
+        "proc_ms_p50_daemon": statuses[-1]["proc_ms_p50"] if statuses else None,
+        "proc_ms_p99_daemon": statuses[-1]["proc_ms_p99"] if statuses else None,
+        "overflows": statuses[-1]["overflows"] if statuses else None,
+        "cpu_percent_of_one_core": round(cpu_percent, 2),
+        "rss_mib_first": round(rss[0][1], 1),
+        "rss_mib_last": round(rss[-1][1], 1),
+        "rss_mib_series": [(t, round(m, 1)) for t, m in rss],
+        "load_average_1min": psutil.getloadavg()[0],
+    }
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    rate = f"{args.capture_rate}hz" if args.capture_rate else "native"
+    out = out_dir / f"latency-{rate}-{datetime.date.today().isoformat()}.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | RSS start -> end |\n|---|---|---|---|---|\n"
+          f"| {result['messages']} | {result['latency_ms_p50']} ms | {result['latency_ms_p99']} ms | "
+          f"{result['cpu_percent_of_one_core']} % | {result['rss_mib_first']} -> {result['rss_mib_last']} MiB |")
+    print(f"written to {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
