@@ -359,3 +359,49 @@ def test_zmq_context_is_not_left_open_by_the_receiver(free_endpoint):
     thread.join(5)
     assert not thread.is_alive()
     assert threading.active_count() <= before
+
+
+@asynctest
+async def test_emotion_colours_keep_contrast_on_the_dark_and_the_light_theme(free_endpoint):
+    def luminance(colour) -> float:  # WCAG 2 relative luminance
+        def channel(v: int) -> float:
+            v /= 255
+            return v / 12.92 if v <= 0.03928 else ((v + 0.055) / 1.055) ** 2.4
+
+        r, g, b = colour.triplet
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b)
+
+    def contrast(style) -> float:
+        high, low = sorted((luminance(style.color), luminance(style.bgcolor)), reverse=True)
+        return (high + 0.05) / (low + 0.05)
+
+    for theme in ("textual-dark", "textual-light"):
+        app = DashboardApp(Receiver([free_endpoint]), receive=False)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.theme = theme
+            await pilot.pause()
+            bars = app.query_one("#bars")
+            colours = {label: bars.emotion_style(label) for label in EMOTIONS}
+            assert len({str(style.color) for style in colours.values()}) == len(EMOTIONS), "one colour each"
+            for label, style in colours.items():
+                assert contrast(style) >= 3.5, f"{label} on {theme}: {style}"
+
+
+def test_dash_arguments_after_the_separator_go_to_the_daemon():
+    from streamemo.cli import build_parser
+
+    args = build_parser("dash").parse_args(
+        ["dash", "--connect", "tcp://127.0.0.1:5999", "--start-daemon", "--", "--model", "m", "--hop", "0.25"])
+    assert args.start_daemon and args.connect == ["tcp://127.0.0.1:5999"]
+    assert args.daemon_args == ["--model", "m", "--hop", "0.25"]
+
+
+@pytest.mark.parametrize("argv, complaint", [
+    (["dash", "--", "--model", "m"], "need --start-daemon"),
+    (["dash", "--start-daemon", "--", "--bind", "tcp://127.0.0.1:1"], "give --connect instead"),
+])
+def test_dash_refuses_daemon_arguments_it_cannot_honour(argv, complaint, capsys):
+    from streamemo.cli import main
+
+    assert main(argv) == 2
+    assert complaint in capsys.readouterr().err

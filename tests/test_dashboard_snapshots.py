@@ -61,6 +61,12 @@ def test_paused_screen_at_80x24(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=(80, 24), press=["p"])
 
 
+def test_light_theme_at_80x24(snap_compare):
+    app = fixed_app()
+    app.theme = "textual-light"  # what `streamemo dash --light` sets
+    assert snap_compare(app, terminal_size=(80, 24))
+
+
 def test_the_fixed_feed_is_what_the_snapshot_shows():
     """Guards the snapshot's meaning: if these change, the pictures are of something else."""
     view = fixed_app().receiver.views()[0]
