@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,7 +88,8 @@ class DashboardApp(App[None]):
 
     paused: reactive[bool] = reactive(False)
     selected: reactive[int] = reactive(0)
-    daemon_problem: reactive[str] = reactive("")
+    daemon_problem: reactive[str] = reactive("")  # a started daemon that exited, and why
+    daemon_starting: reactive[bool] = reactive(False)  # a started daemon not heard from yet
 
     def __init__(self, receiver: Receiver, *, receive: bool = True, child=None, exit_on_signals: bool = False,
                  on_frame: Callable[[list[EndpointView]], None] | None = None):
@@ -137,6 +137,7 @@ class DashboardApp(App[None]):
         if self.receive:
             self.receive_feed()
         if self.child is not None:
+            self.check_child()
             self.set_interval(0.5, self.check_child)
 
     @work(thread=True, exclusive=True, name="receiver")
@@ -179,9 +180,22 @@ class DashboardApp(App[None]):
         if self.views:
             self.show(self.views[selected])
 
-    def watch_daemon_problem(self, problem: str) -> None:
-        self.banner.update(problem)
-        self.banner.display = bool(problem)
+    def watch_daemon_problem(self) -> None:
+        self.update_banner()
+
+    def watch_daemon_starting(self) -> None:
+        self.update_banner()
+
+    def update_banner(self) -> None:
+        if self.daemon_problem:
+            text = self.daemon_problem
+        elif self.daemon_starting:
+            text = f"starting the daemon: {' '.join(self.child.command[1:])}\nits log: {self.child.log_path}"
+        else:
+            text = ""
+        self.banner.update(text)
+        self.banner.set_class(bool(self.daemon_problem), "-error")
+        self.banner.display = bool(text)
 
     # --- actions -------------------------------------------------------------------------
 
@@ -201,11 +215,8 @@ class DashboardApp(App[None]):
         self.push_screen(HelpScreen())
 
     def check_child(self) -> None:
-        problem = self.child.problem()
-        if problem:
-            self.daemon_problem = problem
-
-
-def run_dashboard(endpoints: list[str], child=None, clock: Callable[[], float] = time.time) -> None:
-    DashboardApp(Receiver(endpoints, clock=clock), child=child).run()
+        self.daemon_problem = self.child.problem() or ""
+        # Until its first message the daemon is loading (torch, the model, the device):
+        # say so, rather than leave a bare "disconnected" to alarm whoever ran `make run`.
+        self.daemon_starting = not self.daemon_problem and self.views[0].seq is None
 

@@ -58,10 +58,13 @@ class EmotionWidget(Widget):
         return self.get_component_rich_style("emotion--muted")
 
 
-class EndpointBar(Widget):
-    """One line: every endpoint with its connection state; the one shown is highlighted."""
+class EndpointBar(EmotionWidget):
+    """One line: every endpoint with its connection state, the daemon's input state when it
+    is not running, and with several endpoints each one's top emotion; the one shown below
+    is highlighted."""
 
-    COMPONENT_CLASSES = {"endpoint--selected", "endpoint--paused"} | {f"connection--{c}" for c in CONNECTION_MARKS}
+    COMPONENT_CLASSES = EmotionWidget.COMPONENT_CLASSES | {"endpoint--selected", "endpoint--paused"} | {
+        f"connection--{c}" for c in CONNECTION_MARKS}
 
     views: reactive[tuple[EndpointView, ...]] = reactive(())
     selected: reactive[int] = reactive(0)
@@ -69,15 +72,19 @@ class EndpointBar(Widget):
 
     def render(self) -> Text:
         text = Text(no_wrap=True, overflow="ellipsis")
+        several = len(self.views) > 1
         for i, view in enumerate(self.views):
             state = self.get_component_rich_style(f"connection--{view.connection}")
-            entry = Text.assemble(
-                (f" {CONNECTION_MARKS[view.connection]} ", state),
-                f"{view.endpoint} ",
-                (view.connection, state),
-                " ",
-            )
-            if i == self.selected and len(self.views) > 1:
+            entry = Text.assemble((f" {CONNECTION_MARKS[view.connection]} ", state), f"{view.endpoint} ",
+                                  (view.connection, state))
+            input_state = view.status["input_state"] if view.status else None
+            if view.connection == LIVE and input_state not in (None, "running"):
+                # Messages flow but the microphone does not: say so where it is seen first.
+                entry.append(f" · input {input_state}", self.get_component_rich_style("connection--stale"))
+            if several and view.connection == LIVE and view.top:
+                entry.append(f" {view.top} {percent(view.confidence).strip()}", self.emotion_style(view.top))
+            entry.append(" ")
+            if i == self.selected and several:
                 entry.stylize(self.get_component_rich_style("endpoint--selected"))
             text.append_text(entry)
             text.append(" ")
