@@ -1,8 +1,14 @@
-"""The daemon: source -> processor -> publisher, with a status heartbeat and clean shutdown.
+"""The daemon: source -> processor -> publisher, with a status heartbeat and clean shutdown,
+the systemd service protocol, reload on SIGHUP and recovery from a lost input device.
 
-One processing loop on the main thread. The only other thread is PortAudio's callback,
-which just fills the ring buffer. The loop wakes when audio arrives (or every 100 ms),
-so stop requests and heartbeats are never late by more than that.
+One processing loop on the main thread. The only other threads are PortAudio's callback,
+which just fills the ring buffer, and (with CURVE) the ZAP authenticator. The loop wakes
+when audio arrives (or every 100 ms), so stop requests, reloads, heartbeats and watchdog
+pings are never late by more than that. Signal handlers only set flags; the loop acts on
+them between hops, so a reload never lands in the middle of one.
+
+The watchdog ping is sent by this loop and nowhere else: if processing hangs, the pings
+stop and systemd restarts the service, which a ping from a separate thread would hide.
 """
 
 from __future__ import annotations
@@ -16,76 +22,263 @@ import time
 import numpy as np
 import torch
 
-from streamemo.audio.sources import DeviceLost, EndOfStream, open_source
+from streamemo import StreamemoError
+from streamemo.audio.sources import DeviceLost, EndOfStream, open_source, rescan_devices
 from streamemo.config import Config
 from streamemo.features import pick_device
 from streamemo.model import load_model
 from streamemo.publish import Publisher
-from streamemo.stream.pipeline import Pipeline
+from streamemo.reload import plan_reload
+from streamemo.security import curve_server
+from streamemo.service import Notifier
+from streamemo.stream.pipeline import Pipeline, Scorer
 from streamemo.stream.processor import Processor
 
 log = logging.getLogger("streamemo.daemon")
 
 POLL_S = 0.1  # longest the loop sleeps waiting for audio
+RETRY_FIRST_S = 0.5  # first wait before reopening a lost input device
+RETRY_MAX_S = 5.0  # the wait doubles per failed attempt up to this
 
 
 class Daemon:
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, reload_config=None, notifier: Notifier | None = None,
+                 handle_signals: bool = False, stall_after_s: float | None = None):
+        """`reload_config()` returns the config to use on SIGHUP (the file re-read, flags
+        re-applied); without it a reload re-reads the model only. `stall_after_s` is a test
+        hook: the loop hangs that long after start, as a stuck pipeline would, so a test can
+        see the watchdog pings stop (`streamemo run --debug-stall-after S`)."""
         self.config = config
+        self.reload_config = reload_config
+        self.notifier = notifier or Notifier()
         self.stop_requested = threading.Event()
+        self.reload_requested = threading.Event()
+        if handle_signals:  # before the slow part, so an early SIGTERM or SIGHUP is not fatal
+            self.install_signal_handlers()
         self.started = time.monotonic()
+        self.stall_at = None if stall_after_s is None else self.started + stall_after_s
         self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.25 s
         self.status_seq = 0
         self.message = "starting"
-        torch.set_num_threads(config.pipeline.threads)
-        self.compute = pick_device(config.pipeline.device)
-        self.model = load_model(config.model.path, self.compute)
-        self.pipeline = Pipeline(self.model, config.pipeline, self.compute)
         self.source = None
-        self.publisher = Publisher(config.publish.bind, config.publish.hwm)
+        self.processor: Processor | None = None
+        self.device_name = ""  # the last input device opened, still named while it is lost
+        self.lost = False  # the input was lost and no audio has arrived since
+        self.ready = False
+        self.retry_s = RETRY_FIRST_S
+        self.next_retry = 0.0
+        self.publisher = Publisher(config.publish.bind, config.publish.hwm,
+                                   curve=curve_server(config.security.curve_secret, config.security.curve_clients),
+                                   insecure=config.security.insecure)
+        try:
+            torch.set_num_threads(config.pipeline.threads)
+            self.compute = pick_device(config.pipeline.device)
+            self.notifier.status(f"loading model {config.model.path}")
+            self.model = load_model(config.model.path, self.compute)
+            self.pipeline = Pipeline(self.model, config.pipeline, self.compute)
+        except BaseException:
+            self.publisher.close(drain_s=0)
+            raise
 
     def request_stop(self, *_) -> None:
         self.stop_requested.set()
 
+    def request_reload(self, *_) -> None:
+        self.reload_requested.set()
+
     def install_signal_handlers(self) -> None:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        signal.signal(signal.SIGHUP, self.request_reload)
+
+    # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> int:
         """Runs until stopped or the source ends; returns the exit code."""
         try:
-            self.source = open_source(self.config.audio)
-            processor = Processor(self.pipeline, self.source.rate, self.config.audio.source)
-            log.info("listening to %s at %d Hz; model %s on %s; publishing on %s", self.source.device,
-                     self.source.rate, self.model.id, self.compute, self.publisher.endpoint)
-            self.message = f"listening to {self.source.device}"
-            next_status = time.monotonic()
+            if self.stop_requested.is_set():
+                return 0
+            self._open(open_source(self.config.audio))
+            self.message = f"waiting for audio from {self.device_name}"
+            self.notifier.status(self.message)
+            now = time.monotonic()
+            self.next_status, self.next_watchdog = now, now
             while not self.stop_requested.is_set():
+                self._housekeeping()
+                if self.source is None:
+                    self._retry_source()
+                    continue
                 try:
                     chunk = self.source.read(POLL_S)
                 except EndOfStream:
-                    self._publish(processor.finish(), processor)
+                    self._publish(self.processor.finish())
                     self.message = "source ended"
                     break
+                except DeviceLost as e:
+                    self._lose_source(e)
+                    continue
                 if chunk is not None:
-                    self._publish(processor.process(chunk), processor)
-                if time.monotonic() >= next_status:
-                    self._send_status()
-                    next_status += self.config.publish.status_interval_s
+                    if self.lost or not self.ready:
+                        self._audio_flowing()
+                    self._publish(self.processor.process(chunk))
             self._send_status()
             return 0
-        except DeviceLost as e:
-            log.error("%s", e)
-            return 1
         finally:
+            self.notifier.stopping(f"stopping: {self.message}")
             self.close()
 
-    def _publish(self, results, processor: Processor) -> None:
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if self.stall_at is not None and now >= self.stall_at:
+            self._stall()
+        if self.reload_requested.is_set():
+            self.reload_requested.clear()
+            self._reload()
+        if self.notifier.watchdog_s and now >= self.next_watchdog:
+            self.notifier.watchdog()
+            self.next_watchdog = now + self.notifier.watchdog_s / 2  # systemd's advice: half the timeout
+        if now >= self.next_status:
+            self._send_status()
+            self.notifier.status(self._summary())
+            # On schedule, but never a burst of heartbeats to catch up after a slow hop.
+            self.next_status = max(self.next_status + self.config.publish.status_interval_s, now)
+
+    def _stall(self) -> None:
+        log.warning("debug: stalling the processing loop on purpose (--debug-stall-after)")
+        self.stall_at = None
+        while True:  # hung for good, like a deadlocked pipeline: only SIGKILL ends this
+            time.sleep(3600)
+
+    def _publish(self, results) -> None:
         for _, body in results:
             body["t_publish"] = time.time()
             self.publisher.send("emotion", body)
-        self.proc_ms.extend(processor.proc_ms)
-        processor.proc_ms.clear()
+        self.proc_ms.extend(self.processor.proc_ms)
+        self.processor.proc_ms.clear()
+
+    # --- input device: open, lose, retry ---------------------------------------------------
+
+    def _open(self, source) -> None:
+        """Starts a stream from a freshly opened source. After a loss the audio has a gap, so
+        the pipeline starts afresh, but sequence numbers go on from where they were."""
+        seq = self.processor.seq if self.processor is not None else 0
+        if self.processor is not None:
+            self.pipeline.reset()
+        self.source = source
+        self.device_name = source.device
+        self.processor = Processor(self.pipeline, source.rate, self.config.audio.source)
+        self.processor.seq = seq
+        log.info("listening to %s at %d Hz; model %s on %s; publishing on %s", source.device,
+                 source.rate, self.model.id, self.compute, self.publisher.endpoint)
+
+    def _audio_flowing(self) -> None:
+        if self.lost:
+            log.info("input %s is back", self.device_name)
+            self.lost = False
+            self.retry_s = RETRY_FIRST_S
+        self.message = f"listening to {self.device_name}"
+        self._send_status()
+        if not self.ready:
+            self.ready = True  # the model is loaded and audio arrives: we do what we are for
+            self.notifier.ready(self._summary())
+        else:
+            self.notifier.status(self._summary())
+
+    def _lose_source(self, problem: Exception) -> None:
+        log.warning("%s; retrying in %.1f s", problem, self.retry_s)
+        self.source.close()
+        self.source = None
+        self.lost = True
+        self.message = f"input lost: {problem}; retrying"
+        self.next_retry = time.monotonic() + self.retry_s
+        self._send_status()  # say so now, not at the next heartbeat
+        self.notifier.status(self.message)
+
+    def _retry_source(self) -> None:
+        wait = self.next_retry - time.monotonic()
+        if wait > 0:
+            self.stop_requested.wait(min(wait, POLL_S))
+            return
+        try:
+            rescan_devices()  # only a microphone gets lost; PortAudio lists devices at init only
+            source = open_source(self.config.audio)
+        except (StreamemoError, DeviceLost) as e:
+            self.retry_s = min(self.retry_s * 2, RETRY_MAX_S)
+            self.next_retry = time.monotonic() + self.retry_s
+            self.message = f"input lost: {e}; retrying in {self.retry_s:.0f} s"
+            log.info("%s", self.message)
+            return
+        self._open(source)
+        # Not "back" until audio arrives: a reopened stream may still deliver nothing, and
+        # then it is lost again after the source's silence limit, with a longer wait.
+        self.retry_s = min(self.retry_s * 2, RETRY_MAX_S)
+
+    # --- reload ----------------------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """SIGHUP: the config file and the model again. Anything invalid keeps what runs."""
+        log.info("reloading configuration and model")
+        self.notifier.reloading()
+        try:
+            new = self.reload_config() if self.reload_config else self.config
+            config, waiting = plan_reload(self.config, new)
+            model = load_model(config.model.path, self.compute)
+            scorer = Scorer(model, self.compute)
+            pipeline = Pipeline(model, config.pipeline, self.compute, scorer=scorer)
+            scorer(np.zeros((1, pipeline.window), np.float32))  # a model that loads but cannot run is invalid too
+            clients = self.publisher.curve.reload() if self.publisher.curve is not None else None
+        except Exception as e:  # whatever is wrong with the new files, the old ones keep running
+            why = str(e) or type(e).__name__
+            log.error("reload failed, still running model %s: %s", self.model.id, why)
+            self.message = f"reload failed, still running model {self.model.id}: {why}"
+            self._send_status()
+            self.notifier.ready(self.message)
+            return
+        when = self._swap(model, pipeline)
+        self.config = config
+        logging.getLogger().setLevel(config.log.level.upper())
+        for key in waiting:
+            log.warning("%s changed in the config: it takes effect after a restart", key)
+        note = f"; {', '.join(waiting)} need a restart" if waiting else ""
+        allowed = "" if clients is None else f"; {clients} client key(s) allowed"
+        self.message = f"reloaded: model {model.id} from {when}{allowed}{note}"
+        log.info("%s", self.message)
+        self._send_status()
+        self.notifier.ready(self._summary())
+
+    def _swap(self, model, pipeline: Pipeline) -> str:
+        """Puts the new model to work. With the same rate, window and settings it takes over
+        the running pipeline's audio history, so it scores the very next hop; otherwise the
+        windowing restarts and the first message comes one window later."""
+        old = self.pipeline
+        self.model = model
+        if (pipeline.rate, pipeline.window, pipeline.hop, pipeline.config) == (old.rate, old.window, old.hop, old.config):
+            old.model, old.scorer = model, pipeline.scorer
+            old.smoother.reset()  # the old model's averages mean nothing to the new one
+            if self.processor is not None:
+                self.processor.labels, self.processor.model_id = list(model.labels), model.id
+            return "the next hop"
+        self.pipeline = pipeline
+        if self.source is not None:
+            seq = self.processor.seq
+            self.processor = Processor(pipeline, self.source.rate, self.config.audio.source)
+            self.processor.seq = seq
+        return "the next full window"
+
+    # --- reporting -------------------------------------------------------------------------
+
+    def _input_state(self) -> str:
+        if self.lost:
+            return "lost"
+        return self.source.state if self.source is not None else "starting"
+
+    def _summary(self) -> str:
+        """The line `systemctl status` shows."""
+        if self.lost or not self.ready:
+            return self.message
+        line = (f"listening to {self.device_name}; model {self.model.id}; "
+                f"{self.publisher.sent['emotion']} messages on {self.publisher.endpoint}")
+        return line if self.message.startswith("listening") else f"{line}; {self.message}"
 
     def _send_status(self) -> None:
         source = self.source
@@ -94,8 +287,8 @@ class Daemon:
             "seq": self.status_seq,
             "t_publish": time.time(),
             "source": self.config.audio.source,
-            "device": source.device if source else "",
-            "input_state": source.state if source else "starting",
+            "device": self.device_name,
+            "input_state": self._input_state(),
             "sample_rate": source.rate if source else 0,
             "model_rate": self.pipeline.rate,
             "model": self.model.id,
@@ -103,7 +296,7 @@ class Daemon:
             "overflows": source.overflows if source else 0,
             "dropped_samples": source.dropped if source else 0,
             "messages_sent": self.publisher.sent["emotion"],
-            "hop_s": self.config.pipeline.hop_s,
+            "hop_s": self.pipeline.config.hop_s,
             "proc_ms_p50": None if times is None else round(float(np.percentile(times, 50)), 3),
             "proc_ms_p99": None if times is None else round(float(np.percentile(times, 99)), 3),
             "compute": str(self.compute),
@@ -115,3 +308,4 @@ class Daemon:
         if self.source is not None:
             self.source.close()
         self.publisher.close()
+        self.notifier.close()

@@ -14,22 +14,35 @@ import zmq
 
 from streamemo import StreamemoError
 from streamemo.protocol import ProtocolError, decode, encode
+from streamemo.security import CurveClient, CurveServer, check_exposure
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(self, bind: str, hwm: int = 1000, context: zmq.Context | None = None):
+    """An XPUB socket bound to `bind`. With `curve`, connections are encrypted and only allowed
+    client keys get in; without it, a bind reachable from other machines is refused unless
+    `insecure` (security.check_exposure)."""
+
+    def __init__(self, bind: str, hwm: int = 1000, context: zmq.Context | None = None,
+                 curve: CurveServer | None = None, insecure: bool = False):
+        check_exposure(bind, secured=curve is not None, insecure=insecure)
         self.context = context or zmq.Context.instance()
+        self.curve = curve
         # XPUB sends exactly like PUB, and also tells us when a subscriber arrives.
         self.socket = self.context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            curve.start(self.context)
+            curve.secure(self.socket)
         self.endpoint = bind
         try:
             self.socket.bind(bind)
         except zmq.ZMQError as e:
             self.socket.close()
+            if curve is not None:
+                curve.stop()
             raise StreamemoError(_bind_problem(bind, e), 1) from None
         self.sent = {"emotion": 0, "status": 0}
         self.dropped = 0
@@ -53,6 +66,8 @@ class Publisher:
         # (the last of a file, the final status) to reach live subscribers. A dead peer
         # cannot hold the exit longer than this.
         self.socket.close(linger=int(drain_s * 1000))
+        if self.curve is not None:
+            self.curve.stop()
 
 
 def _bind_problem(bind: str, e: zmq.ZMQError) -> str:
@@ -69,11 +84,13 @@ class Subscriber:
     """A SUB socket that yields decoded messages; bad ones are counted, never raised."""
 
     def __init__(self, connect: str | list[str], topics=("emotion", "status"), context: zmq.Context | None = None,
-                 hwm: int = 1000):
+                 hwm: int = 1000, curve: CurveClient | None = None):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        if curve is not None:  # the same keys for every endpoint: one server key per subscriber
+            curve.secure(self.socket)
         for topic in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         for endpoint in [connect] if isinstance(connect, str) else connect:

@@ -90,6 +90,15 @@ def resolve_input_device(sd, spec: str) -> dict:
     return match[0]
 
 
+def rescan_devices() -> None:
+    """Makes PortAudio list the devices again. It enumerates them once, at initialisation, so a
+    microphone plugged back in (or a sound server restarted) is invisible until this. Only
+    call it with no stream open."""
+    sd = import_sounddevice()
+    sd._terminate()
+    sd._initialize()
+
+
 class MicSource:
     """A PortAudio input stream at the device's native rate, through a ring buffer."""
 

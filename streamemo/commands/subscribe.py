@@ -6,6 +6,7 @@ import json
 import sys
 
 from streamemo.protocol import TOPICS
+from streamemo.security import add_client_arguments
 
 
 def configure(parser) -> None:
@@ -14,12 +15,15 @@ def configure(parser) -> None:
     parser.add_argument("--topic", action="append", choices=TOPICS, help="topic to print (default: all); repeatable")
     parser.add_argument("--count", type=int, metavar="N", help="exit after N messages")
     parser.add_argument("--timeout", type=float, metavar="S", help="exit with status 1 if nothing arrives for S seconds")
+    add_client_arguments(parser)
 
 
 def main(args) -> int:
     from streamemo.publish import Subscriber
+    from streamemo.security import curve_client
 
-    subscriber = Subscriber(args.connect or ["tcp://127.0.0.1:5556"], args.topic or TOPICS)
+    curve = curve_client(args.curve_server, args.curve_secret)
+    subscriber = Subscriber(args.connect or ["tcp://127.0.0.1:5556"], args.topic or TOPICS, curve=curve)
     received = 0
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     try:
