@@ -170,17 +170,20 @@ class EmotionBars(EmotionWidget):
 class Timeline(EmotionWidget):
     """The last 60 s per emotion, oldest left: a sparkline per emotion, · where it was silent.
 
-    Rows grow with the terminal: each emotion gets height // n_labels rows, so a tall
-    terminal shows finer detail instead of empty space."""
+    Rows grow with the terminal: each emotion gets (height - 1) // n_labels rows, so a tall
+    terminal shows finer detail instead of empty space; a spare row gets a time axis."""
 
     LABEL_WIDTH = 10
+    AXIS_TICKS_S = (60, 45, 30, 15)  # seconds ago; "now" is the right edge
 
     def render(self) -> Text:
         view = self.view
         labels = view.labels if view else EMOTIONS
         slots = view.timeline if view else ()
-        columns = self._columns(slots, max(1, self.size.width - self.LABEL_WIDTH))
-        rows_each = max(1, self.size.height // max(1, len(labels)))
+        width = max(1, self.size.width - self.LABEL_WIDTH)
+        columns = self._columns(slots, width)
+        n = max(1, len(labels))
+        rows_each = max(1, (self.size.height - 1) // n)
         muted = self.muted()
         # Below half of the smallest step a bar would be blank; a muted baseline instead
         # tells "about zero" apart from "no data".
@@ -202,7 +205,20 @@ class Timeline(EmotionWidget):
                     else:
                         line.append("▁" if bottom else " ", muted)
                 lines.append(line)
+        if self.size.height > rows_each * n:
+            lines.append(Text(" " * self.LABEL_WIDTH + self._axis(width), muted))
         return Text("\n", no_wrap=True, overflow="crop").join(lines)
+
+    @classmethod
+    def _axis(cls, width: int) -> str:
+        """Tick labels under the columns: "-60s", "-45s", … with "now" at the right edge."""
+        axis = [" "] * width
+        marks = [(f"-{s}s", round(width * (1 - s / 60))) for s in cls.AXIS_TICKS_S] + [("now", width)]
+        for text, at in marks:
+            start = min(max(0, at - len(text)) if at == width else at, width - len(text))
+            if start >= 0 and all(c == " " for c in axis[max(0, start - 1):start + len(text) + 1]):
+                axis[start:start + len(text)] = text
+        return "".join(axis)
 
     @staticmethod
     def _columns(slots: tuple, width: int) -> list:
