@@ -21,12 +21,14 @@ setup: system $(STAMP)
 system:
 	@scripts/ensure-system-packages
 
+# pip's chatter goes to a log, shown only when something fails.
+PIPLOG := $(VENV)/pip.log
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
+	@echo "installing Python packages into $(VENV) (log: $(PIPLOG))"
 	@# torch first and alone: the CPU build of 2.13.0 from the local wheel store, no CUDA wheels
-	@$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	@$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	@$(PY) -m pip install -c constraints.txt torch==2.13.0 > $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
+	@$(PY) -m pip install -c constraints.txt -e '.[test]' >> $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
 	@touch $(STAMP)
 
 bench: setup
