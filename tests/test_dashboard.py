@@ -283,6 +283,11 @@ async def test_help_opens_and_closes_while_the_feed_goes_on(feed):
         await pilot.press("escape")
         assert not isinstance(app.screen, HelpScreen)
         await until(pilot, lambda: "SURPRISED" in shown(app, "#top"), [feed], what="main screen up to date")
+        # Any key closes the help and does nothing else: not pause, not quit.
+        for key in ("p", "q"):
+            await pilot.press("question_mark")
+            await pilot.press(key)
+            assert not isinstance(app.screen, HelpScreen) and not app.paused and app.is_running
         await pilot.press("q")
     assert app.return_code == 0
 

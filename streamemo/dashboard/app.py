@@ -13,7 +13,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from textual import work
+from textual import events, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -55,12 +55,14 @@ press any key to close"""
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
+    """Any key closes it, and does only that: `q` here must not quit, nor `p` pause."""
 
     def compose(self) -> ComposeResult:
         yield Static(HELP, id="help")
 
-    def on_key(self) -> None:
+    def on_key(self, event: events.Key) -> None:
+        event.stop()
+        event.prevent_default()
         self.dismiss()
 
 

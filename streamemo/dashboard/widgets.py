@@ -96,13 +96,14 @@ class EndpointBar(EmotionWidget):
 class TopEmotion(EmotionWidget):
     """The top emotion, big, on its own colour; "silence" when the daemon hears no voice."""
 
+    CLASSES_BY_TOP = {label: f"-{label}" for label in EMOTIONS}
+
     def watch_view(self, view: EndpointView | None) -> None:
-        # The background colour per emotion is a CSS class, so the tcss decides it.
-        for label in (*EMOTIONS, "other"):
-            self.remove_class(f"-{label}")
-        self.set_class(view is None or view.top is None, "-none")
-        if view is not None and view.top is not None:
-            self.add_class(f"-{view.top}" if view.top in EMOTIONS else "-other")
+        # The background colour per emotion is a CSS class (-happy, …), so the tcss decides it.
+        top = view.top if view is not None else None
+        wanted = "-none" if top is None else self.CLASSES_BY_TOP.get(top, "-other")
+        for name in (*self.CLASSES_BY_TOP.values(), "-other", "-none"):
+            self.set_class(name == wanted, name)
 
     def render(self) -> Text:
         view = self.view
