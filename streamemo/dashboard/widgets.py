@@ -75,7 +75,9 @@ class EndpointBar(EmotionWidget):
         several = len(self.views) > 1
         for i, view in enumerate(self.views):
             state = self.get_component_rich_style(f"connection--{view.connection}")
-            entry = Text.assemble((f" {CONNECTION_MARKS[view.connection]} ", state), f"{view.endpoint} ",
+            # "tcp://" is the default and eats a line shared by several endpoints.
+            name = view.endpoint.removeprefix("tcp://")
+            entry = Text.assemble((f" {CONNECTION_MARKS[view.connection]} ", state), f"{name} ",
                                   (view.connection, state))
             input_state = view.status["input_state"] if view.status else None
             if view.connection == LIVE and input_state not in (None, "running"):
