@@ -17,7 +17,14 @@ DEFAULT_LOG = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") /
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "%(prog)s [--connect ENDPOINT ...] [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]"
+    parser.usage = "%(prog)s [--connect ENDPOINT ...] [--light] [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]"
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = (
+        "keys: q quit, p pause/resume, r reset timeline, tab next endpoint, ? help\n\n"
+        "examples:\n"
+        "  streamemo dash                                   watch the local daemon\n"
+        "  streamemo dash --connect tcp://10.0.0.5:5556 --connect tcp://10.0.0.6:5556\n"
+        "  streamemo dash --start-daemon -- --model models/mine   what `make run ARGS=...` does")
     parser.add_argument("--connect", action="append", metavar="ENDPOINT",
                         help=f"a daemon's ZeroMQ endpoint; repeat for several, Tab switches (default {DEFAULT_ENDPOINT})")
     parser.add_argument("--start-daemon", action="store_true",
