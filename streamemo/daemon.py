@@ -46,7 +46,7 @@ class Daemon:
                  handle_signals: bool = False, stall_after_s: float | None = None):
         """`reload_config()` returns the config to use on SIGHUP (the file re-read, flags
         re-applied); without it a reload re-reads the model only. `stall_after_s` is a test
-        hook: the loop hangs that long after start, as a stuck pipeline would, so a test can
+        hook: the loop hangs that long after it starts, as a stuck pipeline would, so a test can
         see the watchdog pings stop (`streamemo run --debug-stall-after S`)."""
         self.config = config
         self.reload_config = reload_config
@@ -56,7 +56,8 @@ class Daemon:
         if handle_signals:  # before the slow part, so an early SIGTERM or SIGHUP is not fatal
             self.install_signal_handlers()
         self.started = time.monotonic()
-        self.stall_at = None if stall_after_s is None else self.started + stall_after_s
+        self.stall_after_s = stall_after_s
+        self.stall_at = None
         self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.25 s
         self.status_seq = 0
         self.message = "starting"
@@ -103,6 +104,8 @@ class Daemon:
             self.notifier.status(self.message)
             now = time.monotonic()
             self.next_status, self.next_watchdog = now, now
+            if self.stall_after_s is not None:
+                self.stall_at = now + self.stall_after_s
             while not self.stop_requested.is_set():
                 self._housekeeping()
                 if self.source is None:

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import zmq
 
 sys.path.insert(0, str(Path(__file__).parent))  # for tests/pulse.py
 
 from pulse import PulseServer, pulse_available  # noqa: E402
+
+from streamemo.protocol import decode  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -94,6 +99,46 @@ def no_audio_env(tmp_path) -> dict:
     if "(none)" not in listed.stdout:
         pytest.skip("this machine has sound hardware, so 'no audio system' cannot be staged")
     return env
+
+
+# --- driving the real daemon: a subprocess and a real SUB socket ------------------------------
+
+
+def _daemon(*args, env=None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([*STREAMEMO, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def _subscriber(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return sock
+
+
+def _collect(sock, until, timeout_s: float, proc=None) -> list[tuple[str, dict]]:
+    """Messages until `until(messages)` is true, the daemon exits, or the timeout."""
+    messages, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not until(messages):
+        if sock.poll(100):
+            messages.append(decode(sock.recv_multipart()))
+        elif proc is not None and proc.poll() is not None:
+            while sock.poll(300):
+                messages.append(decode(sock.recv_multipart()))
+            break
+    return messages
+
+
+def _stop(proc: subprocess.Popen) -> tuple[int, str]:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    return proc.returncode, err
 
 
 def corpus(name: str) -> Path:

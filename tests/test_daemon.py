@@ -11,45 +11,7 @@ import pytest
 import soundfile as sf
 import zmq
 
-from conftest import STREAMEMO
-from streamemo.protocol import decode
-
-
-def _daemon(*args, env=None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([*STREAMEMO, "run", *args], env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, **kwargs)
-
-
-def _subscriber(endpoint: str) -> zmq.Socket:
-    sock = zmq.Context.instance().socket(zmq.SUB)
-    sock.setsockopt(zmq.LINGER, 0)
-    sock.setsockopt(zmq.SUBSCRIBE, b"")
-    sock.connect(endpoint)
-    return sock
-
-
-def _collect(sock, until, timeout_s: float, proc=None) -> list[tuple[str, dict]]:
-    """Messages until `until(messages)` is true, the daemon exits, or the timeout."""
-    messages, deadline = [], time.monotonic() + timeout_s
-    while time.monotonic() < deadline and not until(messages):
-        if sock.poll(100):
-            messages.append(decode(sock.recv_multipart()))
-        elif proc is not None and proc.poll() is not None:
-            while sock.poll(300):
-                messages.append(decode(sock.recv_multipart()))
-            break
-    return messages
-
-
-def _stop(proc: subprocess.Popen) -> tuple[int, str]:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        _, err = proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        _, err = proc.communicate()
-    return proc.returncode, err
+from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
 
 
 @pytest.mark.pulse

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 
 from streamemo.cli import setup_logging
 from streamemo.commands._options import add_config_arguments, add_security_arguments, config_from_args
@@ -31,4 +32,9 @@ def main(args) -> int:
     wait = config.publish.wait_subscriber_s
     if wait > 0 and not daemon.publisher.wait_for_subscriber(wait):
         logging.getLogger("streamemo.daemon").warning("no subscriber within %.1f s; starting anyway", wait)
-    return daemon.run()
+    code = daemon.run()
+    # Done and closed. Python restores default signal actions while it shuts down (which takes
+    # a moment with torch loaded): a SIGTERM then would turn this clean exit into a kill.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return code

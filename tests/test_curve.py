@@ -1,0 +1,133 @@
+"""Acceptance 4: who may read the results. CURVE keys from `streamemo keys`; a subscriber with
+an allowed key receives, one with an unknown key or none receives nothing; a bind reachable
+from other machines without keys is refused.
+
+The daemon binds 0.0.0.0 (every interface) but the subscribers connect over loopback: the
+non-loopback bind is real, and no traffic leaves the machine."""
+
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+import zmq
+
+from conftest import STREAMEMO, _collect, _daemon, _stop
+from streamemo.security import CurveClient, is_local_endpoint
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _keys(directory, *names) -> None:
+    for name in names:
+        result = subprocess.run([*STREAMEMO, "keys", name, "--dir", str(directory)], capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+
+
+def _sub(endpoint: str, curve: CurveClient | None = None) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.secure(sock)
+    sock.setsockopt(zmq.SUBSCRIBE, b"")
+    sock.connect(endpoint)
+    return sock
+
+
+@pytest.mark.parametrize("endpoint, local", [
+    ("tcp://127.0.0.1:5556", True), ("tcp://127.5.6.7:1", True), ("tcp://localhost:5556", True),
+    ("tcp://[::1]:5556", True), ("ipc:///run/streamemo.ipc", True), ("inproc://x", True),
+    ("tcp://0.0.0.0:5556", False), ("tcp://*:5556", False), ("tcp://192.168.1.10:5556", False),
+    ("tcp://eth0:5556", False), ("tcp://example.org:5556", False), ("ws://127.0.0.1:5556", False),
+])
+def test_what_counts_as_this_machine_only(endpoint, local):
+    assert is_local_endpoint(endpoint) is local
+
+
+def test_keys_command_writes_a_private_secret(tmp_path):
+    _keys(tmp_path, "server")
+    public, secret = tmp_path / "server.key", tmp_path / "server.key_secret"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert "secret-key" not in public.read_text() and "secret-key" in secret.read_text()
+    again = subprocess.run([*STREAMEMO, "keys", "server", "--dir", str(tmp_path)], capture_output=True, text=True,
+                           timeout=60)
+    assert again.returncode == 1 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("command", [["run", "--bind"], ["proxy", "--frontend", "tcp://127.0.0.1:1", "--backend"]])
+def test_non_loopback_bind_without_keys_is_refused(command):
+    """Refused before anything is loaded or bound: the message says why and the three ways out."""
+    result = subprocess.run([*STREAMEMO, *command, f"tcp://0.0.0.0:{_free_port()}"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "refusing to bind tcp://0.0.0.0" in result.stderr and "without CURVE" in result.stderr
+    assert "streamemo keys" in result.stderr and "--insecure" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_half_a_key_setup_is_refused(tmp_path):
+    _keys(tmp_path, "server")
+    result = subprocess.run([*STREAMEMO, "run", "--bind", f"tcp://0.0.0.0:{_free_port()}",
+                             "--curve-secret", str(tmp_path / "server.key")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--curve-clients" in result.stderr, result.stderr
+
+
+def test_only_allowed_keys_receive(tmp_path, random_model, tone_and_silence_wav):
+    keys, clients = tmp_path / "keys", tmp_path / "clients"
+    _keys(keys, "server", "alice", "mallory")
+    clients.mkdir()
+    (clients / "alice.key").write_bytes((keys / "alice.key").read_bytes())
+    port = _free_port()
+    proc = _daemon("--source", str(tone_and_silence_wav), "--model", str(random_model), "--bind", f"tcp://0.0.0.0:{port}",
+                   "--curve-secret", str(keys / "server.key_secret"), "--curve-clients", str(clients))
+    endpoint = f"tcp://127.0.0.1:{port}"
+    alice = _sub(endpoint, CurveClient(keys / "server.key", keys / "alice.key_secret"))
+    mallory = _sub(endpoint, CurveClient(keys / "server.key", keys / "mallory.key_secret"))
+    plain = _sub(endpoint)
+    try:
+        received = _collect(alice, lambda m: sum(t == "emotion" for t, _ in m) >= 3, 60, proc)
+        assert sum(t == "emotion" for t, _ in received) >= 3, "the allowed key must receive"
+        poller = zmq.Poller()
+        for refused in (mallory, plain):
+            poller.register(refused, zmq.POLLIN)
+        assert poller.poll(1500) == [], "an unknown key, or none, must receive nothing"
+        assert proc.poll() is None, "still publishing while they waited"
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    assert "refused a subscriber whose key" in err  # the operator sees who knocked, once
+
+
+def test_proxy_forwards_to_allowed_keys_only(tmp_path, random_model, speech_wav, free_endpoint):
+    """A daemon on loopback, a proxy exposing it on 0.0.0.0 with CURVE: the way to reach
+    subscribers on other machines. Messages arrive whole and in order."""
+    keys, clients = tmp_path / "keys", tmp_path / "clients"
+    _keys(keys, "proxy", "alice", "mallory")
+    clients.mkdir()
+    (clients / "alice.key").write_bytes((keys / "alice.key").read_bytes())
+    port = _free_port()
+    daemon = _daemon("--source", str(speech_wav), "--model", str(random_model), "--bind", free_endpoint,
+                     "--wait-subscriber", "30", "--no-realtime")
+    proxy = subprocess.Popen([*STREAMEMO, "proxy", "--frontend", free_endpoint, "--backend", f"tcp://0.0.0.0:{port}",
+                              "--curve-secret", str(keys / "proxy.key_secret"), "--curve-clients", str(clients)],
+                             stderr=subprocess.PIPE, text=True)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    alice = _sub(endpoint, CurveClient(keys / "proxy.key", keys / "alice.key_secret"))
+    mallory = _sub(endpoint, CurveClient(keys / "proxy.key", keys / "mallory.key_secret"))
+    try:
+        messages = _collect(alice, lambda m: False, 60, daemon)
+        assert not mallory.poll(500)
+    finally:
+        _stop(daemon)
+        t0 = time.monotonic()
+        code, err = _stop(proxy)
+    assert code == 0 and time.monotonic() - t0 < 2.5, err
+    seqs = [b["seq"] for t, b in messages if t == "emotion"]
+    assert len(seqs) >= 5 and seqs == list(range(len(seqs))), "every message, in order, through the proxy"
+    assert "forwarding" in err
