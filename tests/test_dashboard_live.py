@@ -17,10 +17,15 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import psutil
 import pytest
+import soundfile as sf
 
-pytestmark = [pytest.mark.pulse, pytest.mark.timeout(180)]
+pytestmark = pytest.mark.timeout(180)
+
+
+needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (Debian: tmux)")
 
 
 class Tmux:
@@ -74,9 +79,9 @@ def daemons_bound_to(endpoint: str) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.pulse
+@needs_tmux
 def test_dashboard_in_tmux_shows_the_daemon_hearing_speech(pulse, random_model, speech_wav, free_endpoint, tmp_path):
-    if shutil.which("tmux") is None:
-        pytest.skip("tmux is not installed (Debian: tmux)")
     env = dict(pulse.env, TERM="xterm-256color", PYTHONUNBUFFERED="1")
     tmux = Tmux(env, f"streamemo-test-{os.getpid()}")
     log = tmp_path / "daemon.log"
@@ -118,3 +123,68 @@ def test_dashboard_in_tmux_shows_the_daemon_hearing_speech(pulse, random_model, 
         tmux.kill()
         for process in daemons_bound_to(free_endpoint):  # only ours: the endpoint is unique
             process.kill()
+
+
+def dashboards_watching(endpoint: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = process.info["cmdline"] or []
+            if "dash" in cmdline and endpoint in cmdline and "tmux" not in cmdline[0]:
+                found.append(process)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+@pytest.fixture
+def dash_on_a_file(random_model, free_endpoint, tmp_path):
+    """`dash --start-daemon` in a private tmux, the daemon reading a minute of tone bursts
+    from a file (no sound system needed); yields (tmux, endpoint) once the dashboard is live."""
+    rate = 16000
+    t = np.arange(60 * rate) / rate
+    wav = tmp_path / "bursts.wav"
+    sf.write(wav, (0.2 * np.sin(2 * np.pi * 150 * t) * (np.sin(2 * np.pi * 0.2 * t) > 0)).astype(np.float32), rate)
+    tmux = Tmux(dict(os.environ, TERM="xterm-256color"), f"streamemo-test-{os.getpid()}-file")
+    log = tmp_path / "daemon.log"
+    command = (f"{sys.executable} -m streamemo dash --connect {free_endpoint} --start-daemon --daemon-log {log}"
+               f" -- --model {random_model} --source {wav} --device cpu")
+    assert tmux.run("new-session", "-d", "-s", "dash", "-x", "80", "-y", "24", command).returncode == 0
+    try:
+        deadline = time.monotonic() + 60
+        screen = ""
+        while "live" not in first_line(screen):
+            if time.monotonic() > deadline:
+                pytest.fail(f"never live; screen:\n{screen}\ndaemon log:\n{log.read_text() if log.exists() else ''}")
+            time.sleep(0.3)
+            screen = tmux.screen()
+        assert daemons_bound_to(free_endpoint), "live, yet no daemon process found"
+        yield tmux, free_endpoint
+    finally:
+        tmux.kill()
+        for process in daemons_bound_to(free_endpoint) + dashboards_watching(free_endpoint):
+            process.kill()
+
+
+def gone_within(endpoint: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while daemons_bound_to(endpoint):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+@needs_tmux
+def test_closing_the_terminal_stops_the_started_daemon(dash_on_a_file):
+    tmux, endpoint = dash_on_a_file
+    tmux.kill()  # the terminal goes away: SIGHUP to the dashboard
+    assert gone_within(endpoint, 15), "the daemon outlived its dashboard's terminal"
+
+
+@needs_tmux
+def test_a_killed_dashboard_does_not_leave_its_daemon_behind(dash_on_a_file):
+    tmux, endpoint = dash_on_a_file
+    (dashboard,) = dashboards_watching(endpoint)
+    dashboard.kill()  # SIGKILL: no cleanup code runs; the kernel's parent-death signal must do it
+    assert gone_within(endpoint, 15), "the daemon outlived a SIGKILLed dashboard"

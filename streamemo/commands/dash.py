@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -53,8 +54,9 @@ def main(args: argparse.Namespace) -> int:
 
     child = None
     if args.start_daemon:
-        command = [sys.executable, "-m", "streamemo", "run", "--bind", endpoints[0], *args.daemon_args]
-        child = DaemonChild(command, args.daemon_log)
+        run_args = ["run", "--bind", endpoints[0], *args.daemon_args]
+        child = DaemonChild([sys.executable, "-m", "streamemo", *run_args], args.daemon_log,
+                            title=shlex.join(["streamemo", *run_args]))
     app = DashboardApp(Receiver(endpoints), child=child, exit_on_signals=True)
     if args.light:
         app.theme = "textual-light"

@@ -192,7 +192,7 @@ class DashboardApp(App[None]):
         if self.daemon_problem:
             text = self.daemon_problem
         elif self.daemon_starting:
-            text = f"starting the daemon: {' '.join(self.child.command[1:])}\nits log: {self.child.log_path}"
+            text = f"starting the daemon: {self.child.title}\nits log: {self.child.log_path}"
         else:
             text = ""
         self.banner.update(text)

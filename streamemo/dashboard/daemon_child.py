@@ -27,8 +27,9 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 class DaemonChild:
-    def __init__(self, command: list[str], log_path: Path):
+    def __init__(self, command: list[str], log_path: Path, title: str | None = None):
         self.command = command
+        self.title = title or " ".join(command)  # how the dashboard names it to a person
         self.log_path = Path(log_path)
         self.process: subprocess.Popen | None = None
         self._log_start = 0
