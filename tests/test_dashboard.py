@@ -49,6 +49,7 @@ class Feed:
         self.probs = one_hot("neutral")
         self.voiced = True
         self.sending = True
+        self.input_state = "running"
 
     def tick(self) -> None:
         if not self.sending or self.publisher is None:
@@ -57,7 +58,8 @@ class Feed:
         self.publisher.send("emotion", emotion_body(self.seq, self.probs, voiced=self.voiced, t_capture=now - 0.05,
                                                     level_db=-20.0 if self.voiced else -58.0))
         if self.seq % 10 == 0:
-            self.publisher.send("status", status_body(self.seq // 10, t_publish=now))
+            self.publisher.send("status", status_body(self.seq // 10, t_publish=now, input_state=self.input_state,
+                                                      message=f"input {self.input_state}"))
         self.seq += 1
 
     def close(self) -> None:
@@ -196,6 +198,20 @@ async def test_stale_within_3_s_of_silence_and_live_again_when_it_resumes(feed):
         assert took < 3.0, f"stale after {took:.1f} s"
         feed.sending = True
         await until(pilot, lambda: "live" in connection_shown(app), [feed], what="live again")
+
+
+@asynctest
+async def test_a_lost_microphone_is_shown_even_while_messages_flow(feed):
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: "running" in shown(app, "#status"), [feed], what="running input")
+        assert "input" not in connection_shown(app)
+        feed.input_state = "lost"
+        await until(pilot, lambda: "input lost" in connection_shown(app), [feed], what="lost input in the top line")
+        assert "live" in connection_shown(app)  # the daemon itself is fine and says so
+        assert "virtual mic lost" in shown(app, "#status")
+        feed.input_state = "running"
+        await until(pilot, lambda: "input" not in connection_shown(app), [feed], what="recovered input")
 
 
 @asynctest
