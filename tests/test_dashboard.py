@@ -453,3 +453,21 @@ def test_dash_refuses_daemon_arguments_it_cannot_honour(argv, complaint, capsys)
 
     assert main(argv) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_state_survives_a_daemon_restarting_with_another_label_set():
+    """Pure state: a restart with a 4-label model must not leave 8-value timeline slots
+    that the 4-row timeline would misread."""
+    from streamemo.dashboard.state import EndpointState
+    from streamemo.protocol import encode
+
+    state = EndpointState("tcp://127.0.0.1:1")
+    for seq in range(10):
+        state.receive(encode("emotion", emotion_body(seq, one_hot("sad"), t_capture=100.0 + seq)), 100.0 + seq)
+    four = ("neutral", "happy", "sad", "angry")
+    state.receive(encode("emotion", emotion_body(0, one_hot("happy", labels=four), labels=four, t_capture=111.0)), 111.0)
+    view = state.view(111.2)
+    assert view.labels == four and view.top == "happy"
+    (only,) = [slot for slot in view.timeline if slot is not None]
+    assert only == pytest.approx(one_hot("happy", labels=four), abs=1e-5)
+    assert view.seq_gaps == 0  # seq went back to 0: a restart, not lost messages

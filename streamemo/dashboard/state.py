@@ -122,6 +122,8 @@ class EndpointState:
         previous = self.emotion
         if previous is not None and body["seq"] > previous["seq"] + 1:
             self.seq_gaps += body["seq"] - previous["seq"] - 1
+        if previous is not None and previous["labels"] != body["labels"]:
+            self._slots.clear()  # a daemon restarted with another model: old rows mean other labels
         self.emotion = body
         self._arrivals.append(now)
         self._latencies.append((now - body["t_capture"]) * 1000.0)
