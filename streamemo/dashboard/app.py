@@ -37,21 +37,18 @@ from streamemo.dashboard.widgets import (
 HELP = """\
 [b]streamemo dash[/b]: what a daemon hears, live.
 
-[b]q[/b]        quit (and stop a daemon started with --start-daemon)
-[b]p[/b]        pause / resume the view (receiving goes on)
-[b]r[/b]        reset the timeline
-[b]tab[/b]      next endpoint (shift+tab: previous)
-[b]?[/b]        this help
+[b]q[/b] quit (stops a daemon started by --start-daemon)   [b]p[/b] pause/resume
+[b]r[/b] reset the timeline   [b]tab[/b] next endpoint (shift+tab back)   [b]?[/b] help
 
-[b]bars[/b]     smoothed probability per emotion; [b]┃[/b] marks this window's raw value;
-         ▶ marks the top emotion; muted bars: held while there is no voice
-[b]timeline[/b] last 60 s, newest right; [b]·[/b] silence (no voice), blank: no data
-[b]states[/b]   ● live   ◐ stale (connected, no message for 2 s)
-         ○ waiting (connected, nothing yet)   ✕ disconnected (retrying)
-[b]latency[/b]  capture of the window's last sample → receipt here
-         (across machines it includes their clock difference)
+[b]bars[/b]      smoothed probability per emotion; [b]┃[/b] this window's raw value;
+          ▶ the top emotion; muted: held while there is no voice
+[b]timeline[/b]  last 60 s, newest right; [b]·[/b] silence (no voice), blank: no data
+[b]states[/b]    ● live   ◐ stale (connected, no message for 2 s)
+          ○ waiting (connected, nothing yet)   ✕ disconnected (retrying)
+[b]latency[/b]   capture of a window's last sample → receipt here
+          (between machines it includes their clocks' difference)
 
-press any key to close"""
+any key closes this"""
 
 
 class HelpScreen(ModalScreen[None]):
