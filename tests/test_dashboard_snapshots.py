@@ -61,6 +61,11 @@ def test_paused_screen_at_80x24(snap_compare):
     assert snap_compare(fixed_app(), terminal_size=(80, 24), press=["p"])
 
 
+def test_help_at_80x24(snap_compare):
+    """The help must fit the smallest supported terminal whole, not wrapped or cut."""
+    assert snap_compare(fixed_app(), terminal_size=(80, 24), press=["question_mark"])
+
+
 def test_light_theme_at_80x24(snap_compare):
     app = fixed_app()
     app.theme = "textual-light"  # what `streamemo dash --light` sets
