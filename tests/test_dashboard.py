@@ -42,9 +42,10 @@ def asynctest(test):
 class Feed:
     """A scripted daemon: sends the current message every `tick()`, like a daemon's hops."""
 
-    def __init__(self, endpoint: str):
+    def __init__(self, endpoint: str, curve=None):
         self.endpoint = endpoint
-        self.publisher = Publisher(endpoint)
+        self.curve = curve
+        self.publisher = Publisher(endpoint, curve=curve)
         self.seq = 0
         self.probs = one_hot("neutral")
         self.voiced = True
@@ -68,7 +69,7 @@ class Feed:
             self.publisher = None
 
     def reopen(self) -> None:
-        self.publisher = Publisher(self.endpoint)
+        self.publisher = Publisher(self.endpoint, curve=self.curve)
 
 
 @pytest.fixture
@@ -264,6 +265,46 @@ async def test_malformed_messages_are_counted_and_shown_never_fatal(feed):
         feed.probs = one_hot("angry")
         await until(pilot, lambda: "ANGRY" in shown(app, "#top"), [feed], what="good messages after bad ones")
         assert app.is_running
+
+
+@pytest.fixture
+def curve_keys(tmp_path):
+    """A server key pair, an allowed client and a stranger, as `streamemo keys` makes them."""
+    from streamemo.security import create_key_pair
+
+    create_key_pair(tmp_path / "server", "server")
+    create_key_pair(tmp_path / "allowed", "dash")
+    create_key_pair(tmp_path / "stranger", "stranger")
+    return tmp_path
+
+
+@asynctest
+async def test_encrypted_publisher_live_with_the_right_keys_refused_without(curve_keys, free_endpoint):
+    from streamemo.security import CurveClient, CurveServer
+
+    keys = curve_keys
+    server_key = keys / "server/server.key"
+    feed = Feed(free_endpoint, curve=CurveServer(keys / "server/server.key_secret", keys / "allowed"))
+    feed.probs = one_hot("calm")
+    try:
+        def dashboard(secret: str | None) -> DashboardApp:
+            curve = CurveClient(server_key, keys / secret) if secret else None
+            return DashboardApp(Receiver([free_endpoint], curve=curve))
+
+        apps = {"right keys": dashboard("allowed/dash.key_secret"),
+                "unknown key": dashboard("stranger/stranger.key_secret"), "no keys": dashboard(None)}
+        app = apps["right keys"]
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: "CALM" in shown(app, "#top"), [feed], what="encrypted feed shown")
+            assert "live" in connection_shown(app)
+        for case, reason in (("unknown key", "refused this dashboard's CURVE key"), ("no keys", "CURVE keys")):
+            app = apps[case]
+            async with app.run_test(size=(80, 24)) as pilot:
+                await until(pilot, lambda: "refused" in connection_shown(app), [feed], what=f"refused with {case}")
+                assert "refused" in shown(app, "#status") and "no data yet" in shown(app, "#top")
+                assert reason in app.views[0].refused
+    finally:
+        feed.close()
 
 
 @asynctest

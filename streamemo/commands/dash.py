@@ -18,7 +18,10 @@ DEFAULT_LOG = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") /
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.usage = "%(prog)s [--connect ENDPOINT ...] [--light] [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]"
+    from streamemo.security import add_client_arguments
+
+    parser.usage = ("%(prog)s [--connect ENDPOINT ...] [--light] [--curve-server FILE --curve-secret FILE]\n"
+                    "       [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]")
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = (
         "keys: q quit, p pause/resume, r reset timeline, tab next endpoint, ? help\n\n"
@@ -34,6 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--daemon-log", type=Path, default=DEFAULT_LOG, metavar="FILE",
                         help=f"where the started daemon's output goes (default {DEFAULT_LOG})")
     parser.add_argument("--light", action="store_true", help="light colour theme")
+    add_client_arguments(parser)  # --curve-server, --curve-secret: encrypted publishers
     parser.add_argument("daemon_args", nargs="*", metavar="RUN-ARGS", help=argparse.SUPPRESS)
 
 
@@ -42,8 +46,10 @@ def main(args: argparse.Namespace) -> int:
     from streamemo.dashboard.app import DashboardApp
     from streamemo.dashboard.daemon_child import DaemonChild
     from streamemo.dashboard.receiver import Receiver, check_endpoint
+    from streamemo.security import curve_client
 
     endpoints = args.connect or [DEFAULT_ENDPOINT]
+    curve = curve_client(args.curve_server, args.curve_secret)
     for endpoint in endpoints:
         check_endpoint(endpoint)
     if args.daemon_args and not args.start_daemon:
@@ -57,7 +63,7 @@ def main(args: argparse.Namespace) -> int:
         run_args = ["run", "--bind", endpoints[0], *args.daemon_args]
         child = DaemonChild([sys.executable, "-m", "streamemo", *run_args], args.daemon_log,
                             title=shlex.join(["streamemo", *run_args]))
-    app = DashboardApp(Receiver(endpoints), child=child, exit_on_signals=True)
+    app = DashboardApp(Receiver(endpoints, curve=curve), child=child, exit_on_signals=True)
     if args.light:
         app.theme = "textual-light"
     try:

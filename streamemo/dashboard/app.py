@@ -45,6 +45,7 @@ HELP = """\
 [b]timeline[/b]  last 60 s, newest right; [b]·[/b] silence (no voice), blank: no data
 [b]states[/b]    ● live   ◐ stale (connected, no message for 2 s)
           ○ waiting (connected, nothing yet)   ✕ disconnected (retrying)
+          ⊘ refused (CURVE keys rejected or missing: see --help)
 [b]latency[/b]   capture of a window's last sample → receipt here
           (between machines it includes their clocks' difference)
 

@@ -7,8 +7,10 @@ messages for the UI. Instead it calls `notify()` to say "something changed", at 
 however fast the daemon publishes, at most one notification waits in the app's queue and
 the app always draws the newest state. The app then reads `views()`.
 
-ZeroMQ reconnects by itself; a socket monitor tells us when the TCP/IPC connection comes
-and goes, which is what separates "disconnected" from "stale" (connected but silent).
+ZeroMQ reconnects by itself; a socket monitor tells us when the connection comes and goes,
+which is what separates "disconnected" from "stale" (connected but silent). Connected means
+the ZMTP handshake succeeded, not merely TCP: with CURVE a wrong key gets through TCP and
+fails the handshake, and that is shown as "refused".
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from zmq.utils.monitor import recv_monitor_message
 from streamemo import StreamemoError
 from streamemo.dashboard.state import EndpointState, EndpointView
 from streamemo.protocol import TOPICS
+
+HANDSHAKE_FAILURES = {
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the publisher refused this dashboard's CURVE key",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "handshake failed: CURVE on one side only, or the wrong server key",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "handshake failed (wrong or missing CURVE keys?)",
+}
+MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+for _event in HANDSHAKE_FAILURES:
+    MONITORED |= _event
 
 POLL_MS = 100  # how often the thread wakes when nothing arrives: bounds stop and stale latency
 HEARTBEAT_S = 0.5  # redraw at least this often, so the timeline scrolls and "stale" shows up
@@ -45,9 +56,13 @@ def check_endpoint(endpoint: str) -> None:
 
 
 class Receiver:
-    def __init__(self, endpoints: list[str], clock: Callable[[], float] = time.time, max_rate_hz: float = 20.0):
+    def __init__(self, endpoints: list[str], clock: Callable[[], float] = time.time, max_rate_hz: float = 20.0,
+                 curve=None):
+        """`curve`: a `streamemo.security.CurveClient` for encrypted publishers (one key set
+        for every endpoint, as `streamemo subscribe` has)."""
         if not endpoints:
             raise ValueError("at least one endpoint")
+        self.curve = curve
         # Wall clock, not monotonic: latency is receipt time minus the daemon's t_capture.
         self.clock = clock
         self.states = [EndpointState(e) for e in endpoints]
@@ -95,7 +110,9 @@ class Receiver:
                 socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
                 for topic in TOPICS:
                     socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-                monitor = socket.get_monitor_socket(zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+                if self.curve is not None:
+                    self.curve.secure(socket)
+                monitor = socket.get_monitor_socket(MONITORED)
                 socket.connect(state.endpoint)
                 poller.register(socket, zmq.POLLIN)
                 poller.register(monitor, zmq.POLLIN)
@@ -150,7 +167,10 @@ class Receiver:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return True
-            if event["event"] == zmq.EVENT_CONNECTED:
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 state.set_connected(True, now)
-            elif event["event"] == zmq.EVENT_DISCONNECTED:
+            elif kind == zmq.EVENT_DISCONNECTED:
                 state.set_connected(False, now)
+            elif kind in HANDSHAKE_FAILURES:
+                state.set_refused(HANDSHAKE_FAILURES[kind])

@@ -28,6 +28,7 @@ SILENCE = "silence"  # a timeline slot whose last message was unvoiced
 
 # Connection states, in the words shown on screen.
 DISCONNECTED = "disconnected"  # no TCP/IPC connection to the publisher
+REFUSED = "refused"  # reached it, but the handshake failed: CURVE keys wrong or missing
 WAITING = "waiting"  # connected, no message yet (for less than STALE_AFTER_S)
 LIVE = "live"
 STALE = "stale"  # connected, but no message for STALE_AFTER_S
@@ -55,6 +56,7 @@ class EndpointView:
     seq_gaps: int = 0  # emotion messages the daemon sent that never arrived here
     malformed: int = 0
     last_error: str | None = None
+    refused: str | None = None  # why the publisher's handshake failed, when it did
     # Oldest first; each slot is None (no data), SILENCE, or the smoothed probabilities.
     timeline: tuple = field(default=(None,) * N_SLOTS)
 
@@ -81,6 +83,7 @@ class EndpointState:
     def __init__(self, endpoint: str):
         self.endpoint = endpoint
         self.connected = False
+        self.refused: str | None = None  # why the last handshake failed, until one succeeds
         self.connected_at: float | None = None
         self.last_message_at: float | None = None
         self.emotion: dict | None = None
@@ -97,7 +100,14 @@ class EndpointState:
     def set_connected(self, connected: bool, now: float) -> None:
         if connected and not self.connected:
             self.connected_at = now
+        if connected:
+            self.refused = None
         self.connected = connected
+
+    def set_refused(self, reason: str) -> None:
+        """The publisher answered but the security handshake failed; ZeroMQ keeps retrying."""
+        self.refused = reason
+        self.connected = False
 
     def receive(self, frames: list[bytes], now: float) -> bool:
         """Applies one message as it came off the socket; False (and counted) when malformed."""
@@ -146,7 +156,7 @@ class EndpointState:
 
     def connection(self, now: float) -> str:
         if not self.connected:
-            return DISCONNECTED
+            return REFUSED if self.refused else DISCONNECTED
         if self.last_message_at is None or (self.connected_at or 0) > self.last_message_at:
             # Connected (again) and nothing heard since: give the publisher STALE_AFTER_S.
             return WAITING if now - (self.connected_at or now) < STALE_AFTER_S else STALE
@@ -180,6 +190,7 @@ class EndpointState:
             seq_gaps=self.seq_gaps,
             malformed=self.malformed,
             last_error=self.last_error,
+            refused=self.refused,
             timeline=self._timeline(now),
         )
 

@@ -15,14 +15,14 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from streamemo import EMOTIONS
-from streamemo.dashboard.state import DISCONNECTED, LIVE, SILENCE, STALE, WAITING, EndpointView
+from streamemo.dashboard.state import DISCONNECTED, LIVE, REFUSED, SILENCE, STALE, WAITING, EndpointView
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"  # horizontal bar: 0..8 eighths of a cell
 LEVELS = " ▁▂▃▄▅▆▇█"  # vertical bar: 0..8 eighths of a cell
 RAW_MARK = "┃"
 SILENCE_MARK = "·"
 LEVEL_FLOOR_DB = -60.0  # the level meter's left end; speech sits around -30..-10 dBFS
-CONNECTION_MARKS = {LIVE: "●", STALE: "◐", WAITING: "○", DISCONNECTED: "✕"}
+CONNECTION_MARKS = {LIVE: "●", STALE: "◐", WAITING: "○", DISCONNECTED: "✕", REFUSED: "⊘"}
 
 
 def hbar(value: float, width: int) -> str:
@@ -259,6 +259,8 @@ class StatusPanel(Widget):
         good = self.get_component_rich_style("status--good")
         rows: list[tuple[str, Text | str]] = []
         s = view.status if view else None
+        if view is not None and view.connection == REFUSED:
+            rows.append(("refused", Text(view.refused or "", bad)))
         if s is None:
             rows.append(("daemon", Text("no status yet", key)))
         else:
