@@ -59,45 +59,34 @@ def _conv2d_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential
 
 
 class CNNLSTM(nn.Module):
-    """Convolutions over the time-frequency map, a BiLSTM over time, attention pooling.
+    """2D conv blocks over the time-frequency map, a BiLSTM over time, attention pooling.
 
-    Shaped for a CPU budget of a few milliseconds per 2 s window: an optional small 2D stem
-    (`stem` channels, 3x3) that looks at local time-frequency patterns and then pools
-    frequency by `freq_pool`; then the (channels x bands) of each frame become one vector
-    and 1D convolutions over time (each halving the frame rate) build longer patterns,
-    which the BiLSTM reads. 2D convolutions on the full 64-band map cost ~5x more for
-    little gain at this size (see benchmarks/RESULTS-train.md).
+    Shaped for a CPU budget of a few milliseconds per 2 s window: one 3x3 convolution per
+    block (not two) with pooling after each, so the costly full-resolution layer has few
+    channels. 2D kernels slide along frequency too, so a pattern learnt at one speaker's
+    pitch transfers to another's; treating the mel bands as channels of a 1D network
+    trains faster but generalised much worse across speakers here (benchmarks/RESULTS-train.md).
     """
 
-    def __init__(self, n_features: int, n_classes: int, stem: int = 0, freq_pool: int = 2,
-                 channels=(128, 128, 128), kernel: int = 5, lstm_hidden: int = 64, dropout: float = 0.3):
+    def __init__(self, n_features: int, n_classes: int, channels=(16, 32, 64),
+                 pools=((2, 2), (2, 2), (2, 1)), proj: int = 128, lstm_hidden: int = 64, dropout: float = 0.3):
         super().__init__()
         self.norm = _Normalise(n_features)
-        if stem:
-            self.stem = nn.Sequential(
-                nn.Conv2d(1, stem, 3, padding=1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True),
-                nn.MaxPool2d((freq_pool, 1)))
-            c_in = stem * (n_features // freq_pool)
-        else:
-            self.stem = None
-            c_in = n_features
-        layers = []
-        for c in channels:
-            layers += [nn.Conv1d(c_in, c, kernel, padding=kernel // 2, bias=False), nn.BatchNorm1d(c),
-                       nn.ReLU(inplace=True), nn.MaxPool1d(2)]
-            c_in = c
-        self.convs = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
-        self.lstm = nn.LSTM(c_in, lstm_hidden, batch_first=True, bidirectional=True)
+        blocks, c_in, freq = [], 1, n_features
+        for c, pool in zip(channels, pools, strict=True):
+            blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(tuple(pool))]
+            c_in, freq = c, freq // pool[0]
+        self.convs = nn.Sequential(*blocks)
+        self.proj = nn.Sequential(nn.Linear(c_in * freq, proj), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.lstm = nn.LSTM(proj, lstm_hidden, batch_first=True, bidirectional=True)
         self.attention = nn.Linear(2 * lstm_hidden, 1)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x)  # (B, F, T)
-        if self.stem is not None:
-            x = self.stem(x.unsqueeze(1)).flatten(1, 2)  # (B, C*F', T)
-        x = self.convs(x).transpose(1, 2)  # (B, T', C)
-        x, _ = self.lstm(self.dropout(x))
+        x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C*F')
+        x, _ = self.lstm(self.proj(x))
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T', 1)
         return self.head((weights * x).sum(dim=1))
 

@@ -30,7 +30,7 @@ from test_readers import voice  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 STREAMEMO = [sys.executable, "-m", "streamemo"]
 # A network small enough that two epochs on a few clips take seconds.
-TINY = {"channels": [16, 16], "kernel": 3, "lstm_hidden": 8}
+TINY = {"channels": [4, 8], "pools": [[2, 2], [2, 2]], "proj": 16, "lstm_hidden": 8}
 F0 = {"01": 110.0, "03": 220.0, "04": 90.0, "05": 300.0}  # neutral, happy, sad, angry: pitch tells them apart
 
 

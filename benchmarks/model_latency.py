@@ -1,0 +1,61 @@
+"""Seconds to score one window on one CPU core: the frontend + network the daemon runs per
+hop (`stream.pipeline.Scorer`), and the network alone. Acceptance: <= 5 ms for 2 s.
+
+    .venv/bin/python benchmarks/model_latency.py [models/default] [--repeats 200]
+
+Reports the median and the best of several timing rounds: the machine is shared, so the
+best round is the closest to the model's own cost, and the median shows what contention does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from streamemo.model import load_model
+from streamemo.stream.pipeline import Scorer
+
+
+def rounds(fn, repeats: int, n_rounds: int = 7) -> list[float]:
+    for _ in range(10):
+        fn()
+    out = []
+    for _ in range(n_rounds):
+        t = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        out.append((time.perf_counter() - t) / repeats * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", nargs="?", default="models/default")
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of audio per window")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = load_model(args.model)
+    scorer = Scorer(model, "cpu")
+    window = (0.1 * np.random.default_rng(0).standard_normal(round(args.window * model.frontend.sample_rate))
+              ).astype(np.float32)[None]
+    features = scorer.frontend(torch.from_numpy(window))
+
+    def network_only():
+        with torch.inference_mode():
+            model.network(features)
+
+    full = rounds(lambda: scorer(window), args.repeats)
+    net = rounds(network_only, args.repeats)
+    print(f"model {model.id}: {model.arch} {model.arch_params}, {model.n_parameters():,} parameters, "
+          f"{args.window:g} s window, torch {torch.__version__}, 1 thread")
+    print(f"frontend + network: median {statistics.median(full):.2f} ms, best {min(full):.2f} ms per window")
+    print(f"network alone:      median {statistics.median(net):.2f} ms, best {min(net):.2f} ms per window")
+
+
+if __name__ == "__main__":
+    main()
