@@ -198,3 +198,19 @@ def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
     assert out.stdout.count("wrote") == 1  # rank 0 alone writes the model
     model = load_model(tmp_path / "ddp")
     assert model.card["training"]["final_epoch"]["epoch"] == 2
+
+
+def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"ravdess": {"unit": "actor", "folds": [[1, 2], [3, 4]]}}))
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{tiny_corpus}", "--folds", "ravdess",
+                          "--folds-file", str(folds), "--fold", "2", "--epochs", "1", "--window", "1",
+                          "--arch-params", json.dumps(TINY), "--val-fraction", "0.5", "--quiet", "--threads", "1",
+                          "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fold 2: UA" in out.stdout and "fold 1:" not in out.stdout
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["folds"][0]["test_speakers"] == ["ravdess:03", "ravdess:04"]
+    assert report["meta"]["recipe"]["epochs"] == 1
+    assert len(report["folds"][0]["predictions"]) == 16
