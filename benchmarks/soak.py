@@ -7,6 +7,8 @@ systemd notify socket (so its sd_notify path runs too) and a real SUB socket rea
 message. The audio is speech (espeak-ng), a voice-like tone and silence in turn, so the
 network runs on about half of the windows and the voice-activity gate skips the rest.
 
+With --reloads N it also sends SIGHUP N times (the model is re-read and swapped each time).
+
 Checks, printed and saved as JSON:
   - every emotion message arrives, in order, with no gap: seq 0..N-1, N as the file implies;
   - the daemon's resident memory grows by less than 5 MB from the end of warm-up to the end;
@@ -26,6 +28,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -102,6 +105,7 @@ class Receiver(threading.Thread):
         self.sock.setsockopt(zmq.SUBSCRIBE, b"")
         self.sock.connect(endpoint)
         self.emotion_seqs: list[int] = []
+        self.voiced = 0
         self.status = 0
         self.last_status: dict | None = None
         self.stop = threading.Event()
@@ -112,6 +116,7 @@ class Receiver(threading.Thread):
                 topic, body = decode(self.sock.recv_multipart())
                 if topic == "emotion":
                     self.emotion_seqs.append(body["seq"])
+                    self.voiced += body["voiced"]
                 else:
                     self.status += 1
                     self.last_status = body
@@ -142,6 +147,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="minutes of audio (default 60)")
     parser.add_argument("--model", help="models/<name> (default: models/default, else an untrained one)")
     parser.add_argument("--hop", type=float, default=0.25)
+    parser.add_argument("--reloads", type=int, default=0,
+                        help="send SIGHUP this many times, evenly over the audio (model and config re-read); "
+                             "at most one per second of wall time")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     args = parser.parse_args()
 
@@ -162,6 +170,8 @@ def main() -> int:
         receiver.start()
         process = psutil.Process(daemon.pid)
         samples = []  # (wall s, audio s published, rss bytes, open fds)
+        # Spread over the first 90%: a SIGHUP after the last hop would find the daemon exiting.
+        reload_at = [0.9 * seconds * (i + 1) / args.reloads for i in range(args.reloads)]
         t0 = time.monotonic()
         while daemon.poll() is None:
             try:
@@ -170,6 +180,9 @@ def main() -> int:
                 break
             audio_s = (len(receiver.emotion_seqs) - 1) * args.hop + 2.0 if receiver.emotion_seqs else 0.0
             samples.append((time.monotonic() - t0, audio_s, rss, fds))
+            if reload_at and audio_s >= reload_at[0]:
+                reload_at.pop(0)
+                daemon.send_signal(signal.SIGHUP)
             time.sleep(1.0)
         wall = time.monotonic() - t0
         _, err = daemon.communicate()
@@ -200,6 +213,7 @@ def main() -> int:
             "emotion_expected": expected,
             "emotion_received": len(seqs),
             "in_order_no_gaps": in_order,
+            "voiced_fraction": round(receiver.voiced / max(1, len(seqs)), 3),
             "status_received": receiver.status,
             "daemon_sent": receiver.last_status["messages_sent"] if receiver.last_status else None,
             "rss_mb_after_warmup": round(rss_start / 2**20, 2),
@@ -209,6 +223,7 @@ def main() -> int:
             "fds_after_warmup": fds_start,
             "fds_end": samples[-1][3],
             "fds_max": max(s[3] for s in steady or samples),
+            "reloads_sent": args.reloads - len(reload_at),
             "notifications": notify.counts,
             "rss_mb_trace": [round(s[2] / 2**20, 1) for s in samples[:: max(1, len(samples) // 30)]],
         }
@@ -217,6 +232,7 @@ def main() -> int:
             f"RSS growth < {RSS_LIMIT_MB} MB": result["rss_growth_mb"] < RSS_LIMIT_MB,
             "no fd growth": result["fds_max"] <= fds_start,
             "daemon exit 0": daemon.returncode == 0,
+            "every reload answered": notify.counts.get("RELOADING", 0) == args.reloads - len(reload_at),
         }
         result["checks"] = checks
         print(json.dumps(result, indent=2))

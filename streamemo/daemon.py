@@ -14,6 +14,8 @@ stop and systemd restarts the service, which a ping from a separate thread would
 from __future__ import annotations
 
 import collections
+import ctypes
+import gc
 import logging
 import signal
 import threading
@@ -238,6 +240,8 @@ class Daemon:
             self.notifier.ready(self.message)
             return
         when = self._swap(model, pipeline)
+        del pipeline, scorer
+        _release_freed_memory()
         self.config = config
         logging.getLogger().setLevel(config.log.level.upper())
         for key in waiting:
@@ -312,3 +316,14 @@ class Daemon:
             self.source.close()
         self.publisher.close()
         self.notifier.close()
+
+
+def _release_freed_memory() -> None:
+    """After a reload the old model is garbage. glibc keeps freed heap for reuse, so without
+    this, resident memory creeps up a few MB over many reloads without any leak, which is
+    what an operator watching for leaks would see. Not glibc: nothing to do."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass

@@ -34,7 +34,7 @@ def main(args) -> int:
         logging.getLogger("streamemo.daemon").warning("no subscriber within %.1f s; starting anyway", wait)
     code = daemon.run()
     # Done and closed. Python restores default signal actions while it shuts down (which takes
-    # a moment with torch loaded): a SIGTERM then would turn this clean exit into a kill.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a moment with torch loaded): a SIGTERM or SIGHUP then would turn this clean exit into a kill.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     return code
