@@ -31,7 +31,7 @@ from streamemo.features import pick_device
 from streamemo.model import load_model
 from streamemo.publish import Publisher
 from streamemo.reload import plan_reload
-from streamemo.security import curve_server
+from streamemo.security import CurveServer, curve_server
 from streamemo.service import Notifier
 from streamemo.stream.pipeline import Pipeline, Scorer
 from streamemo.stream.processor import Processor
@@ -45,11 +45,12 @@ RETRY_MAX_S = 5.0  # the wait doubles per failed attempt up to this
 
 class Daemon:
     def __init__(self, config: Config, reload_config=None, notifier: Notifier | None = None,
-                 handle_signals: bool = False, stall_after_s: float | None = None):
+                 handle_signals: bool = False, stall_after_s: float | None = None, curve: CurveServer | None = None):
         """`reload_config()` returns the config to use on SIGHUP (the file re-read, flags
         re-applied); without it a reload re-reads the model only. `stall_after_s` is a test
         hook: the loop hangs that long after it starts, as a stuck pipeline would, so a test can
-        see the watchdog pings stop (`streamemo run --debug-stall-after S`)."""
+        see the watchdog pings stop (`streamemo run --debug-stall-after S`). `curve`: the
+        publisher's CURVE settings when already loaded; else they come from the config."""
         self.config = config
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
@@ -70,8 +71,9 @@ class Daemon:
         self.ready = False
         self.retry_s = RETRY_FIRST_S
         self.next_retry = 0.0
-        self.publisher = Publisher(config.publish.bind, config.publish.hwm,
-                                   curve=curve_server(config.security.curve_secret, config.security.curve_clients),
+        if curve is None:
+            curve = curve_server(config.security.curve_secret, config.security.curve_clients)
+        self.publisher = Publisher(config.publish.bind, config.publish.hwm, curve=curve,
                                    insecure=config.security.insecure)
         try:
             torch.set_num_threads(config.pipeline.threads)

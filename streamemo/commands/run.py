@@ -24,11 +24,17 @@ def main(args) -> int:
         print(config.to_toml(), end="")
         return 0
     setup_logging(config.log.level)
+    from streamemo.security import check_exposure, curve_server
+
+    # Before the seconds of importing torch: a bad key file or a refused bind fails at once.
+    curve = curve_server(config.security.curve_secret, config.security.curve_clients)
+    if not config.security.insecure:
+        check_exposure(config.publish.bind, secured=curve is not None, insecure=False)
     from streamemo.daemon import Daemon
 
     # On SIGHUP the daemon calls this again: the config file re-read, the flags re-applied.
     daemon = Daemon(config, reload_config=lambda: config_from_args(args), handle_signals=True,
-                    stall_after_s=args.debug_stall_after)
+                    stall_after_s=args.debug_stall_after, curve=curve)
     wait = config.publish.wait_subscriber_s
     if wait > 0 and not daemon.publisher.wait_for_subscriber(wait):
         logging.getLogger("streamemo.daemon").warning("no subscriber within %.1f s; starting anyway", wait)
