@@ -152,6 +152,17 @@ def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path):
     for plot in PLOTS:
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The human-readable model card carries the fold table and the licenses.
+    from streamemo.features import FrontendSpec
+    from streamemo.model import Model, save_model
+    from streamemo.train.report import model_card_markdown
+
+    model = Model.create("tiny", ["neutral", "happy"], 1.0, FrontendSpec(), "cnn_lstm", TINY)
+    save_model(model, tmp_path / "tiny", extra_card={"training": {"data": ["ravdess:x"],
+                                                                  "licenses": {"ravdess": "CC BY-NC-SA 4.0"}}})
+    card_md = model_card_markdown(model.card, data)
+    assert "| **mean ± std** |" in card_md and "CC BY-NC-SA 4.0" in card_md and "Intended use" in card_md
+
 
 def _env(tmp_path) -> dict:
     env = dict(os.environ, STREAMEMO_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1")

@@ -25,6 +25,8 @@ def configure(parser) -> None:
     parser.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting afresh")
     parser.add_argument("--evaluation", type=Path, metavar="REPORT_JSON",
                         help="an evaluate report.json whose figures go into the model card")
+    parser.add_argument("--card-md", type=Path, metavar="MD",
+                        help="also write a human-readable model card (e.g. models/MODEL_CARD.md)")
     add_recipe_arguments(parser)
 
 
@@ -74,6 +76,12 @@ def main(args) -> int:
         if result.history and "val_ua" in result.history[-1]:
             print(f"validation (held-out speakers): UA {100 * result.history[-1]['val_ua']:.1f} % at the last epoch")
         print(f"wrote {weights} and {card_path}")
+        if args.card_md:
+            from streamemo.train.report import model_card_markdown
+
+            report = json.loads(args.evaluation.read_text()) if args.evaluation else None
+            args.card_md.write_text(model_card_markdown(result.model.card, report))
+            print(f"wrote {args.card_md}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0

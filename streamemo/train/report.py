@@ -137,3 +137,57 @@ def _plot_confusion(path: Path, cm: np.ndarray, labels: list[str]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def model_card_markdown(card: dict, report: dict | None, latency: str | None = None) -> str:
+    """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
+    licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
+    t = card.get("training", {})
+    recipe = t.get("recipe", {})
+    lines = [f"# Model card: {card['name']}", "",
+             f"`{card['name']}.safetensors` + `{card['name']}.json`: {card['arch']['name']} "
+             f"({card['n_parameters']:,} parameters), {card['window_s']:g} s windows of "
+             f"{card['frontend']['n_mels']}-band log-mel at {card['frontend']['sample_rate']} Hz "
+             f"({1000 * card['frontend']['hop_length'] // card['frontend']['sample_rate']} ms frames). "
+             f"Labels: {', '.join(card['labels'])}.", "",
+             f"Weights SHA-256 `{card['weights_sha256'][:16]}…`; trained from git commit `{card.get('git_commit')}`.",
+             ""]
+    if latency:
+        lines += [f"Speed: {latency}", ""]
+    lines += ["## Training data and licenses", ""]
+    for spec in t.get("data", []):
+        lines.append(f"- `{spec}`")
+    lines.append("")
+    for corpus, text in t.get("licenses", {}).items():
+        lines.append(f"- **{corpus}**: {text}")
+    lines += ["", "Because RAVDESS is CC BY-NC-SA 4.0, these weights are shared under the same terms "
+              "(attribution, non-commercial, share-alike).", "",
+              f"Clips: {t.get('clips')}; classes: {t.get('class_counts')}; {t.get('speakers')} speakers "
+              f"({', '.join(t.get('validation_speakers', []))} held out for validation). Kept weights: "
+              f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
+              f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
+              f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
+              f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
+              f"seed {recipe.get('seed')}; the full recipe is in the JSON card.", ""]
+    if report:
+        lines += ["## Evaluation: speaker-independent folds", "",
+                  "The recipe (not these exact weights) was evaluated by training one model per fold with the "
+                  "fold's speakers held out entirely, then scoring each held-out clip the way `streamemo classify` "
+                  "does. These weights are that recipe trained on all the data.", ""]
+        md = markdown(report["title"], report["summary"], report["folds"], report.get("meta", {}))
+        body = md.split("\n", 2)[2]  # drop the report's own title
+        lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
+    lines += ["## Intended use and limits", "",
+              "- Intended: research and demos of real-time speech-emotion estimation; a signal for "
+              "dashboards, not a decision about a person.",
+              "- Acted emotions: RAVDESS is 24 North-American actors reading two fixed sentences; EmoDB is "
+              "10 German actors. Spontaneous speech, other languages, children, far-field microphones, "
+              "noise and music are outside the training data; expect much lower accuracy there.",
+              "- Eight classes on held-out actors score far below the 90 %+ figures seen for splits that "
+              "share speakers; see the per-class table for the confusions (neutral/calm/sad, happy/surprised).",
+              "- Loudness is a cue (normalisation is global, not per window): a very quiet or very loud "
+              "microphone shifts predictions toward calm/sad or angry. The daemon's voice gate (-45 dBFS) "
+              "skips some quiet RAVDESS clips entirely.",
+              "- Not for employment, education, health, law-enforcement or any decision about individuals; "
+              "non-commercial use only (license above).", ""]
+    return "\n".join(lines)
