@@ -297,7 +297,7 @@ async def test_encrypted_publisher_live_with_the_right_keys_refused_without(curv
         async with app.run_test(size=(80, 24)) as pilot:
             await until(pilot, lambda: "CALM" in shown(app, "#top"), [feed], what="encrypted feed shown")
             assert "live" in connection_shown(app)
-        for case, reason in (("unknown key", "refused this dashboard's CURVE key"), ("no keys", "CURVE keys")):
+        for case, reason in (("unknown key", "refused this dashboard's CURVE key"), ("no keys", "CURVE")):
             app = apps[case]
             async with app.run_test(size=(80, 24)) as pilot:
                 await until(pilot, lambda: "refused" in connection_shown(app), [feed], what=f"refused with {case}")

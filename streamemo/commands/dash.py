@@ -11,9 +11,11 @@ import argparse
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+EXIT_WATCHDOG_S = 10.0  # after SIGTERM/SIGHUP, the longest the process may take to end
 DEFAULT_LOG = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamemo" / "daemon.log"
 
 
@@ -63,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
         run_args = ["run", "--bind", endpoints[0], *args.daemon_args]
         child = DaemonChild([sys.executable, "-m", "streamemo", *run_args], args.daemon_log,
                             title=shlex.join(["streamemo", *run_args]))
-    app = DashboardApp(Receiver(endpoints, curve=curve), child=child, exit_on_signals=True)
+    app = DashboardApp(Receiver(endpoints, curve=curve), child=child,
+                       on_exit_signal=lambda signum: _exit_soon(signum, child))
     if args.light:
         app.theme = "textual-light"
     try:
@@ -77,3 +80,23 @@ def main(args: argparse.Namespace) -> int:
         print(f"streamemo dash: {child.problem()}".replace("\n", "; "), file=sys.stderr)
         return 1
     return 0
+
+
+def _exit_soon(signum: int, child) -> None:
+    """SIGTERM or SIGHUP: stop the daemon we started now, and make sure we end too.
+
+    The app then quits the normal way, but after a hangup Textual's shutdown can block for
+    ever writing to the vanished terminal (seen with Textual 8.2.8: the main thread stuck in
+    WriterThread.stop). So the daemon gets its SIGTERM first, not after the app is down, and
+    a watchdog ends this process if the normal way has not within EXIT_WATCHDOG_S."""
+    if child is not None:
+        child.terminate()
+
+    def hard_exit() -> None:
+        if child is not None:
+            child.kill()
+        os._exit(128 + signum)
+
+    watchdog = threading.Timer(EXIT_WATCHDOG_S, hard_exit)
+    watchdog.daemon = True  # a normal exit does not wait for it
+    watchdog.start()

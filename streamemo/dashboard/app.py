@@ -91,14 +91,16 @@ class DashboardApp(App[None]):
     daemon_problem: reactive[str] = reactive("")  # a started daemon that exited, and why
     daemon_starting: reactive[bool] = reactive(False)  # a started daemon not heard from yet
 
-    def __init__(self, receiver: Receiver, *, receive: bool = True, child=None, exit_on_signals: bool = False,
+    def __init__(self, receiver: Receiver, *, receive: bool = True, child=None,
+                 on_exit_signal: Callable[[int], None] | None = None,
                  on_frame: Callable[[list[EndpointView]], None] | None = None):
         """`receive=False` shows the receiver's states without starting its thread: the
         snapshot tests fill the states themselves. `child` is a DaemonChild to watch.
-        `exit_on_signals`: SIGTERM and SIGHUP (terminal closed, tmux pane killed) quit the
-        app the normal way, so a daemon it started is stopped rather than left behind."""
+        `on_exit_signal(signum)`: given, SIGTERM and SIGHUP (terminal closed, tmux pane
+        killed) call it and then quit the app the normal way. `on_frame(views)` is called
+        after every redraw (the load benchmark measures with it)."""
         super().__init__()
-        self.exit_on_signals = exit_on_signals
+        self.on_exit_signal = on_exit_signal
         self.receiver = receiver
         self.receive = receive
         self.child = child
@@ -130,15 +132,19 @@ class DashboardApp(App[None]):
 
     def on_mount(self) -> None:
         self.refresh_views()
-        if self.exit_on_signals:
+        if self.on_exit_signal is not None:
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(signum, self.exit)
+                loop.add_signal_handler(signum, self.exit_on_signal, signum)
         if self.receive:
             self.receive_feed()
         if self.child is not None:
             self.check_child()
             self.set_interval(0.5, self.check_child)
+
+    def exit_on_signal(self, signum: int) -> None:
+        self.on_exit_signal(signum)
+        self.exit()
 
     @work(thread=True, exclusive=True, name="receiver")
     def receive_feed(self) -> None:

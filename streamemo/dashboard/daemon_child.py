@@ -64,8 +64,21 @@ class DaemonChild:
         lines = [line.strip() for line in tail.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the daemon starts its orderly shutdown now."""
+        if self.running():
+            self.process.terminate()
+
+    def kill(self) -> None:
+        if self.running():
+            self.process.kill()
+
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
+        """SIGTERM, then SIGKILL if the daemon has not exited within STOP_GRACE_S."""
+        if not self.running():
             return
         self.process.terminate()
         try:
