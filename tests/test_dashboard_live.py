@@ -72,7 +72,7 @@ def daemons_bound_to(endpoint: str) -> list[psutil.Process]:
     for process in psutil.process_iter(["cmdline"]):
         try:
             cmdline = process.info["cmdline"] or []
-            if "run" in cmdline and endpoint in cmdline and "--bind" in cmdline:
+            if cmdline[1:6] == ["-m", "streamemo", "run", "--bind", endpoint]:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -130,7 +130,7 @@ def dashboards_watching(endpoint: str) -> list[psutil.Process]:
     for process in psutil.process_iter(["cmdline"]):
         try:
             cmdline = process.info["cmdline"] or []
-            if "dash" in cmdline and endpoint in cmdline and "tmux" not in cmdline[0]:
+            if cmdline[1:4] == ["-m", "streamemo", "dash"] and endpoint in cmdline:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
@@ -149,6 +149,8 @@ def dash_on_a_file(random_model, free_endpoint, tmp_path):
     log = tmp_path / "daemon.log"
     command = (f"{sys.executable} -m streamemo dash --connect {free_endpoint} --start-daemon --daemon-log {log}"
                f" -- --model {random_model} --source {wav} --device cpu")
+    # The shell stays after the dashboard ends, so its exit status and last words can be read.
+    command += '; echo "dash exited with $?"; sleep 60'
     assert tmux.run("new-session", "-d", "-s", "dash", "-x", "80", "-y", "24", command).returncode == 0
     try:
         deadline = time.monotonic() + 60
@@ -188,3 +190,16 @@ def test_a_killed_dashboard_does_not_leave_its_daemon_behind(dash_on_a_file):
     (dashboard,) = dashboards_watching(endpoint)
     dashboard.kill()  # SIGKILL: no cleanup code runs; the kernel's parent-death signal must do it
     assert gone_within(endpoint, 15), "the daemon outlived a SIGKILLed dashboard"
+
+
+@needs_tmux
+def test_q_stops_the_started_daemon_and_exits_cleanly(dash_on_a_file):
+    tmux, endpoint = dash_on_a_file
+    tmux.run("send-keys", "-t", "dash", "q")
+    assert gone_within(endpoint, 15), "the daemon outlived the dashboard that started it"
+    deadline = time.monotonic() + 10
+    while "dash exited" not in tmux.screen() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    screen = tmux.screen()
+    assert "dash exited with 0" in screen, screen
+    assert "error" not in screen  # stopping our own daemon is not reported as it dying

@@ -69,15 +69,17 @@ def main(args: argparse.Namespace) -> int:
                        on_exit_signal=lambda signum: _exit_soon(signum, child))
     if args.light:
         app.theme = "textual-light"
+    died = None
     try:
         if child is not None:
             child.start()
         app.run()
     finally:
         if child is not None:
+            died = child.problem()  # before stop(): our own SIGTERM is not the daemon dying
             child.stop()
-    if child is not None and child.problem():
-        print(f"streamemo dash: {child.problem()}".replace("\n", "; "), file=sys.stderr)
+    if died:
+        print(f"streamemo dash: {died}".replace("\n", "; "), file=sys.stderr)
         return 1
     return 0
 
