@@ -4,7 +4,6 @@ The virtual microphone is the PulseAudio null sink's monitor (tests/pulse.py). U
 sink removes the source the daemon records from, as unplugging a USB microphone does.
 """
 
-import time
 
 import pytest
 
