@@ -214,6 +214,12 @@ class DashboardApp(App[None]):
         # Shown even while paused: the user asked for an empty timeline and should see it.
         self.timeline.view = self.views[self.selected]
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # With one endpoint Tab has nothing to switch to: keep it out of the footer.
+        if action == "next_endpoint" and len(self.receiver.states) < 2:
+            return False
+        return True
+
     def action_next_endpoint(self, step: int = 1) -> None:
         self.selected = (self.selected + step) % len(self.receiver.states)
 
