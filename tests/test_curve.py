@@ -89,6 +89,13 @@ def test_only_allowed_keys_receive(tmp_path, random_model, tone_and_silence_wav)
     alice = _sub(endpoint, CurveClient(keys / "server.key", keys / "alice.key_secret"))
     mallory = _sub(endpoint, CurveClient(keys / "server.key", keys / "mallory.key_secret"))
     plain = _sub(endpoint)
+    # The same through the command line: `streamemo subscribe` with her keys, and with the wrong ones.
+    def subscribe(secret: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([*STREAMEMO, "subscribe", "--connect", endpoint, "--curve-server", str(keys / "server.key"),
+                                 "--curve-secret", str(keys / secret), *args], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    cli_alice = subscribe("alice.key_secret", "--topic", "emotion", "--count", "2", "--timeout", "30")
+    cli_mallory = subscribe("mallory.key_secret", "--timeout", "8")
     try:
         received = _collect(alice, lambda m: sum(t == "emotion" for t, _ in m) >= 3, 60, proc)
         assert sum(t == "emotion" for t, _ in received) >= 3, "the allowed key must receive"
@@ -100,4 +107,9 @@ def test_only_allowed_keys_receive(tmp_path, random_model, tone_and_silence_wav)
     finally:
         code, err = _stop(proc)
     assert code == 0, err
-    assert "refused a subscriber whose key" in err  # the operator sees who knocked, once
+    # Two clients knocked with mallory's key, again and again: the operator reads it once.
+    assert err.count("refused a subscriber whose key") == 1
+    out, _ = cli_alice.communicate(timeout=30)
+    assert cli_alice.returncode == 0 and out.count('"topic":"emotion"') == 2, out
+    _, cli_err = cli_mallory.communicate(timeout=30)
+    assert cli_mallory.returncode == 1 and "nothing received" in cli_err
