@@ -129,6 +129,7 @@ async def test_bars_and_top_label_follow_the_feed(feed):
         assert "▶" not in bar_line(app, "happy")
         assert "live" in connection_shown(app)
         assert "virtual mic" in shown(app, "#status")
+        assert not app.check_action("next_endpoint", ())  # one endpoint: no Tab in the footer
 
 
 @asynctest
@@ -322,6 +323,7 @@ async def test_tab_switches_between_endpoints(free_endpoint):
             # With several endpoints the top line carries each one's top emotion.
             await until(pilot, lambda: "disgust 70%" in connection_shown(app), [first, second], what="both tops")
             assert "happy 70%" in connection_shown(app)
+            assert app.check_action("next_endpoint", ()) is True  # listed in the footer
             await pilot.press("tab")
             assert app.selected == 1
             await until(pilot, lambda: "DISGUST" in shown(app, "#top"), [first, second], what="second endpoint")
