@@ -262,8 +262,7 @@ class Daemon:
         old = self.pipeline
         self.model = model
         if (pipeline.rate, pipeline.window, pipeline.hop, pipeline.config) == (old.rate, old.window, old.hop, old.config):
-            old.model, old.scorer = model, pipeline.scorer
-            old.smoother.reset()  # the old model's averages mean nothing to the new one
+            old.swap_model(model, pipeline.scorer)
             if self.processor is not None:
                 self.processor.labels, self.processor.model_id = list(model.labels), model.id
             return "the next hop"

@@ -1,12 +1,10 @@
 """The daemon end to end: real processes, real ZeroMQ sockets, real audio paths."""
 
 import json
-import os
 import signal
 import subprocess
 import time
 
-import numpy as np
 import pytest
 import soundfile as sf
 import zmq

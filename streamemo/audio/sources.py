@@ -108,11 +108,12 @@ class MicSource:
         self.name = spec
         self.device = info["name"]
         self.rate = capture_rate or int(info["default_samplerate"])
-        try:
-            sd.check_input_settings(device=info["index"], channels=1, samplerate=self.rate, dtype="float32")
-        except sd.PortAudioError as e:
-            raise StreamemoError(f"input device {self.device!r} cannot capture at {self.rate} Hz ({e}); "
-                                 "set audio.capture_rate = 0 for its native rate", 2) from None
+        if capture_rate:  # a rate the user asked for may be one the device cannot do
+            try:
+                sd.check_input_settings(device=info["index"], channels=1, samplerate=self.rate, dtype="float32")
+            except sd.PortAudioError as e:
+                raise StreamemoError(f"input device {self.device!r} cannot capture at {self.rate} Hz ({e}); "
+                                     "set audio.capture_rate = 0 for its native rate", 2) from None
         self.ring = RingBuffer(int(ring_s * self.rate))
         self.reader = RingReader(self.ring)
         self.callback_flags = 0  # PortAudio status flags seen (input overflow and friends)

@@ -65,6 +65,13 @@ class Pipeline:
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.reset()
 
+    def swap_model(self, model: Model, scorer: Scorer) -> None:
+        """Scores from the next window on with another model of the same rate and window,
+        keeping the audio history (no gap in messages). The smoother starts afresh: the old
+        model's averages mean nothing to the new one."""
+        self.model, self.scorer = model, scorer
+        self.smoother.reset()
+
     def reset(self) -> None:
         """Forget all audio and smoothing state: the next sample is sample 0 of a new stream."""
         self._history[:] = 0.0
