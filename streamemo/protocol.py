@@ -71,7 +71,7 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
         raise ProtocolError(f"expected 2 frames [topic, body], got {len(frames)}")
     try:
         topic = frames[0].decode()
-        body = json.loads(frames[1])
+        body = json.loads(frames[1], parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProtocolError(f"not UTF-8 JSON: {e}") from None
     if not isinstance(body, dict):
@@ -97,9 +97,22 @@ def _validate(topic: str, body: dict) -> None:
             raise ProtocolError(f"{topic} field {name!r} has the wrong type ({type(value).__name__})")
     if topic == "emotion":
         n = len(body["labels"])
+        if not all(isinstance(label, str) for label in body["labels"]):
+            raise ProtocolError("emotion field 'labels' must hold strings")
         for name in ("probs", "raw"):
-            if body[name] is not None and len(body[name]) != n:
-                raise ProtocolError(f"emotion field {name!r} has {len(body[name])} values for {n} labels")
+            values = body[name]
+            if values is None:
+                continue
+            if len(values) != n:
+                raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
+            if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
+                raise ProtocolError(f"emotion field {name!r} must hold numbers")
+
+
+def _reject_constant(name: str):
+    # Python's json accepts NaN and Infinity, which are not JSON and which other languages'
+    # parsers reject.
+    raise ProtocolError(f"not valid JSON: {name} is not a number JSON allows")
 
 
 def rounded(values, digits: int = 5) -> list[float] | None:

@@ -136,6 +136,9 @@ def test_encode_decode_round_trip():
     ([b"emotion", json.dumps({k: v for k, v in {**_emotion(), "v": 1}.items() if k != "voiced"}).encode()], "lacks field 'voiced'"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "voiced": "yes"}).encode()], "wrong type"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "probs": [1.0]}).encode()], "1 values for 2 labels"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1}).replace('0.3,', 'NaN,').encode()], "NaN is not a number"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "labels": ["a", 2]}).encode()], "must hold strings"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "raw": ["x", 0.5]}).encode()], "must hold numbers"),
     ([b"weather", b"{}"], "unknown topic"),
     ([b"emotion"], "expected 2 frames"),
 ])
