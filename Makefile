@@ -6,7 +6,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-SYSTEM := $(VENV)/.system-checked
 
 .PHONY: run test setup system bench clean install-service install-user-service
 
@@ -19,7 +18,7 @@ test: setup
 setup: system $(STAMP)
 
 system:
-	@scripts/ensure-system-packages
+	@scripts/ensure-system-packages $(PYTHON)
 
 # pip's chatter goes to a log, shown only when something fails.
 PIPLOG := $(VENV)/pip.log
