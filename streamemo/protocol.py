@@ -95,6 +95,8 @@ def _validate(topic: str, body: dict) -> None:
         types_ = tuple(k for k in kinds if k is not None)
         if not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_):
             raise ProtocolError(f"{topic} field {name!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, float) and not math.isfinite(value):  # e.g. 1e400 parses as inf
+            raise ProtocolError(f"{topic} field {name!r} is not finite")
     if topic == "emotion":
         n = len(body["labels"])
         if not all(isinstance(label, str) for label in body["labels"]):
@@ -105,8 +107,8 @@ def _validate(topic: str, body: dict) -> None:
                 continue
             if len(values) != n:
                 raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
-            if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in values):
-                raise ProtocolError(f"emotion field {name!r} must hold numbers")
+            if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ProtocolError(f"emotion field {name!r} must hold finite numbers")
 
 
 def _reject_constant(name: str):

@@ -138,7 +138,9 @@ def test_encode_decode_round_trip():
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "probs": [1.0]}).encode()], "1 values for 2 labels"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1}).replace('0.3,', 'NaN,').encode()], "NaN is not a number"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "labels": ["a", 2]}).encode()], "must hold strings"),
-    ([b"emotion", json.dumps({**_emotion(), "v": 1, "raw": ["x", 0.5]}).encode()], "must hold numbers"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "raw": ["x", 0.5]}).encode()], "must hold finite numbers"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1}).replace('0.8]', '1e400]').encode()], "must hold finite numbers"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 1, "level_db": 1}).replace('"level_db":1', '"level_db":-1e999').replace('"level_db": 1', '"level_db": -1e999').encode()], "'level_db' is not finite"),
     ([b"weather", b"{}"], "unknown topic"),
     ([b"emotion"], "expected 2 frames"),
 ])

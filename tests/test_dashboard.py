@@ -258,10 +258,10 @@ async def test_malformed_messages_are_counted_and_shown_never_fatal(feed):
         nan = {"v": 1, **good, "probs": [float("nan")] + good["probs"][1:]}
         socket.send_multipart([b"emotion", json.dumps(nan).encode()])  # Python writes NaN, parsers accept it
         await until(pilot, lambda: "malformed 6:" in shown(app, "#status"), what="NaN counted")
-        assert "non-finite" in shown(app, "#status")
+        assert "NaN is not a number" in shown(app, "#status")
         socket.send_multipart([b"emotion", json.dumps({"v": 1, **good, "labels": list(range(8))}).encode()])
         await until(pilot, lambda: "malformed 7:" in shown(app, "#status"), what="numeric labels counted")
-        assert "non-string" in shown(app, "#status")
+        assert "must hold strings" in shown(app, "#status")
 
         # Still alive and still following good messages.
         feed.probs = one_hot("angry")
