@@ -42,7 +42,8 @@ class PipelineConfig:
     device: str = "auto"  # torch device for frontend and model: auto | cpu | cuda
     threads: int = 1  # torch CPU threads: one window is too small to gain from more, and idle
     #                   worker threads spinning between hops cost CPU for nothing
-    vad_threshold_db: float = -45.0  # a 20 ms frame louder than this (dBFS) counts as voiced
+    vad_threshold_db: float = -55.0  # a 20 ms frame quieter than this (dBFS) never counts as voiced
+    vad_margin_db: float = 10.0  # ... and it must stand this far above the window's noise floor
     vad_min_voiced: float = 0.15  # fraction of the window's frames that must be voiced
     smoothing_tau_s: float = 1.0  # exponential smoothing time constant, in seconds
     hysteresis: float = 0.05  # a new top label must lead the current one by this much

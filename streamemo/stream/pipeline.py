@@ -122,7 +122,7 @@ class Pipeline:
 
     def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
         cfg = self.config
-        voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced)
+        voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db)
         raw = self.scorer(window[None])[0] if voiced else None
         smoothed, top = self.smoother.update(raw)
         estimate = Estimate(
