@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
@@ -152,9 +152,15 @@ def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], on
     threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = replace(config, progress=False).to_dict()
     work = [(quiet, clips, folds[i - 1], cache_dir, i, threads) for i in chosen]
+    results = []
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-        results = list(tqdm(pool.map(_run_fold_worker, work), total=len(work), desc="folds", unit="fold"))
-    return results
+        futures = [pool.submit(_run_fold_worker, w) for w in work]
+        for future in tqdm(as_completed(futures), total=len(futures), desc="folds", unit="fold"):
+            r = future.result()
+            tqdm.write(f"fold {r['fold']}: UA {100 * r['metrics']['ua']:.1f} %, WA {100 * r['metrics']['wa']:.1f} % "
+                       f"({r['train_seconds']:.0f} s)")
+            results.append(r)
+    return sorted(results, key=lambda r: r["fold"])
 
 
 def summarise(results: list[dict]) -> dict:

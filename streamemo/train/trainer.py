@@ -47,10 +47,10 @@ class TrainConfig:
     # per window, and prosody, the main emotion cue, changes far slower than that.
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
-    epochs: int = 40
+    epochs: int = 30
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
-    lr: float = 2e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     schedule: str = "cosine"  # cosine | plateau
     plateau_patience: int = 3  # epochs without val improvement before the LR is cut
@@ -58,7 +58,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
     select: str = "last"  # best (val UA) | last: which epoch's weights are returned
-    average_last: int = 0  # >0: return the average of the last N epochs' weights instead
+    average_last: int = 5  # >0: return the average of the last N epochs' weights instead
     class_weighting: bool = True  # loss weights inverse to class frequency
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixup of pairs of examples; 0 = off
