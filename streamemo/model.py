@@ -69,7 +69,7 @@ class CNNLSTM(nn.Module):
     """
 
     def __init__(self, n_features: int, n_classes: int, channels=(16, 32, 64),
-                 pools=((2, 2), (2, 2), (2, 1)), proj: int = 128, lstm_hidden: int = 64, dropout: float = 0.3):
+                 pools=((2, 2), (2, 2), (2, 1)), proj: int = 128, lstm_hidden: int = 64, dropout: float = 0.2):
         super().__init__()
         self.norm = _Normalise(n_features)
         blocks, c_in, freq = [], 1, n_features

@@ -162,6 +162,14 @@ def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path):
                                                                   "licenses": {"ravdess": "CC BY-NC-SA 4.0"}}})
     card_md = model_card_markdown(model.card, data)
     assert "| **mean ± std** |" in card_md and "CC BY-NC-SA 4.0" in card_md and "Intended use" in card_md
+    from streamemo.train.card import attach_evaluation
+
+    before = (tmp_path / "tiny.safetensors").read_bytes()
+    attach_evaluation(tmp_path / "tiny", folder / "report.json", tmp_path / "CARD.md")
+    card = load_model(tmp_path / "tiny").card  # loads: the weights still match the card's hash
+    assert (tmp_path / "tiny.safetensors").read_bytes() == before
+    assert card["evaluation"]["ua"]["mean"] == pytest.approx(summary["ua"]["mean"])
+    assert len(card["evaluation"]["folds"]) == 2 and "| **mean ± std** |" in (tmp_path / "CARD.md").read_text()
 
 
 def _env(tmp_path) -> dict:

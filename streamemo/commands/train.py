@@ -11,8 +11,6 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from streamemo import StreamemoError
-
 log = logging.getLogger("streamemo.train")
 
 
@@ -40,6 +38,7 @@ def main(args) -> int:
     from streamemo.train.trainer import Trainer
 
     setup_logging("info")
+    commit = git_commit()  # before training: the code that trained, not what changed meanwhile
     config = config_from_args(args)
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
@@ -63,10 +62,12 @@ def main(args) -> int:
                 "init": args.init,
                 "seconds": round(result.seconds, 1),
             },
-            "git_commit": git_commit(),
+            "git_commit": commit,
         }
         if args.evaluation:
-            card["evaluation"] = _evaluation_figures(args.evaluation)
+            from streamemo.train.card import evaluation_figures
+
+            card["evaluation"] = evaluation_figures(args.evaluation)
         weights, card_path = save_model(result.model, args.output, extra_card=card)
         print(f"trained {result.model.n_parameters():,} parameters on {len(result.train_clips)} clips "
               f"({len(result.val_clips)} validation, {len(skipped)} skipped) in {result.seconds:.0f} s; "
@@ -85,24 +86,3 @@ def main(args) -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
-
-
-def _evaluation_figures(path: Path) -> dict:
-    """The headline numbers of an evaluate report, for the card."""
-    try:
-        report = json.loads(path.read_text())
-        s = report["summary"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise StreamemoError(f"--evaluation {path}: not an evaluate report.json ({e})", 2) from None
-    keep = ("wa", "ua", "macro_f1", "ua_strict", "wa_strict")
-    return {
-        "title": report.get("title"),
-        "command": report.get("meta", {}).get("command"),
-        "git_commit": report.get("meta", {}).get("git_commit"),
-        **{k: s[k] for k in keep if k in s},
-        "per_class": s.get("per_class"),
-        "confusion": s.get("confusion"),
-        "labels": s.get("labels"),
-        "folds": [{"fold": f["fold"], "test_speakers": f["test_speakers"],
-                   **{k: f["metrics"][k] for k in ("wa", "ua", "macro_f1")}} for f in report.get("folds", [])],
-    }

@@ -40,9 +40,9 @@ class AugmentConfig:
     speed_factor: tuple[float, float] = (0.9, 1.1)
     # SpecAugment on features, every batch
     freq_masks: int = 2
-    freq_mask_width: int = 8  # bands, at most
+    freq_mask_width: int = 6  # bands, at most
     time_masks: int = 2
-    time_mask_width: int = 20  # frames (10 ms each), at most
+    time_mask_width: int = 8  # frames, at most (8 x 20 ms: wider masks underfit, see RESULTS-train.md)
 
     def key(self) -> str:
         """Identifies the waveform recipe in the feature cache (SpecAugment is not cached)."""

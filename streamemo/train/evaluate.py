@@ -50,7 +50,7 @@ def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None =
     config = config or PipelineConfig()
     scorer = Scorer(model, "cpu")
     gated = Pipeline(model, config, scorer=scorer)
-    open_gate = Pipeline(model, replace(config, vad_threshold_db=float("-inf")), scorer=scorer)
+    open_gate = Pipeline(model, replace(config, vad_min_voiced=0.0), scorer=scorer)  # every window counts
     scores, skipped = [], []
     for clip in tqdm(clips, desc="scoring", unit="clip", disable=not progress, leave=False):
         try:

@@ -14,6 +14,8 @@ ranks, so every rank computes the same validation figures and takes the same dec
 from __future__ import annotations
 
 import copy
+import inspect
+import json
 import logging
 import math
 import os
@@ -47,7 +49,7 @@ class TrainConfig:
     # per window, and prosody, the main emotion cue, changes far slower than that.
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
-    epochs: int = 30
+    epochs: int = 40
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3
@@ -278,7 +280,7 @@ class Trainer:
             model = Model.create(name, init.labels, init.window_s, init.frontend, init.arch, init.arch_params)
             model.network.load_state_dict(init.network.state_dict())
             return model
-        return Model.create(name, labels, cfg.window_s, cfg.frontend, cfg.arch, cfg.arch_params)
+        return Model.create(name, labels, cfg.window_s, cfg.frontend, cfg.arch, resolved_arch_params(cfg))
 
     def _augmented_copies(self, clips: list[Clip]) -> list[list[np.ndarray]]:
         cfg = self.config
@@ -359,6 +361,20 @@ class Trainer:
         loss = float(F.nll_loss(torch.log(p + 1e-8), torch.from_numpy(y)))
         m = classification_metrics(y, p.argmax(1).numpy(), n_classes)
         return {"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"]}
+
+
+def resolved_arch_params(config: TrainConfig) -> dict:
+    """The recipe's architecture parameters with the network's defaults filled in, so the
+    card rebuilds the same network even if those defaults change later."""
+    from streamemo.model import ARCHITECTURES
+
+    if config.arch not in ARCHITECTURES:
+        raise StreamemoError(f"unknown architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    skip = {"self", "n_features", "n_classes"}
+    signature = inspect.signature(ARCHITECTURES[config.arch].__init__)
+    params = {k: p.default for k, p in signature.parameters.items() if k not in skip}
+    params.update(config.arch_params)
+    return json.loads(json.dumps(params))  # tuples -> lists, as the card will hold them
 
 
 def _running_average(avg: dict | None, state: dict, n: int) -> tuple[dict, int]:

@@ -1,0 +1,41 @@
+"""Evaluation figures into a model's card: the JSON card's `evaluation` field and the
+human-readable MODEL_CARD.md."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from streamemo import StreamemoError
+from streamemo.model import load_model, save_model
+from streamemo.train.report import model_card_markdown
+
+
+def evaluation_figures(path: Path) -> dict:
+    """The headline numbers of an evaluate report.json, for the card."""
+    try:
+        report = json.loads(Path(path).read_text())
+        s = report["summary"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise StreamemoError(f"--evaluation {path}: not an evaluate report.json ({e})", 2) from None
+    keep = ("wa", "ua", "macro_f1", "ua_strict", "wa_strict")
+    return {
+        "title": report.get("title"),
+        "command": report.get("meta", {}).get("command"),
+        "git_commit": report.get("meta", {}).get("git_commit"),
+        **{k: s[k] for k in keep if k in s},
+        "per_class": s.get("per_class"),
+        "confusion": s.get("confusion"),
+        "labels": s.get("labels"),
+        "folds": [{"fold": f["fold"], "test_speakers": f["test_speakers"],
+                   **{k: f["metrics"][k] for k in ("wa", "ua", "macro_f1")}} for f in report.get("folds", [])],
+    }
+
+
+def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path | None = None) -> None:
+    """Rewrites the model's card with the report's figures (the weights file is rewritten
+    byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md."""
+    model = load_model(model_path)
+    save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report_path)})
+    if card_md:
+        Path(card_md).write_text(model_card_markdown(model.card, json.loads(Path(report_path).read_text())))
