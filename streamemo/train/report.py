@@ -186,8 +186,8 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               "- Eight classes on held-out actors score far below the 90 %+ figures seen for splits that "
               "share speakers; see the per-class table for the confusions (neutral/calm/sad, happy/surprised).",
               "- Loudness is a cue (normalisation is global, not per window): a very quiet or very loud "
-              "microphone shifts predictions toward calm/sad or angry. The daemon's voice gate (-45 dBFS) "
-              "skips some quiet RAVDESS clips entirely.",
+              "microphone shifts predictions toward calm/sad or angry. Very soft speech may not pass the "
+              "daemon's voice gate at all (no label is published for it).",
               "- Not for employment, education, health, law-enforcement or any decision about individuals; "
               "non-commercial use only (license above).", ""]
     return "\n".join(lines)
