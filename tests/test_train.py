@@ -50,7 +50,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 def tiny_config(**changes) -> TrainConfig:
     base = TrainConfig(arch_params=TINY, window_s=1.0, epochs=2, batch_size=8, lr=3e-3, progress=False,
-                       val_fraction=0.25, device="cpu", threads=1)
+                       val_fraction=0.25, device="cpu", threads=1, wave_copies=0)
     return replace(base, **changes)
 
 
@@ -180,7 +180,8 @@ def _env(tmp_path) -> dict:
 
 def test_cli_train_then_evaluate_and_fine_tune(tiny_corpus, tmp_path):
     env = _env(tmp_path)
-    common = ["--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1"]
+    common = ["--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1",
+              "--wave-copies", "0"]
     out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"),
                           "--epochs", "1", *common], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -211,7 +212,7 @@ def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
     out = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "streamemo", "train",
                           "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ddp"), "--epochs", "2",
                           "--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "4", "--quiet",
-                          "--threads", "1", "--device", "cpu"],
+                          "--threads", "1", "--device", "cpu", "--wave-copies", "0"],
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.count("wrote") == 1  # rank 0 alone writes the model
@@ -225,6 +226,7 @@ def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{tiny_corpus}", "--folds", "ravdess",
                           "--folds-file", str(folds), "--fold", "2", "--epochs", "1", "--window", "1",
                           "--arch-params", json.dumps(TINY), "--val-fraction", "0.5", "--quiet", "--threads", "1",
+                          "--wave-copies", "0",
                           "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
