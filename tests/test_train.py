@@ -235,3 +235,12 @@ def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
     assert report["folds"][0]["test_speakers"] == ["ravdess:03", "ravdess:04"]
     assert report["meta"]["recipe"]["epochs"] == 1
     assert len(report["folds"][0]["predictions"]) == 16
+
+
+def test_spectrogram_command_draws_the_log_mel_image(tiny_corpus, tmp_path):
+    from streamemo.cli import main
+
+    clip = next(tiny_corpus.rglob("*.wav"))
+    assert main(["spectrogram", str(clip), "-o", str(tmp_path / "s.png"), "--model", str(ROOT / "models" / "default")]) == 0
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["spectrogram", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.png")]) == 1
