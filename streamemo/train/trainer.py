@@ -49,7 +49,7 @@ class TrainConfig:
     # per window, and prosody, the main emotion cue, changes far slower than that.
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3
@@ -66,7 +66,7 @@ class TrainConfig:
     mixup: float = 0.0  # Beta(a, a) mixup of pairs of examples; 0 = off
     augment: AugmentConfig = AugmentConfig()
     spec_augment: bool = True
-    wave_copies: int = 0  # augmented waveform copies per training clip (cached); 0 = off
+    wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
     val_fraction: float = 0.1  # of each corpus's training speakers
     seed: int = 0
     device: str = "auto"
