@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from nnAudio import features as nn_features
 
+from streamemo import StreamemoError
+
 LOG_FLOOR = 1e-6  # added before the log: about -60 dB below a full-scale sine's mel energy
 
 
@@ -88,12 +90,8 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from streamemo import StreamemoError
-
         raise StreamemoError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto or cpu", 2)
     if name not in ("cpu", "cuda"):
-        from streamemo import StreamemoError
-
         raise StreamemoError(f"unknown --device {name!r}; expected auto, cpu or cuda", 2)
     return torch.device(name)
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 from torch import nn
 
 from streamemo import StreamemoError
@@ -230,8 +230,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
             "truncated, or from another training; re-copy both files together"
         )
     try:
-        from safetensors.torch import load as load_bytes
-
         state = load_bytes(blob)
     except (SafetensorError, ValueError) as e:
         raise ModelError(f"model weights {weights_path} are truncated or corrupt: {e}") from None

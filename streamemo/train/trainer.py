@@ -352,7 +352,7 @@ class Trainer:
     def validate(self, network, feats: list[np.ndarray], y: np.ndarray, n_classes: int) -> dict:
         """Clip-level figures: each clip's windows at the daemon's hop, probabilities averaged."""
         network.eval()
-        probs, losses = [], []
+        probs = []
         for f in feats:
             logits = network(torch.from_numpy(crops_at_hop(f, self.width, self.hop)).to(self.device))
             p = torch.softmax(logits.float(), dim=1).mean(0).cpu()
