@@ -47,9 +47,10 @@ def main() -> None:
 
     def network_only():
         with torch.inference_mode():
-            model.network(features)
+            network(features)
 
     full = rounds(lambda: scorer(window), args.repeats)
+    network = scorer.network  # as the daemon runs it (BatchNorm folded into the convolutions)
     net = rounds(network_only, args.repeats)
     print(f"model {model.id}: {model.arch} {model.arch_params}, {model.n_parameters():,} parameters, "
           f"{args.window:g} s window, torch {torch.__version__}, 1 thread")

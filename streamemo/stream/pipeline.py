@@ -16,7 +16,7 @@ import torch
 
 from streamemo.config import PipelineConfig
 from streamemo.features import Frontend
-from streamemo.model import Model
+from streamemo.model import Model, inference_network
 from streamemo.stream.smoothing import Smoother
 from streamemo.stream.vad import is_voiced, level_db
 
@@ -40,7 +40,7 @@ class Scorer:
         self.device = torch.device(device)
         self.model = model
         self.frontend = Frontend(model.frontend).to(self.device)
-        self.network = model.network.to(self.device).eval()
+        self.network = inference_network(model.network).to(self.device)
 
     @torch.inference_mode()
     def __call__(self, windows: np.ndarray) -> np.ndarray:
