@@ -56,9 +56,6 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--average-last", type=int, metavar="N", help="keep the average of the last N epochs' weights")
     g.add_argument("--no-class-weighting", dest="class_weighting", action="store_false", default=None)
     g.add_argument("--mixup", type=float, metavar="ALPHA", help=f"mixup Beta parameter, 0 = off (default {d.mixup})")
-    g.add_argument("--speaker-adversary", type=float, metavar="W",
-                   help="strength of a gradient-reversed speaker classifier that pushes the network to ignore "
-                        f"who is speaking; 0 = off (default {d.speaker_adversary})")
     g.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", default=None)
     g.add_argument("--wave-copies", type=int, metavar="K",
@@ -87,7 +84,7 @@ def config_from_args(args) -> TrainConfig:
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
         "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
         "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
-        "mixup": args.mixup, "speaker_adversary": args.speaker_adversary, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
+        "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
         "wave_copies": args.wave_copies, "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }

@@ -64,10 +64,6 @@ class TrainConfig:
     class_weighting: bool = True  # loss weights inverse to class frequency
     label_smoothing: float = 0.0
     mixup: float = 0.0  # Beta(a, a) mixup of pairs of examples; 0 = off
-    # Weight of a speaker classifier trained through gradient reversal on the network's
-    # pooled embedding: pushes the embedding to forget who is speaking (test speakers are
-    # never seen). Training only: the saved network is unchanged. 0 = off.
-    speaker_adversary: float = 0.0
     augment: AugmentConfig = AugmentConfig()
     spec_augment: bool = True
     wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
@@ -188,20 +184,15 @@ class Trainer:
         y = np.array([index[c.label] for c in train_clips])
         y_val = np.array([index[c.label] for c in val_clips])
 
-        speakers = sorted({c.speaker for c in train_clips})
-        s = np.array([speakers.index(c.speaker) for c in train_clips])
-
         model = self._initial_model(name, labels, init)
         if init is None:
             self._fit_normalisation(model, train_feats)
         network = model.network.to(self.device)
-        adversary = (torch.nn.Linear(network.embedding_dim, len(speakers)) if cfg.speaker_adversary > 0
-                     else None)
-        trainable = _WithAdversary(network, adversary).to(self.device)
+        trainable = network
         if self.world > 1:
             trainable = torch.nn.parallel.DistributedDataParallel(
-                trainable, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        optimizer = self._optimizer(trainable)
+                network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        optimizer = self._optimizer(network)
         plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
                                                               patience=cfg.plateau_patience)
                    if cfg.schedule == "plateau" else None)
@@ -234,14 +225,10 @@ class Trainer:
                 x = torch.from_numpy(np.stack([
                     self._crop(copies[i][pick[i] - 1] if pick[i] else train_feats[i], starts[i]) for i in batch]))
                 target = torch.from_numpy(y[batch])
-                speaker = torch.from_numpy(s[batch]).to(self.device)
                 if cfg.spec_augment:
                     x = spec_augment(x, cfg.augment, gen)
                 x, target = x.to(self.device), target.to(self.device)
-                # DANN's schedule: reversal strength rises from 0, so the emotion features form first.
-                progress = (epoch + step / steps_per_epoch) / cfg.epochs
-                reverse = cfg.speaker_adversary * (2 / (1 + math.exp(-10 * progress)) - 1)
-                loss, correct = self._step(trainable, optimizer, x, target, speaker, reverse, weights, gen)
+                loss, correct = self._step(trainable, optimizer, x, target, weights, gen)
                 total_loss += loss * len(batch)
                 total_correct += correct
                 seen += len(batch)
@@ -344,28 +331,20 @@ class Trainer:
         s = int(where * (t - self.width + 1))
         return feats[:, s : s + self.width]
 
-    def _step(self, trainable, optimizer, x, target, speaker, reverse, weights, gen) -> tuple[float, int]:
+    def _step(self, network, optimizer, x, target, weights, gen) -> tuple[float, int]:
         cfg = self.config
-
-        def emotion_loss(logits, t):
-            return F.cross_entropy(logits, t, weight=weights, label_smoothing=cfg.label_smoothing)
-
-        lam, perm = 1.0, None
         if cfg.mixup > 0:
             lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
             perm = torch.randperm(len(x), generator=gen).to(x.device)
-            x = lam * x + (1 - lam) * x[perm]
-        logits, speaker_logits = trainable(x, reverse)
-        loss = lam * emotion_loss(logits, target)
-        if perm is not None:
-            loss = loss + (1 - lam) * emotion_loss(logits, target[perm])
-        if speaker_logits is not None:
-            loss = loss + lam * F.cross_entropy(speaker_logits, speaker)
-            if perm is not None:
-                loss = loss + (1 - lam) * F.cross_entropy(speaker_logits, speaker[perm])
+            logits = network(lam * x + (1 - lam) * x[perm])
+            loss = lam * F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing) + (
+                1 - lam) * F.cross_entropy(logits, target[perm], weight=weights, label_smoothing=cfg.label_smoothing)
+        else:
+            logits = network(x)
+            loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)
         optimizer.step()
         return float(loss.detach()), int((logits.argmax(1) == target).sum())
 
@@ -382,34 +361,6 @@ class Trainer:
         loss = float(F.nll_loss(torch.log(p + 1e-8), torch.from_numpy(y)))
         m = classification_metrics(y, p.argmax(1).numpy(), n_classes)
         return {"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"]}
-
-
-class _GradientReversal(torch.autograd.Function):
-    """Identity forward; backward multiplies the gradient by -scale (Ganin & Lempitsky, 2015)."""
-
-    @staticmethod
-    def forward(ctx, x, scale: float):
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return -ctx.scale * grad, None
-
-
-class _WithAdversary(torch.nn.Module):
-    """The network plus, optionally, a speaker classifier behind gradient reversal. One
-    module, so a single optimizer and DistributedDataParallel see every trained weight."""
-
-    def __init__(self, network: torch.nn.Module, adversary: torch.nn.Module | None):
-        super().__init__()
-        self.network, self.adversary = network, adversary
-
-    def forward(self, x: torch.Tensor, reverse: float = 0.0):
-        if self.adversary is None:
-            return self.network(x), None
-        embedding = self.network.embed(x)
-        return self.network.head(embedding), self.adversary(_GradientReversal.apply(embedding, reverse))
 
 
 def resolved_arch_params(config: TrainConfig) -> dict:
