@@ -32,8 +32,7 @@ class ModelError(StreamemoError):
 
 
 # --- networks -------------------------------------------------------------------------
-# Each takes (batch, n_features, frames) features and returns (batch, n_classes) logits;
-# `embed` gives the pooled vector its `head` classifies (the trainer's speaker adversary reads it).
+# Each takes (batch, n_features, frames) features and returns (batch, n_classes) logits.
 # Input normalisation (per-band mean/std fitted on the training set) is part of the model:
 # one global statistic, not per-window, so loudness (an arousal cue) survives.
 
@@ -111,19 +110,14 @@ class CNNLSTM(nn.Module):
         self.proj = nn.Sequential(nn.Linear(c_in * freq, proj), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.lstm = nn.LSTM(proj, lstm_hidden, batch_first=True, bidirectional=True)
         self.attention = nn.Linear(2 * lstm_hidden, 1)
-        self.embedding_dim = 2 * lstm_hidden
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, n_classes))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, F, T) features -> (B, embedding_dim) pooled summary of the window."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
         x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C*F')
         x, _ = self.lstm(self.proj(x))
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T', 1)
-        return (weights * x).sum(dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        return self.head((weights * x).sum(dim=1))
 
 
 class CNN2D(nn.Module):
@@ -137,14 +131,11 @@ class CNN2D(nn.Module):
             blocks.append(_conv2d_block(c_in, c, (2, 2)))
             c_in = c
         self.convs = nn.Sequential(*blocks)
-        self.embedding_dim = c_in
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_classes))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convs(self.norm(x).unsqueeze(1)).mean(dim=(2, 3))
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        x = self.convs(self.norm(x).unsqueeze(1))
+        return self.head(x.mean(dim=(2, 3)))
 
 
 class Conv1D(nn.Module):
@@ -160,15 +151,11 @@ class Conv1D(nn.Module):
                        nn.ReLU(inplace=True), nn.MaxPool1d(2)]
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.embedding_dim = 2 * c_in
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.convs(self.norm(x))
-        return torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.embed(x))
+        x = self.convs(self.norm(x))
+        return self.head(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
 
 
 ARCHITECTURES = {"cnn_lstm": CNNLSTM, "cnn2d": CNN2D, "conv1d": Conv1D}
