@@ -8,7 +8,7 @@ import torch
 from streamemo import EMOTIONS, StreamemoError
 from streamemo.config import Config
 from streamemo.features import FrontendSpec
-from streamemo.model import Model, ModelError, load_model, model_paths, save_model
+from streamemo.model import Model, ModelError, inference_network, load_model, model_paths, save_model
 from streamemo.protocol import ProtocolError, decode, encode
 
 
@@ -64,6 +64,26 @@ def test_save_load_round_trip(saved):
     model.network.eval()
     torch.testing.assert_close(loaded.network(x), model.network(x))
     assert load_model(str(path) + ".json").id == loaded.id  # either file name works
+
+
+@pytest.mark.parametrize("arch", ["cnn_lstm", "cnn2d", "conv1d"])
+def test_inference_network_scores_like_the_trained_one(arch):
+    """The Scorer's copy (BatchNorm folded, max-pool by strided maxima) changes speed, not
+    outputs; odd map sizes exercise the pool's floor mode."""
+    torch.manual_seed(2)
+    model = Model.create("m", EMOTIONS, 2.0, FrontendSpec(hop_length=320), arch)
+    network = model.network
+    network.train()
+    for _ in range(3):  # move BatchNorm's running statistics away from their initial values
+        network(torch.randn(4, 64, 101) * 3 + 1)
+    network.eval()
+    x = torch.randn(3, 64, 101)
+    with torch.no_grad():
+        expected = network(x)
+    with torch.inference_mode():
+        fast = inference_network(network)(x)
+    torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())  # untouched
 
 
 def test_missing_model_is_one_clear_line(tmp_path):

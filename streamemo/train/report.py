@@ -160,10 +160,12 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     lines.append("")
     for corpus, text in t.get("licenses", {}).items():
         lines.append(f"- **{corpus}**: {text}")
+    held = t.get("validation_speakers") or []
+    held = f"{', '.join(held)} held out for validation" if held else "all of them trained, none held out"
     lines += ["", "Because RAVDESS is CC BY-NC-SA 4.0, these weights are shared under the same terms "
               "(attribution, non-commercial, share-alike).", "",
               f"Clips: {t.get('clips')}; classes: {t.get('class_counts')}; {t.get('speakers')} speakers "
-              f"({', '.join(t.get('validation_speakers', []))} held out for validation). Kept weights: "
+              f"({held}). Kept weights: "
               f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
