@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
     parser.add_argument("--hop", type=float, default=0.25)
     parser.add_argument("--capture-rate", type=int, default=0, help="0: native rate + soxr (the default)")
+    parser.add_argument("--block", type=float, default=None, help="audio.block_s, PortAudio's block in seconds "
+                                                                  "(default: the config's)")
     args = parser.parse_args()
 
     with socket.socket() as s:
@@ -68,9 +70,14 @@ def main() -> None:
             while not stop.is_set():
                 pulse.play(loop_wav)
 
+        extra = []
+        if args.block is not None:
+            config = pulse.dir / "latency.toml"
+            config.write_text(f"[audio]\nblock_s = {args.block}\n")
+            extra = ["--config", str(config)]
         daemon = subprocess.Popen([sys.executable, "-m", "streamemo", "run", "--model", args.model, "--bind", endpoint,
                                    "--hop", str(args.hop), "--capture-rate", str(args.capture_rate),
-                                   "--log-level", "warning"], env=pulse.env)
+                                   "--log-level", "warning", *extra], env=pulse.env)
         proc = psutil.Process(daemon.pid)
         sub = zmq.Context.instance().socket(zmq.SUB)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -111,6 +118,7 @@ def main() -> None:
         "seconds": args.seconds,
         "hop_s": args.hop,
         "capture_rate": args.capture_rate or "native",
+        "block_s": args.block,
         "model": statuses[-1]["model"] if statuses else args.model,
         "messages": len(latencies),
         "voiced_messages": voiced,
@@ -129,6 +137,8 @@ def main() -> None:
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     rate = f"{args.capture_rate}hz" if args.capture_rate else "native"
+    if args.block is not None:
+        rate += f"-block{round(args.block * 1000)}ms"
     out = out_dir / f"latency-{rate}-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | RSS start -> end |\n|---|---|---|---|---|\n"
