@@ -3,8 +3,8 @@ the systemd service protocol, reload on SIGHUP and recovery from a lost input de
 
 One processing loop on the main thread. The only other threads are PortAudio's callback,
 which just fills the ring buffer, and (with CURVE) the ZAP authenticator. The loop wakes
-when audio arrives (or every 100 ms), so stop requests, reloads, heartbeats and watchdog
-pings are never late by more than that. Signal handlers only set flags; the loop acts on
+when the audio completing the next window has arrived (or every 100 ms), so stop requests,
+reloads, heartbeats and watchdog pings are never late by more than that. Signal handlers only set flags; the loop acts on
 them between hops, so a reload never lands in the middle of one.
 
 The watchdog ping is sent by this loop and nowhere else: if processing hangs, the pings
@@ -116,7 +116,7 @@ class Daemon:
                     self._retry_source()
                     continue
                 try:
-                    chunk = self.source.read(POLL_S)
+                    chunk = self.source.read(POLL_S, want=self.processor.source_samples_wanted())
                 except EndOfStream:
                     self._publish(self.processor.finish())
                     self.message = "source ended"

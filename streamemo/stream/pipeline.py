@@ -97,6 +97,11 @@ class Pipeline:
                 self._next_end += self.hop
         return out
 
+    @property
+    def samples_to_next_window(self) -> int:
+        """Samples still to feed before the next window completes."""
+        return self._next_end - self.total
+
     def flush(self, t_end: float | None = None) -> list[Estimate]:
         """End of stream. A stream shorter than one window still gets one (zero-padded) window,
         as `features.window_starts` defines; otherwise nothing is left to emit."""

@@ -35,6 +35,11 @@ class Processor:
         held_back_s = self.samples_in / self.resampler.in_rate - (self.pipeline.total + len(out)) / self.pipeline.rate
         return self._run(out, chunk.t_end - held_back_s, flush=False)
 
+    def source_samples_wanted(self) -> int:
+        """Source-rate samples that complete the next window (give or take the resampler's
+        few held-back milliseconds, which later, smaller reads make up)."""
+        return -(-self.pipeline.samples_to_next_window * self.resampler.in_rate // self.pipeline.rate)
+
     def finish(self) -> list[tuple[Estimate, dict]]:
         """End of stream: drains the resampler and lets a short stream have its one window."""
         return self._run(self.resampler(np.zeros(0, np.float32), last=True), time.time(), flush=True)
