@@ -45,12 +45,13 @@ def main() -> None:
               ).astype(np.float32)[None]
     features = scorer.frontend(torch.from_numpy(window))
 
+    network = scorer.network  # as the daemon runs it (BatchNorm folded into the convolutions)
+
     def network_only():
         with torch.inference_mode():
             network(features)
 
     full = rounds(lambda: scorer(window), args.repeats)
-    network = scorer.network  # as the daemon runs it (BatchNorm folded into the convolutions)
     net = rounds(network_only, args.repeats)
     print(f"model {model.id}: {model.arch} {model.arch_params}, {model.n_parameters():,} parameters, "
           f"{args.window:g} s window, torch {torch.__version__}, 1 thread")

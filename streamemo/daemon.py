@@ -4,8 +4,9 @@ the systemd service protocol, reload on SIGHUP and recovery from a lost input de
 One processing loop on the main thread. The only other threads are PortAudio's callback,
 which just fills the ring buffer, and (with CURVE) the ZAP authenticator. The loop wakes
 when the audio completing the next window has arrived (or every 100 ms), so stop requests,
-reloads, heartbeats and watchdog pings are never late by more than that. Signal handlers only set flags; the loop acts on
-them between hops, so a reload never lands in the middle of one.
+reloads, heartbeats and watchdog pings are never late by more than that. Signal handlers
+only set flags; the loop acts on them between hops, so a reload never lands in the middle
+of one.
 
 The watchdog ping is sent by this loop and nowhere else: if processing hangs, the pings
 stop and systemd restarts the service, which a ping from a separate thread would hide.

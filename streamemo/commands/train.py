@@ -6,7 +6,6 @@ Runs on one process, or several under torchrun (DistributedDataParallel):
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
@@ -33,12 +32,15 @@ def main(args) -> int:
 
     from streamemo.cli import setup_logging
     from streamemo.model import load_model, save_model
+    from streamemo.train.card import evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
     from streamemo.train.options import config_from_args, git_commit, read_data
     from streamemo.train.trainer import Trainer
 
     setup_logging("info")
     commit = git_commit()  # before training: the code that trained, not what changed meanwhile
+    # A bad --evaluation file must stop the run now, not after the training it was for.
+    report = read_report(args.evaluation) if args.evaluation else None
     config = config_from_args(args)
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
@@ -64,10 +66,8 @@ def main(args) -> int:
             },
             "git_commit": commit,
         }
-        if args.evaluation:
-            from streamemo.train.card import evaluation_figures
-
-            card["evaluation"] = evaluation_figures(args.evaluation)
+        if report is not None:
+            card["evaluation"] = evaluation_figures(report)
         weights, card_path = save_model(result.model, args.output, extra_card=card)
         print(f"trained {result.model.n_parameters():,} parameters on {len(result.train_clips)} clips "
               f"({len(result.val_clips)} validation, {len(skipped)} skipped) in {result.seconds:.0f} s; "
@@ -80,7 +80,6 @@ def main(args) -> int:
         if args.card_md:
             from streamemo.train.report import model_card_markdown
 
-            report = json.loads(args.evaluation.read_text()) if args.evaluation else None
             args.card_md.write_text(model_card_markdown(result.model.card, report))
             print(f"wrote {args.card_md}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():

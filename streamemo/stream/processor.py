@@ -38,7 +38,8 @@ class Processor:
     def source_samples_wanted(self) -> int:
         """Source-rate samples that complete the next window (give or take the resampler's
         few held-back milliseconds, which later, smaller reads make up)."""
-        return -(-self.pipeline.samples_to_next_window * self.resampler.in_rate // self.pipeline.rate)
+        needed = self.pipeline.samples_to_next_window * self.resampler.in_rate
+        return -(-needed // self.pipeline.rate)  # rounded up: integer ceiling division
 
     def finish(self) -> list[tuple[Estimate, dict]]:
         """End of stream: drains the resampler and lets a short stream have its one window."""

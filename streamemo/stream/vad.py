@@ -40,7 +40,7 @@ LOUD_ABOVE_DB = 20.0
 
 
 def is_voiced(window: np.ndarray, sample_rate: int, threshold_db: float, min_fraction: float,
-              margin_db: float = 10.0) -> bool:
+              margin_db: float) -> bool:
     levels = frame_levels_db(window, sample_rate)
     if not len(levels):
         return False

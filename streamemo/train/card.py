@@ -11,13 +11,19 @@ from streamemo.model import load_model, save_model
 from streamemo.train.report import model_card_markdown
 
 
-def evaluation_figures(path: Path) -> dict:
-    """The headline numbers of an evaluate report.json, for the card."""
+def read_report(path: str | Path) -> dict:
+    """An evaluate report.json, checked enough to build a card from; one clear line if not."""
     try:
         report = json.loads(Path(path).read_text())
-        s = report["summary"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
+        report["summary"]["labels"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
         raise StreamemoError(f"--evaluation {path}: not an evaluate report.json ({e})", 2) from None
+    return report
+
+
+def evaluation_figures(report: dict) -> dict:
+    """The headline numbers of an evaluate report, for the card."""
+    s = report["summary"]
     keep = ("wa", "ua", "macro_f1", "ua_strict", "wa_strict")
     return {
         "title": report.get("title"),
@@ -35,7 +41,8 @@ def evaluation_figures(path: Path) -> dict:
 def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path | None = None) -> None:
     """Rewrites the model's card with the report's figures (the weights file is rewritten
     byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md."""
+    report = read_report(report_path)
     model = load_model(model_path)
-    save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report_path)})
+    save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report)})
     if card_md:
-        Path(card_md).write_text(model_card_markdown(model.card, json.loads(Path(report_path).read_text())))
+        Path(card_md).write_text(model_card_markdown(model.card, report))

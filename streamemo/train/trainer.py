@@ -69,7 +69,7 @@ class TrainConfig:
     wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
     # Share of each corpus's training speakers held out to watch a validation figure. The
     # weights kept (average of the last epochs) never depend on it, so by default every
-    # speaker trains: two more actors per fold measurably helped (benchmarks/RESULTS-train.md).
+    # speaker trains (benchmarks/RESULTS-train.md, recipe 5).
     val_fraction: float = 0.0
     seed: int = 0
     device: str = "auto"
