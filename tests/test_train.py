@@ -243,3 +243,14 @@ def test_spectrogram_command_draws_the_log_mel_image(tiny_corpus, tmp_path):
     assert main(["spectrogram", str(clip), "-o", str(tmp_path / "s.png"), "--model", str(ROOT / "models" / "default")]) == 0
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["spectrogram", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.png")]) == 1
+
+
+def test_bad_evaluation_report_stops_train_before_training(tiny_corpus, tmp_path):
+    bad = tmp_path / "report.json"
+    bad.write_text("{}")
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"),
+                          "--evaluation", str(bad), "--epochs", "1", "--quiet"], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].endswith("not an evaluate report.json ('summary')")
+    assert "epoch" not in out.stderr and not list(tmp_path.glob("m.*"))  # nothing trained, nothing written
