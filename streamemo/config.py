@@ -48,6 +48,17 @@ class PipelineConfig:
     smoothing_tau_s: float = 1.0  # exponential smoothing time constant, in seconds
     hysteresis: float = 0.05  # a new top label must lead the current one by this much
     reset_after_s: float = 5.0  # after this long unvoiced, the smoother starts afresh
+    # Speaker adaptation (stream/adaptation.py; models trained with it only): the voice's
+    # band statistics start as this many seconds of the training set's average speaker and
+    # forget what was heard with this time constant (seconds of voiced audio).
+    speaker_adaptation: bool = True
+    adaptation_prior_s: float = 10.0
+    adaptation_memory_s: float = 600.0
+
+    def __post_init__(self):
+        for key in ("hop_s", "adaptation_prior_s", "adaptation_memory_s"):
+            if not getattr(self, key) > 0:
+                raise StreamemoError(f"pipeline.{key} must be positive, got {getattr(self, key)!r}", 2)
 
 
 @dataclass(frozen=True)
@@ -122,7 +133,10 @@ class Config:
                     )
                 hint = typing.get_type_hints(type(section))[key]
                 changes[key] = _coerce(value, hint, f"{section_name}.{key}", origin)
-            updated[section_name] = replace(section, **changes)
+            try:
+                updated[section_name] = replace(section, **changes)
+            except StreamemoError as e:  # a range check in the section's __post_init__
+                raise StreamemoError(f"{origin}: {e}", 2) from None
         return replace(self, **updated)
 
     def to_toml(self) -> str:

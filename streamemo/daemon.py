@@ -309,6 +309,7 @@ class Daemon:
             "proc_ms_p50": None if times is None else round(float(np.percentile(times, 50)), 3),
             "proc_ms_p99": None if times is None else round(float(np.percentile(times, 99)), 3),
             "compute": str(self.compute),
+            "adapted_s": self.pipeline.adapted_s,
             "message": self.message,
         })
         self.status_seq += 1

@@ -54,6 +54,8 @@ STATUS_FIELDS = {
     "proc_ms_p50": (*_NUMBER, None),  # processing time per hop over the last ~30 s
     "proc_ms_p99": (*_NUMBER, None),
     "compute": str,  # torch device the frontend and model run on
+    "adapted_s": (*_NUMBER, None),  # seconds of voice speaker adaptation has learnt from (decaying);
+    #                                null when the model or config has no speaker adaptation
     "message": str,  # a line a person can read: what the daemon is doing or what went wrong
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}

@@ -76,6 +76,27 @@ def test_training_smoke_run_learns_and_saves(tiny_corpus, tmp_path):
     assert torch.allclose(loaded.network(x), result.model.network.eval()(x), atol=1e-5)
 
 
+def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(tiny_corpus, tmp_path):
+    clips = read_ravdess(tiny_corpus).clips
+    cfg = tiny_config(epochs=1, val_fraction=0.0, seed=3)
+    ensemble = Trainer(replace(cfg, ensemble=2), tmp_path / "cache").fit(clips, name="ens")
+    singles = [Trainer(replace(cfg, seed=s), tmp_path / "cache").fit(clips).model for s in (3, 4)]
+    assert ensemble.model.arch == "ensemble" and ensemble.model.arch_params["members"] == 2
+    assert ensemble.model.n_parameters() == 2 * singles[0].n_parameters()
+    x = torch.randn(3, 64, 51)
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m.network.eval()(x), -1) for m in singles]).mean(0)
+        got = torch.softmax(ensemble.model.network(x), -1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    from streamemo.model import inference_network, save_model
+
+    save_model(ensemble.model, tmp_path / "ens")
+    loaded = load_model(tmp_path / "ens")
+    with torch.inference_mode():
+        torch.testing.assert_close(torch.softmax(inference_network(loaded.network)(x), -1), expected,
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):
     clips = read_ravdess(tiny_corpus).clips[:6]
     cfg = tiny_config(epochs=1)

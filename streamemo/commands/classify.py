@@ -1,7 +1,11 @@
 """streamemo classify: score files offline, through exactly the daemon's processing.
 
 Prints each window's top label (the same messages `run --source FILE --no-realtime`
-publishes) and a whole-file label: the mean of the voiced windows' raw probabilities."""
+publishes) and a whole-file label: the mean of the voiced windows' raw probabilities.
+
+Several files are one session, in the order given, as if one person said them one after
+another: speaker adaptation carries from each file to the next, as it would live
+(`--each-file-alone` starts it afresh for every file)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ from streamemo.commands._options import add_config_arguments, config_from_args
 def configure(parser) -> None:
     parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything libsndfile reads)")
     parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
+    parser.add_argument("--each-file-alone", action="store_true",
+                        help="speaker adaptation starts afresh for each file (default: the files are one "
+                             "speaker's session, in the order given)")
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 
 
-def classify_file(path: str, pipeline) -> dict:
+def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
     """The messages the daemon would publish for `path`, and the whole-file result."""
     from streamemo.audio.sources import EndOfStream, FileSource
     from streamemo.config import AudioConfig
@@ -29,7 +36,7 @@ def classify_file(path: str, pipeline) -> dict:
     from streamemo.stream.processor import Processor
 
     source = FileSource(path, realtime=False, block_s=AudioConfig().block_s)
-    pipeline.reset()
+    pipeline.reset(speaker=new_speaker)
     processor = Processor(pipeline, source.rate, path)
     results = []
     try:
@@ -68,7 +75,7 @@ def main(args) -> int:
     failures = 0
     for path in args.files:
         try:
-            result = classify_file(path, pipeline)
+            result = classify_file(path, pipeline, new_speaker=args.each_file_alone)
         except StreamemoError as e:
             print(f"streamemo classify: error: {e}", file=sys.stderr)
             failures += 1

@@ -63,6 +63,7 @@ def status_body(seq: int, *, t_publish: float, uptime_s: float = 12.0, message: 
         "proc_ms_p50": 11.5,
         "proc_ms_p99": 23.0,
         "compute": "cpu",
+        "adapted_s": 42.0,
         "message": message,
     }
 

@@ -288,6 +288,8 @@ class StatusPanel(Widget):
             # Below the fold at 80x24, shown when the panel is taller.
             if s is not None:
                 rows.append(("source", s["source"]))
+                adapted = s.get("adapted_s")
+                rows.append(("speaker", "no adaptation" if adapted is None else f"adapted on {adapted:.0f} s of voice"))
             if view.seq is not None:
                 rows.append(("last seq", str(view.seq)))
         out = Text(no_wrap=True, overflow="ellipsis")

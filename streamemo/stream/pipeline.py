@@ -17,6 +17,7 @@ import torch
 from streamemo.config import PipelineConfig
 from streamemo.features import Frontend
 from streamemo.model import Model, inference_network
+from streamemo.stream.adaptation import SpeakerAdapter
 from streamemo.stream.smoothing import Smoother
 from streamemo.stream.vad import is_voiced, level_db
 
@@ -43,11 +44,23 @@ class Scorer:
         self.network = inference_network(model.network).to(self.device)
 
     @torch.inference_mode()
-    def __call__(self, windows: np.ndarray) -> np.ndarray:
-        """(n, samples) float32 -> (n, n_classes) probabilities."""
-        x = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device)
-        logits = self.network(self.frontend(x))
+    def features(self, windows: np.ndarray) -> torch.Tensor:
+        """(n, samples) float32 -> (n, n_features, frames) on the scoring device."""
+        return self.frontend(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device))
+
+    @torch.inference_mode()
+    def probabilities(self, features: torch.Tensor, affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """Features -> (n, n_classes) probabilities; `affine` is a per-band (scale, shift)
+        applied first (speaker adaptation)."""
+        if affine is not None:
+            scale, shift = (torch.as_tensor(a, dtype=features.dtype, device=features.device)[:, None] for a in affine)
+            features = features * scale + shift
+        logits = self.network(features)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
+
+    def __call__(self, windows: np.ndarray) -> np.ndarray:
+        """(n, samples) float32 -> (n, n_classes) probabilities, without speaker adaptation."""
+        return self.probabilities(self.features(windows))
 
 
 class Pipeline:
@@ -62,18 +75,34 @@ class Pipeline:
             raise ValueError("window and hop must be positive")
         self.scorer = scorer or Scorer(model, device)
         self.smoother = Smoother(config.hop_s, config.smoothing_tau_s, config.hysteresis, config.reset_after_s)
+        self.adapter = self._adapter(model)
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.reset()
 
+    def _adapter(self, model: Model) -> SpeakerAdapter | None:
+        if model.speaker_norm is None or not self.config.speaker_adaptation:
+            return None
+        frame_s = model.frontend.hop_length / model.frontend.sample_rate
+        return SpeakerAdapter(model.speaker_norm, self.config.adaptation_prior_s / frame_s,
+                              self.config.adaptation_memory_s / frame_s)
+
     def swap_model(self, model: Model, scorer: Scorer) -> None:
         """Scores from the next window on with another model of the same rate and window,
-        keeping the audio history (no gap in messages). The smoother starts afresh: the old
-        model's averages mean nothing to the new one."""
+        keeping the audio history (no gap in messages) and what speaker adaptation has heard.
+        The smoother starts afresh: the old model's averages mean nothing to the new one."""
         self.model, self.scorer = model, scorer
         self.smoother.reset()
+        if self.adapter is not None and model.speaker_norm is not None:
+            self.adapter.set_reference(model.speaker_norm)
+        else:
+            self.adapter = self._adapter(model)
 
-    def reset(self) -> None:
-        """Forget all audio and smoothing state: the next sample is sample 0 of a new stream."""
+    def reset(self, speaker: bool = False) -> None:
+        """Forget all audio and smoothing state: the next sample is sample 0 of a new stream.
+        With `speaker`, forget the voice heard too (speaker adaptation starts afresh); without
+        it, a gap in the audio is taken to be the same person talking on."""
+        if speaker and self.adapter is not None:
+            self.adapter.reset()
         self._history[:] = 0.0
         self._write = 0  # next write position in _history
         self.total = 0  # samples fed since reset
@@ -96,6 +125,13 @@ class Pipeline:
                 out.append(self._estimate(self._current_window(), t_capture))
                 self._next_end += self.hop
         return out
+
+    @property
+    def adapted_s(self) -> float | None:
+        """Seconds of voice the speaker adaptation has learnt from (decayed); None without it."""
+        if self.adapter is None:
+            return None
+        return round(self.adapter.heard.frames * self.model.frontend.hop_length / self.rate, 1)
 
     @property
     def samples_to_next_window(self) -> int:
@@ -128,7 +164,7 @@ class Pipeline:
     def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
         cfg = self.config
         voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db)
-        raw = self.scorer(window[None])[0] if voiced else None
+        raw = self._score(window) if voiced else None
         smoothed, top = self.smoother.update(raw)
         estimate = Estimate(
             index=self._index,
@@ -142,6 +178,15 @@ class Pipeline:
         )
         self._index += 1
         return estimate
+
+
+    def _score(self, window: np.ndarray) -> np.ndarray:
+        features = self.scorer.features(window[None])
+        if self.adapter is None:
+            return self.scorer.probabilities(features)[0]
+        # The window's voice counts before it is scored: the first words already adapt.
+        self.adapter.update(features[0].cpu().numpy(), weight=self.hop / self.window)
+        return self.scorer.probabilities(features, self.adapter.affine())[0]
 
 
 def file_probabilities(estimates: list[Estimate]) -> np.ndarray | None:

@@ -11,6 +11,7 @@ still counts; the summary also gives `ua_strict`/`wa_strict`, counting those cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -44,27 +45,48 @@ class ClipScore:
     no_voice: bool  # no window passed the voice gate; scored with the gate open
 
 
+def speaker_sessions(clips: list[Clip], seed: int = 0) -> list[list[Clip]]:
+    """The order clips are scored in: one session per speaker (speakers sorted), that
+    speaker's clips shuffled with `seed`. A session is what the daemon would hear if the
+    speaker said these utterances one after another: speaker adaptation carries over from
+    each clip to the next, so early clips are scored with little adaptation, as live."""
+    rng = np.random.default_rng(seed)
+    by_speaker: dict[str, list[Clip]] = {}
+    for clip in clips:
+        by_speaker.setdefault(clip.speaker, []).append(clip)
+    return [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_speaker.items())]
+
+
 def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None = None,
                 progress: bool = True) -> tuple[list[ClipScore], list[str]]:
-    """Each clip through the daemon's pipeline -> whole-file probabilities and label."""
+    """Each clip through the daemon's pipeline -> whole-file probabilities and label, in
+    `speaker_sessions` order (the order of the returned scores). `streamemo classify` given
+    one speaker's files in that order prints the same labels."""
     config = config or PipelineConfig()
     scorer = Scorer(model, "cpu")
     gated = Pipeline(model, config, scorer=scorer)
     open_gate = Pipeline(model, replace(config, vad_min_voiced=0.0), scorer=scorer)  # every window counts
+    open_gate.adapter = gated.adapter  # the same voice heard so far
     scores, skipped = [], []
-    for clip in tqdm(clips, desc="scoring", unit="clip", disable=not progress, leave=False):
-        try:
-            audio = load_audio(clip.path, model.frontend.sample_rate)
-        except UnreadableAudio as e:
-            log.warning("skipping unreadable audio %s", e)
-            skipped.append(str(e))
-            continue
-        probs = _file_probabilities(gated, audio)
-        no_voice = probs is None
-        if no_voice:
-            probs = _file_probabilities(open_gate, audio)
-        scores.append(ClipScore(str(clip.path), clip.label, model.labels[int(np.argmax(probs))],
-                                [float(p) for p in probs], no_voice))
+    bar = tqdm(total=len(clips), desc="scoring", unit="clip", disable=not progress, leave=False)
+    for session in speaker_sessions(clips):
+        gated.reset(speaker=True)
+        for clip in session:
+            bar.update()
+            try:
+                audio = load_audio(clip.path, model.frontend.sample_rate)
+            except UnreadableAudio as e:
+                log.warning("skipping unreadable audio %s", e)
+                skipped.append(str(e))
+                continue
+            probs = _file_probabilities(gated, audio)
+            no_voice = probs is None
+            if no_voice:  # classify prints no label here and learns nothing from it: nor may this
+                with open_gate.adapter.frozen() if open_gate.adapter is not None else contextlib.nullcontext():
+                    probs = _file_probabilities(open_gate, audio)
+            scores.append(ClipScore(str(clip.path), clip.label, model.labels[int(np.argmax(probs))],
+                                    [float(p) for p in probs], no_voice))
+    bar.close()
     return scores, skipped
 
 

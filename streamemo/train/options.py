@@ -60,6 +60,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", default=None)
     g.add_argument("--wave-copies", type=int, metavar="K",
                    help=f"augmented waveform copies per training clip, 0 = off (default {d.wave_copies})")
+    g.add_argument("--ensemble", type=int, metavar="N",
+                   help=f"train N networks (seeds seed..seed+N-1) shipped as one averaging model (default {d.ensemble})")
+    g.add_argument("--no-speaker-norm", dest="speaker_norm", action="store_false", default=None,
+                   help="train on features as the frontend gives them, without mapping each speaker "
+                        "onto the average speaker (and so without speaker adaptation in the daemon)")
     g.add_argument("--augment", type=json.loads, metavar="JSON",
                    help='augmentation switches and strengths, e.g. \'{"pitch": false, "noise_snr_db": [10, 30]}\'')
     g.add_argument("--val-fraction", type=float, help=f"share of training speakers held for validation "
@@ -85,7 +90,7 @@ def config_from_args(args) -> TrainConfig:
         "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
         "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
-        "wave_copies": args.wave_copies, "val_fraction": args.val_fraction, "seed": args.seed,
+        "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm, "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }
     base.update({k: v for k, v in flags.items() if v is not None})
@@ -102,8 +107,8 @@ def config_from_args(args) -> TrainConfig:
         AugmentConfig.from_dict(config.augment.__dict__)
     except TypeError as e:
         raise StreamemoError(f"bad recipe field: {e}", 2) from None
-    if config.epochs < 1 or config.batch_size < 1 or config.window_s <= 0:
-        raise StreamemoError("--epochs and --batch-size must be at least 1 and --window positive", 2)
+    if config.epochs < 1 or config.batch_size < 1 or config.ensemble < 1 or config.window_s <= 0:
+        raise StreamemoError("--epochs, --batch-size and --ensemble must be at least 1 and --window positive", 2)
     return config
 
 

@@ -30,6 +30,11 @@ from tqdm import tqdm
 from streamemo import StreamemoError
 from streamemo.features import FrontendSpec
 from streamemo.model import Model
+from streamemo.config import PipelineConfig
+from streamemo.features import Frontend
+from streamemo.stream.adaptation import BandStats, VoiceStats, affine, measure_voice, reference_stats, shrunk
+from streamemo.stream.vad import is_voiced
+from streamemo.train.audio import load_audio
 from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
 from streamemo.train.cache import FeatureRecipe, FeatureStore
 from streamemo.train.datasets import Clip, label_set
@@ -67,6 +72,13 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
     spec_augment: bool = True
     wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
+    # >1: train this many networks with seeds seed, seed+1, ... and ship them as one
+    # `model.Ensemble` that averages their probabilities.
+    ensemble: int = 1
+    # Map each speaker's feature bands onto the average speaker's mean and spread
+    # (stream/adaptation.py), with statistics as the daemon would hold them partway through a
+    # session with that speaker (`SpeakerSessions`); the daemon adapts the same way live.
+    speaker_norm: bool = True
     # Share of each corpus's training speakers held out to watch a validation figure. The
     # weights kept (average of the last epochs) never depend on it, so by default every
     # speaker trains (benchmarks/RESULTS-train.md, recipe 5).
@@ -164,6 +176,8 @@ class Trainer:
             val_clips: list[Clip] | None = None) -> TrainResult:
         """Trains on `clips`; validation is `val_clips`, or carved from `clips`' speakers."""
         cfg = self.config
+        if cfg.ensemble > 1:
+            return self._fit_ensemble(clips, name, init, val_clips)
         started = time.perf_counter()
         torch.manual_seed(cfg.seed)
         if val_clips is None:
@@ -188,8 +202,13 @@ class Trainer:
         y_val = np.array([index[c.label] for c in val_clips])
 
         model = self._initial_model(name, labels, init)
+        sessions = None
+        if cfg.speaker_norm:
+            sessions = self._speaker_sessions(train_clips, val_clips, val_feats, init)
+            model.speaker_norm = sessions.ref
         if init is None:
-            self._fit_normalisation(model, train_feats)
+            self._fit_normalisation(model, train_feats if sessions is None else [
+                sessions.normalise(f[None], [i])[0] for i, f in enumerate(train_feats)])
         network = model.network.to(self.device)
         trainable = network
         if self.world > 1:
@@ -225,8 +244,11 @@ class Trainer:
                 batch = shard[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(batch) == 0:  # uneven shards: every rank must still take every step
                     batch = shard[: cfg.batch_size]
-                x = torch.from_numpy(np.stack([
-                    self._crop(copies[i][pick[i] - 1] if pick[i] else train_feats[i], starts[i]) for i in batch]))
+                x = np.stack([self._crop(copies[i][pick[i] - 1] if pick[i] else train_feats[i], starts[i])
+                              for i in batch])
+                if sessions is not None:
+                    x = sessions.normalise(x, batch, rng)
+                x = torch.from_numpy(x)
                 target = torch.from_numpy(y[batch])
                 if cfg.spec_augment:
                     x = spec_augment(x, cfg.augment, gen)
@@ -272,6 +294,32 @@ class Trainer:
         return TrainResult(model, history, labels, train_clips, val_clips, skipped, chosen,
                            time.perf_counter() - started)
 
+    def _fit_ensemble(self, clips, name, init, val_clips) -> TrainResult:
+        """Trains each member as a model of its own (same clips and validation speakers,
+        seeds seed, seed+1, ...), then packs them into one `Ensemble` model."""
+        cfg = self.config
+        if val_clips is None:  # one split for every member, chosen by the ensemble's seed
+            clips, val_clips = split_validation(clips, cfg.val_fraction, cfg.seed)
+        results = []
+        for k in range(cfg.ensemble):
+            if self.main_process:
+                log.info("ensemble member %d of %d (seed %d)", k + 1, cfg.ensemble, cfg.seed + k)
+            member = Trainer(replace(cfg, ensemble=1, seed=cfg.seed + k), self.store.cache_dir, self.store.use_cache)
+            results.append(member.fit(clips, name, _member_init(init, k), val_clips))
+        first = results[0]
+        params = {"member_arch": first.model.arch, "member_params": first.model.arch_params, "members": cfg.ensemble}
+        model = Model.create(name, first.labels, first.model.window_s, first.model.frontend, "ensemble", params)
+        model.speaker_norm = first.model.speaker_norm
+        for member, result in zip(model.network.members, results, strict=True):
+            member.load_state_dict(result.model.network.state_dict())
+        model.network.eval()
+        # The curves of an ensemble: each epoch's figures averaged over its members.
+        history = [{key: float(np.mean([r.history[i][key] for r in results])) for key in first.history[i]}
+                   for i in range(min(len(r.history) for r in results))]
+        return TrainResult(model, history, first.labels, first.train_clips, first.val_clips,
+                           sorted({s for r in results for s in r.skipped}),
+                           f"{cfg.ensemble} members' {first.chosen} each", sum(r.seconds for r in results))
+
     # --- pieces -------------------------------------------------------------------------
 
     def _initial_model(self, name: str, labels: list[str], init: Model | None) -> Model:
@@ -298,6 +346,29 @@ class Trainer:
             assert len(kept) == len(clips)
             per_copy.append(feats)
         return [list(c) for c in zip(*per_copy)]
+
+    def _speaker_sessions(self, clips, val_clips, val_feats, init: Model | None) -> SpeakerSessions:
+        """Measures every clip's voice as the daemon would (voiced windows at its hop; whole-clip
+        statistics differ enough to cost accuracy) and normalises the validation features,
+        in place, with their speakers' full statistics: validation figures are those of a
+        daemon that has heard each speaker for a while."""
+        cfg, pipeline = self.config, PipelineConfig()
+        rate = cfg.frontend.sample_rate
+        window, hop = round(cfg.window_s * rate), round(pipeline.hop_s * rate)
+        frontend = Frontend(cfg.frontend)
+
+        def voiced(w):
+            return is_voiced(w, rate, pipeline.vad_threshold_db, pipeline.vad_min_voiced, pipeline.vad_margin_db)
+
+        every = clips + val_clips
+        heard = [measure_voice(load_audio(c.path, rate), frontend, window, hop, voiced)
+                 for c in self._progress(every, desc="speaker statistics", unit="clip")]
+        prior = pipeline.adaptation_prior_s * rate / cfg.frontend.hop_length
+        ref = init.speaker_norm if init is not None and init.speaker_norm is not None else None
+        sessions = SpeakerSessions(every, heard, prior, ref, reference_from=len(clips))
+        for i, clip in enumerate(val_clips):
+            val_feats[i] = sessions.normalise(val_feats[i][None], [len(clips) + i])[0]
+        return sessions
 
     @staticmethod
     def _fit_normalisation(model: Model, feats: list[np.ndarray]) -> None:
@@ -364,6 +435,63 @@ class Trainer:
         loss = float(F.nll_loss(torch.log(p + 1e-8), torch.from_numpy(y)))
         m = classification_metrics(y, p.argmax(1).numpy(), n_classes)
         return {"val_loss": loss, "val_ua": m["ua"], "val_wa": m["wa"]}
+
+
+class SpeakerSessions:
+    """Speaker normalisation on the training side.
+
+    Each training crop is normalised with the statistics the daemon would hold partway
+    through a session with its speaker: its own clip plus a random number of that speaker's
+    other clips, shrunk towards the reference by the daemon's prior. Trained so, the network
+    copes with a session's first words as well as with its fiftieth; without a random
+    generator, `normalise` uses all of the speaker's clips.
+    """
+
+    def __init__(self, clips: list[Clip], heard: list[VoiceStats], prior_frames: float,
+                 ref: BandStats | None = None, reference_from: int | None = None):
+        self.prior_frames = prior_frames
+        self.heard = heard
+        self.members: dict[str, list[int]] = {}
+        for i, clip in enumerate(clips):
+            self.members.setdefault(clip.speaker, []).append(i)
+        self.speaker_of = [c.speaker for c in clips]
+        self.full = {s: VoiceStats.total([heard[i] for i in idx]) for s, idx in self.members.items()}
+        if ref is None:  # the average of the speakers among the first `reference_from` clips
+            speakers = {c.speaker for c in clips[:reference_from]}
+            measured = [self.full[s].stats() for s in sorted(speakers) if self.full[s].frames > 0]
+            if not measured:
+                raise StreamemoError("no training clip has a voiced window to measure its speaker on (silent or "
+                                     "very quiet recordings?); check the data, or train with --no-speaker-norm", 1)
+            ref = reference_stats(measured)
+        self.ref = ref
+
+    def normalise(self, x: np.ndarray, items, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(n, F, T) maps of clips `items` -> normalised, float32."""
+        out = np.empty(x.shape, dtype=np.float32)
+        for k, i in enumerate(items):
+            speaker = self.speaker_of[i]
+            if rng is None:
+                heard = self.full[speaker]
+            else:
+                others = [j for j in self.members[speaker] if j != i]
+                earlier = rng.choice(others, rng.integers(0, len(others) + 1), replace=False) if others else []
+                heard = VoiceStats.total([self.heard[i], *(self.heard[j] for j in earlier)])
+            scale, shift = affine(shrunk(self.ref, heard, self.prior_frames), self.ref)
+            out[k] = x[k] * scale[:, None] + shift[:, None]
+        return out
+
+
+def _member_init(init: Model | None, k: int) -> Model | None:
+    """The model ensemble member k fine-tunes from: init's own member k (cycling) when init is
+    an ensemble, else init itself."""
+    if init is None or init.arch != "ensemble":
+        return init
+    members = init.network.members
+    params = init.arch_params
+    model = Model.create(init.name, init.labels, init.window_s, init.frontend, params["member_arch"],
+                         params.get("member_params"))
+    model.network.load_state_dict(members[k % len(members)].state_dict())
+    return model
 
 
 def resolved_arch_params(config: TrainConfig) -> dict:
