@@ -59,6 +59,8 @@ STATUS_FIELDS = {
     "message": str,  # a line a person can read: what the daemon is doing or what went wrong
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}
+# Fields added within schema version 1: a reader accepts messages from daemons that predate them.
+OPTIONAL = {"status": {"adapted_s"}}
 
 
 def encode(topic: str, body: dict) -> list[bytes]:
@@ -89,6 +91,8 @@ def _validate(topic: str, body: dict) -> None:
         raise ProtocolError(f"schema version {body.get('v')!r}, this build reads {SCHEMA_VERSION}")
     for name, kind in FIELDS[topic].items():
         if name not in body:
+            if name in OPTIONAL.get(topic, ()):
+                continue
             raise ProtocolError(f"{topic} message lacks field {name!r}")
         kinds = kind if isinstance(kind, tuple) else (kind,)
         value = body[name]

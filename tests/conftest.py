@@ -30,15 +30,19 @@ STREAMEMO = [sys.executable, "-m", "streamemo"]
 @pytest.fixture(scope="session")
 def random_model(tmp_path_factory) -> Path:
     """A small untrained CNN-LSTM saved like a real one: tests of the plumbing need a model,
-    not a good one. Never shipped in models/."""
+    not a good one. Never shipped in models/. Like the shipped model, it was "trained" on
+    speaker-normalised features, so every path it runs through adapts to the voice."""
+    import numpy as np
     import torch
 
     from streamemo import EMOTIONS
     from streamemo.features import FrontendSpec
     from streamemo.model import Model, save_model
+    from streamemo.stream.adaptation import BandStats
 
     torch.manual_seed(0)
     model = Model.create("random", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm")
+    model.speaker_norm = BandStats(np.full(64, -7.0), np.full(64, 2.5))
     path = tmp_path_factory.mktemp("models") / "random"
     save_model(model, path)
     return path

@@ -1,15 +1,28 @@
 """Speaker adaptation: the running per-band statistics, and the pipeline scoring with them."""
 
+import json
+import subprocess
 from dataclasses import replace
 
 import numpy as np
 import pytest
-import soundfile as sf
+from conftest import STREAMEMO
 
-from streamemo.config import PipelineConfig
+from streamemo import StreamemoError
+from streamemo.config import Config, PipelineConfig
+from streamemo.features import Frontend
 from streamemo.model import load_model, save_model
-from streamemo.stream.adaptation import BandStats, SpeakerAdapter, VoiceStats, active_frames, normalise
+from streamemo.protocol import decode, encode
+from streamemo.stream.adaptation import (
+    BandStats,
+    SpeakerAdapter,
+    VoiceStats,
+    active_frames,
+    affine,
+    measure_voice,
+)
 from streamemo.stream.pipeline import Pipeline, file_probabilities
+from streamemo.stream.vad import is_voiced
 
 REF = BandStats(np.full(4, -6.0), np.full(4, 2.0))
 
@@ -22,7 +35,8 @@ def speaker(mean, std, frames=500, seed=0):
 def test_adapter_starts_as_the_identity_and_learns_the_voice():
     adapter = SpeakerAdapter(REF, prior_frames=10, memory_frames=1e9)
     scale, shift = adapter.affine()
-    np.testing.assert_allclose(scale, 1.0) and np.testing.assert_allclose(shift, 0.0, atol=1e-12)
+    np.testing.assert_allclose(scale, 1.0)
+    np.testing.assert_allclose(shift, 0.0, atol=1e-12)
     for i in range(20):  # 10 000 frames of a louder, flatter voice
         adapter.update(speaker(-2.0, 0.5, seed=i))
     mapped = speaker(-2.0, 0.5, seed=99) * adapter.affine()[0][:, None] + adapter.affine()[1][:, None]
@@ -53,17 +67,20 @@ def test_pauses_do_not_count_as_voice():
     acc = VoiceStats(4)
     acc.update(np.concatenate([voice, pause], axis=1), weight=1.0)
     stats = acc.stats()
-    np.testing.assert_allclose(normalise(voice, stats, REF).mean(axis=1), REF.mean, atol=1e-4)
+    scale, shift = affine(stats, REF)
+    np.testing.assert_allclose((voice * scale[:, None] + shift[:, None]).mean(axis=1), REF.mean, atol=1e-4)
+
+
+def test_a_band_the_microphone_leaves_empty_is_not_blown_up():
+    flat = BandStats(np.full(4, -13.8), np.full(4, 1e-3))  # a band at the log floor
+    scale, _ = affine(flat, REF)
+    assert scale.max() <= 4.0
 
 
 @pytest.fixture(scope="module")
-def adapted_model(random_model, tmp_path_factory):
-    """The random test model, marked as trained on speaker-normalised features."""
-    model = load_model(random_model)
-    model.speaker_norm = BandStats(np.full(64, -7.0), np.full(64, 2.5))
-    path = tmp_path_factory.mktemp("models") / "adapted"
-    save_model(model, path)
-    return load_model(path)
+def adapted_model(random_model):
+    """The random test model: marked as trained on speaker-normalised features."""
+    return load_model(random_model)
 
 
 def _file(pipeline, audio):
@@ -83,23 +100,77 @@ def test_a_session_adapts_and_a_new_speaker_starts_afresh(adapted_model, speech_
     assert not np.allclose(first, again, atol=1e-4)
     pipeline.reset(speaker=True)
     np.testing.assert_allclose(_file(pipeline, audio), first, atol=1e-6)
-    # chunking cannot change what adaptation hears: one sample or the whole file at a time
+    # chunking cannot change what adaptation hears
     pipeline.reset(speaker=True)
-    pipeline.reset()
     trickle = []
     for start in range(0, len(audio), 997):
         trickle += pipeline.feed(audio[start : start + 997])
     np.testing.assert_allclose(file_probabilities(trickle + pipeline.flush()), first, atol=1e-5)
 
 
+def test_training_measures_a_voice_exactly_as_the_daemon_hears_it(adapted_model, speech_wav):
+    """`measure_voice` (the trainer's statistics) and a pipeline's adapter after the same
+    recording hold the same sums: one definition of a voice's statistics."""
+    audio = load_16k(speech_wav)
+    pipeline = Pipeline(adapted_model, replace(PipelineConfig(), adaptation_memory_s=1e12))
+    _file(pipeline, audio)
+    cfg = PipelineConfig()
+    measured = measure_voice(audio, Frontend(adapted_model.frontend), pipeline.window, pipeline.hop,
+                             lambda w: is_voiced(w, 16000, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db))
+    heard = pipeline.adapter.heard
+    assert measured.frames > 50
+    np.testing.assert_allclose(heard.frames, measured.frames, rtol=1e-9)
+    np.testing.assert_allclose(heard.sum, measured.sum, rtol=1e-5)
+    np.testing.assert_allclose(heard.sum_sq, measured.sum_sq, rtol=1e-5)
+
+
 def test_adaptation_can_be_switched_off(adapted_model, speech_wav):
+    """Switched off, a model trained with speaker normalisation scores features as they
+    come, exactly like a model without it; switched on, it scores differently."""
     audio = load_16k(speech_wav)
     off = Pipeline(adapted_model, replace(PipelineConfig(), speaker_adaptation=False))
-    assert off.adapter is None
-    plain = Pipeline(adapted_model, PipelineConfig(), scorer=off.scorer)
-    plain.adapter = None
-    np.testing.assert_allclose(_file(off, audio), _file(plain, audio), atol=1e-6)
-    assert Pipeline(adapted_model, PipelineConfig()).adapter is not None
+    assert off.adapter is None and off.adapted_s is None
+    without = Pipeline(replace(adapted_model, speaker_norm=None), PipelineConfig(), scorer=off.scorer)
+    np.testing.assert_allclose(_file(off, audio), _file(without, audio), atol=1e-6)
+    on = Pipeline(adapted_model, PipelineConfig(), scorer=off.scorer)
+    assert not np.allclose(_file(on, audio), _file(off, audio), atol=1e-4) and on.adapted_s > 1.0
+
+
+def test_a_model_card_without_speaker_norm_still_loads(tmp_path, random_model):
+    model = replace(load_model(random_model), speaker_norm=None)
+    save_model(model, tmp_path / "old")
+    card = json.loads((tmp_path / "old.json").read_text())
+    del card["speaker_norm"]  # as cards written before speaker adaptation existed
+    (tmp_path / "old.json").write_text(json.dumps(card))
+    loaded = load_model(tmp_path / "old")
+    assert loaded.speaker_norm is None and Pipeline(loaded, PipelineConfig()).adapter is None
+
+
+def test_adaptation_settings_are_range_checked():
+    with pytest.raises(StreamemoError, match=r"cfg\.toml: pipeline\.adaptation_prior_s must be positive"):
+        Config().merged({"pipeline": {"adaptation_prior_s": 0}}, origin="cfg.toml")
+
+
+def test_status_from_a_daemon_without_adapted_s_still_decodes():
+    from streamemo.dashboard.feedgen import status_body
+
+    body = status_body(1, t_publish=1.0)
+    del body["adapted_s"]
+    assert "adapted_s" not in decode(encode("status", body))[1]
+
+
+def test_classify_treats_files_as_one_session_unless_asked(random_model, speech_wav):
+    def labels_probs(*extra):
+        out = subprocess.run([*STREAMEMO, "classify", "--model", str(random_model), "--json", *extra,
+                              str(speech_wav), str(speech_wav)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return [json.loads(line)["probs"] for line in out.stdout.splitlines()]
+
+    first, second = labels_probs()
+    assert not np.allclose(first, second, atol=1e-4)  # the second time, adapted to the voice
+    first_alone, second_alone = labels_probs("--each-file-alone")
+    np.testing.assert_allclose(first_alone, second_alone, atol=1e-6)
+    np.testing.assert_allclose(first_alone, first, atol=1e-6)
 
 
 def load_16k(path):

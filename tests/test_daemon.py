@@ -43,6 +43,7 @@ def test_real_microphone_path(pulse, random_model, speech_wav, free_endpoint):
     assert all(b["raw"] is None and b["top"] is None for b in emotion[:first_voiced])
     assert len(status) >= 3 and status[-1]["input_state"] == "running"
     assert status[-1]["device"] and status[-1]["sample_rate"] > 0 and status[-1]["model"].startswith("random@")
+    assert status[0]["adapted_s"] == 0 and status[-1]["adapted_s"] > 1.0, "speaker adaptation learns from the voice"
     # Capture timestamps are wall-clock and come before publication (within the few ms of
     # jitter in PortAudio's ADC timestamps).
     delays = [b["t_publish"] - b["t_capture"] for b in emotion]

@@ -95,6 +95,9 @@ def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(ti
     with torch.inference_mode():
         torch.testing.assert_close(torch.softmax(inference_network(loaded.network)(x), -1), expected,
                                    atol=1e-5, rtol=1e-4)
+    # fine-tuning an ensemble: member by member, against the reference speaker it was trained on
+    tuned = Trainer(replace(cfg, ensemble=2), tmp_path / "cache").fit(clips[::2], init=loaded).model
+    assert tuned.arch == "ensemble" and np.array_equal(tuned.speaker_norm.mean, loaded.speaker_norm.mean)
 
 
 def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):

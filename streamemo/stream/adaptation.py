@@ -3,12 +3,14 @@
 Speakers differ in how loud, how high and how animated they sound by more than one
 speaker's emotions differ from each other, and a network trained on twenty-odd actors
 learns some of those differences as if they were emotion. So every speaker's bands are
-mapped to one reference mean and spread: in training from all of that speaker's clips, live
-from a running estimate over the voice heard so far (`SpeakerAdapter`). The estimate starts
-at the reference (the mapping starts as the identity) and forgets slowly, so a new speaker
-takes over within minutes. The measured effect is in benchmarks/RESULTS-train.md.
+mapped to one reference mean and spread. Live, the statistics are a running estimate over
+the voice heard so far (`SpeakerAdapter`): it starts at the reference (the mapping starts
+as the identity) and forgets slowly, so a new speaker takes over within minutes. The
+trainer normalises each example with statistics drawn as that estimate would be partway
+through a session (`train.trainer.SpeakerSessions`), from the same `VoiceStats`.
 
-Only a spread matters to the network; each band's mean alone did not help (measured too).
+Mapping each band's mean alone did not help; mapping mean and spread did (the measured
+effects are in benchmarks/RESULTS-train.md).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ import numpy as np
 # pauses, not voice: 7 natural-log units of power, about 30 dB.
 ACTIVE_RANGE = 7.0
 MIN_STD = 1e-3  # a band that never varies (digital silence) must not divide by zero
+# A voice's spread is scaled onto the reference's by at most this factor either way: a band
+# a narrow-band microphone leaves empty would otherwise be amplified into pure noise.
+MAX_SCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,8 @@ class BandStats:
         mean, std = np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64)
         if mean.shape != std.shape or mean.ndim != 1:
             raise ValueError("speaker_norm mean and std must be lists of one length")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("speaker_norm mean must be finite and std finite and positive")
         return cls(mean, std)
 
 
@@ -59,6 +66,8 @@ class VoiceStats:
         """Adds one voiced window's map; each of its active frames counts `weight` (windows
         overlap: a window's share of its frames is hop / window)."""
         feats = np.asarray(feats, dtype=np.float64)
+        if not np.isfinite(feats).all():  # one bad map must not poison the estimate for good
+            return
         frames = active_frames(feats)
         decay = math.exp(-weight * feats.shape[1] / self.memory_frames)
         self.frames = self.frames * decay + weight * frames.shape[1]
@@ -115,13 +124,8 @@ def reference_stats(per_speaker: list[BandStats]) -> BandStats:
 
 def affine(own: BandStats, ref: BandStats) -> tuple[np.ndarray, np.ndarray]:
     """(scale, shift) per band with scale * x + shift mapping `own` onto `ref`."""
-    scale = ref.std / own.std
+    scale = np.clip(ref.std / own.std, 1 / MAX_SCALE, MAX_SCALE)
     return scale, ref.mean - own.mean * scale
-
-
-def normalise(feats: np.ndarray, own: BandStats, ref: BandStats) -> np.ndarray:
-    scale, shift = affine(own, ref)
-    return (feats * scale[:, None] + shift[:, None]).astype(np.float32)
 
 
 class SpeakerAdapter:
@@ -141,13 +145,6 @@ class SpeakerAdapter:
 
     def reset(self) -> None:
         self.heard = VoiceStats(len(self.ref.mean), self.memory_frames)
-
-    def set_reference(self, ref: BandStats) -> None:
-        """Another model's reference; what was heard stays unless the bands changed."""
-        other_bands = ref.mean.shape != self.ref.mean.shape
-        self.ref = ref
-        if other_bands:
-            self.reset()
 
     def update(self, feats: np.ndarray, weight: float = 1.0) -> None:
         if self.learning:

@@ -90,10 +90,11 @@ class Pipeline:
         """Scores from the next window on with another model of the same rate and window,
         keeping the audio history (no gap in messages) and what speaker adaptation has heard.
         The smoother starts afresh: the old model's averages mean nothing to the new one."""
+        same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
         self.smoother.reset()
-        if self.adapter is not None and model.speaker_norm is not None:
-            self.adapter.set_reference(model.speaker_norm)
+        if self.adapter is not None and model.speaker_norm is not None and same_features:
+            self.adapter.ref = model.speaker_norm  # what was heard is in the same feature space
         else:
             self.adapter = self._adapter(model)
 
@@ -178,7 +179,6 @@ class Pipeline:
         )
         self._index += 1
         return estimate
-
 
     def _score(self, window: np.ndarray) -> np.ndarray:
         features = self.scorer.features(window[None])

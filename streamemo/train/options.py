@@ -98,6 +98,8 @@ def config_from_args(args) -> TrainConfig:
         base["arch_params"] = {}  # the default recipe's parameters belong to its architecture
     if args.features:
         base["frontend"] = {**base["frontend"], "kind": args.features}
+        if args.features != "logmel" and args.speaker_norm is None:
+            base["speaker_norm"] = False  # it needs log-mel energies to tell voice from pauses
     if args.augment:
         base["augment"] = {**base["augment"], **args.augment}
     base["progress"] = not args.quiet

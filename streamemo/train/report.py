@@ -176,6 +176,11 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
                   "The recipe (not these exact weights) was evaluated by training one model per fold with the "
                   "fold's speakers held out entirely, then scoring each held-out clip the way `streamemo classify` "
                   "does. These weights are that recipe trained on all the data.", ""]
+        if card.get("speaker_norm"):
+            lines += ["With speaker adaptation, each held-out speaker's clips are one session in a seeded random "
+                      "order, as if the daemon heard them one after another: adaptation starts from the average "
+                      "speaker at the first clip and carries over, so the figures include a session's first words.",
+                      ""]
         md = markdown(report["title"], report["summary"], report["folds"], report.get("meta", {}))
         body = md.split("\n", 2)[2]  # drop the report's own title
         lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
@@ -187,9 +192,14 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               "noise and music are outside the training data; expect much lower accuracy there.",
               "- Eight classes on held-out actors score far below the 90 %+ figures seen for splits that "
               "share speakers; see the per-class table for the confusions (neutral/calm/sad, happy/surprised).",
-              "- Loudness is a cue (normalisation is global, not per window): a very quiet or very loud "
-              "microphone shifts predictions toward calm/sad or angry. Very soft speech may not pass the "
-              "daemon's voice gate at all (no label is published for it).",
+              ("- Speaker adaptation: loudness and spread relative to the voice's own are the cues. The "
+               "daemon learns a voice over its first tens of seconds (until then it scores it as the average "
+               "training speaker) and forgets over about ten minutes, so someone who stays angry for many "
+               "minutes slowly reads as less angry, and a new speaker is misjudged for a while."
+               if card.get("speaker_norm") else
+               "- Loudness is a cue (normalisation is global, not per window): a very quiet or very loud "
+               "microphone shifts predictions toward calm/sad or angry."),
+              "- Very soft speech may not pass the daemon's voice gate at all (no label is published for it).",
               "- Not for employment, education, health, law-enforcement or any decision about individuals; "
               "non-commercial use only (license above).", ""]
     return "\n".join(lines)

@@ -28,11 +28,17 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from streamemo import StreamemoError
-from streamemo.features import FrontendSpec
-from streamemo.model import Model
 from streamemo.config import PipelineConfig
-from streamemo.features import Frontend
-from streamemo.stream.adaptation import BandStats, VoiceStats, affine, measure_voice, reference_stats, shrunk
+from streamemo.features import Frontend, FrontendSpec, pick_device
+from streamemo.model import Model
+from streamemo.stream.adaptation import (
+    BandStats,
+    VoiceStats,
+    affine,
+    measure_voice,
+    reference_stats,
+    shrunk,
+)
 from streamemo.stream.vad import is_voiced
 from streamemo.train.audio import load_audio
 from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
@@ -153,8 +159,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, cache_dir=None, use_cache: bool = True):
         self.config = config
         self.rank, self.world = _distributed()
-        from streamemo.features import pick_device
-
         self.device = pick_device(config.device)
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
@@ -224,6 +228,8 @@ class Trainer:
             weights = torch.tensor(len(y) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32,
                                    device=self.device)
         rng = np.random.default_rng(cfg.seed)  # same stream on every rank: same permutations
+        # Session sampling draws per example, so per rank: its own stream keeps `rng` in step.
+        session_rng = np.random.default_rng([cfg.seed, 7, self.rank])
         gen = torch.Generator().manual_seed(cfg.seed + 1000 * self.rank)
 
         history, best_ua, best_state, stale = [], -1.0, None, 0
@@ -247,7 +253,7 @@ class Trainer:
                 x = np.stack([self._crop(copies[i][pick[i] - 1] if pick[i] else train_feats[i], starts[i])
                               for i in batch])
                 if sessions is not None:
-                    x = sessions.normalise(x, batch, rng)
+                    x = sessions.normalise(x, batch, session_rng)
                 x = torch.from_numpy(x)
                 target = torch.from_numpy(y[batch])
                 if cfg.spec_augment:
@@ -353,6 +359,9 @@ class Trainer:
         in place, with their speakers' full statistics: validation figures are those of a
         daemon that has heard each speaker for a while."""
         cfg, pipeline = self.config, PipelineConfig()
+        if cfg.frontend.kind != "logmel":  # pauses are told from voice by log-mel energy
+            raise StreamemoError(f"speaker normalisation needs log-mel features, not {cfg.frontend.kind}; "
+                                 "train with --no-speaker-norm", 2)
         rate = cfg.frontend.sample_rate
         window, hop = round(cfg.window_s * rate), round(pipeline.hop_s * rate)
         frontend = Frontend(cfg.frontend)
@@ -443,8 +452,13 @@ class SpeakerSessions:
     Each training crop is normalised with the statistics the daemon would hold partway
     through a session with its speaker: its own clip plus a random number of that speaker's
     other clips, shrunk towards the reference by the daemon's prior. Trained so, the network
-    copes with a session's first words as well as with its fiftieth; without a random
+    copes with a session's early clips as well as with its fiftieth (trained on each
+    speaker's full statistics only, it lost most of the gain live). Without a random
     generator, `normalise` uses all of the speaker's clips.
+
+    Not modelled: the daemon's forgetting (sessions here are minutes, its memory ten), and
+    that within a session's first clip it has heard only part of that clip. Augmented copies
+    are normalised with their clean clip's statistics.
     """
 
     def __init__(self, clips: list[Clip], heard: list[VoiceStats], prior_frames: float,
@@ -491,6 +505,7 @@ def _member_init(init: Model | None, k: int) -> Model | None:
     model = Model.create(init.name, init.labels, init.window_s, init.frontend, params["member_arch"],
                          params.get("member_params"))
     model.network.load_state_dict(members[k % len(members)].state_dict())
+    model.speaker_norm = init.speaker_norm
     return model
 
 
