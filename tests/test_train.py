@@ -115,6 +115,26 @@ def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):
     assert third.store.computed == 1 and feats40[0].shape[0] == 40 and feats[0].shape[0] == 64
 
 
+def test_voice_statistics_are_cached_and_equal_the_daemons_measure(tiny_corpus, tmp_path):
+    from streamemo.config import PipelineConfig
+    from streamemo.stream.adaptation import measure_voice
+    from streamemo.stream.vad import is_voiced
+
+    clip = read_ravdess(tiny_corpus).clips[0]
+    cfg, gate = tiny_config(), PipelineConfig()
+    first = Trainer(cfg, tmp_path / "cache").store.voice(clip, 16000, 4000, gate)
+    entries = sorted((tmp_path / "cache").rglob("*.npy"))
+    again = Trainer(cfg, tmp_path / "cache").store.voice(clip, 16000, 4000, gate)
+    assert sorted((tmp_path / "cache").rglob("*.npy")) == entries and len(entries) == 1
+    from streamemo.train.audio import load_audio
+
+    store = Trainer(cfg, tmp_path / "other").store
+    direct = measure_voice(load_audio(clip.path, 16000), store.frontend, 16000, 4000,
+                           lambda w: is_voiced(w, 16000, gate.vad_threshold_db, gate.vad_min_voiced, gate.vad_margin_db))
+    assert first.frames > 0 and first.frames == again.frames == direct.frames
+    np.testing.assert_allclose(again.sum_sq, direct.sum_sq, rtol=1e-12)
+
+
 def test_same_seed_same_weights_other_seed_other_weights(tiny_corpus, tmp_path):
     clips = read_ravdess(tiny_corpus).clips
     cfg = tiny_config(epochs=1, mixup=0.4)

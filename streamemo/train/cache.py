@@ -1,4 +1,5 @@
-"""Whole-clip features, computed once and kept on disk.
+"""Whole-clip features, and each clip's voice statistics for speaker normalisation,
+computed once and kept on disk.
 
 A clip's features are the frontend's (n_features, frames) map of the whole clip (mono, model
 rate, zero-padded to at least one window, as the daemon pads a short stream). Training cuts
@@ -25,6 +26,8 @@ import torch
 from tqdm import tqdm
 
 from streamemo.features import Frontend, FrontendSpec
+from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats, measure_voice
+from streamemo.stream.vad import is_voiced
 from streamemo.train.audio import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.datasets import Clip
 
@@ -86,31 +89,56 @@ class FeatureStore:
 
     def get(self, clip: Clip, augment=None, copy: int = 0) -> np.ndarray:
         """(n_features, frames) for one clip; raises UnreadableAudio for a bad file."""
+        extra = {} if augment is None else {"augment": augment.key(), "copy": copy}
+
+        def compute(key: str) -> np.ndarray:
+            audio = self.waveform(clip)
+            if augment is not None:
+                audio = augment(audio, self.recipe.frontend.sample_rate, seed=int(key[:8], 16) + copy)
+            self.computed += 1
+            return self.features_of_audio(audio)
+
+        return self._cached(clip, extra, compute, count=True)
+
+    def voice(self, clip: Clip, window: int, hop: int, pipeline) -> VoiceStats:
+        """The clip's voice statistics as the daemon would measure them (untrimmed audio,
+        voiced `window`s every `hop` by `pipeline`'s voice gate; stream/adaptation.py)."""
+        rate = self.recipe.frontend.sample_rate
+        gate = (pipeline.vad_threshold_db, pipeline.vad_min_voiced, pipeline.vad_margin_db)
+        extra = {"voice": {"window": window, "hop": hop, "gate": gate, "active_range": ACTIVE_RANGE}}
+
+        def compute(_key: str) -> np.ndarray:
+            stats = measure_voice(load_audio(clip.path, rate), self.frontend, window, hop,
+                                  lambda w: is_voiced(w, rate, *gate))
+            return np.concatenate([[stats.frames], stats.sum, stats.sum_sq])
+
+        packed = self._cached(clip, extra, compute)
+        stats = VoiceStats(self.recipe.frontend.n_features)
+        stats.frames, stats.sum, stats.sum_sq = float(packed[0]), packed[1 : 1 + len(stats.sum)], packed[1 + len(stats.sum) :]
+        return stats
+
+    def _cached(self, clip: Clip, extra: dict, compute, count: bool = False) -> np.ndarray:
+        """The array cached for (clip content, recipe, `extra`), else `compute(key)`'s, stored."""
         try:
-            extra = {} if augment is None else {"augment": augment.key(), "copy": copy}
             key = self._key(clip, extra)
         except OSError as e:
             raise UnreadableAudio(f"{clip.path}: {e}") from None
         path = self.cache_dir / key[:2] / f"{key}.npy"
         if self.use_cache and path.exists():
             try:
-                feats = np.load(path, allow_pickle=False)
-                self.hits += 1
-                return feats
+                array = np.load(path, allow_pickle=False)
+                self.hits += count
+                return array
             except (ValueError, OSError):
                 log.warning("cache entry %s unreadable; recomputing", path)
-        audio = self.waveform(clip)
-        if augment is not None:
-            audio = augment(audio, self.recipe.frontend.sample_rate, seed=int(key[:8], 16) + copy)
-        feats = self.features_of_audio(audio)
-        self.computed += 1
+        array = compute(key)
         if self.use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             with tmp.open("wb") as f:
-                np.save(f, feats, allow_pickle=False)
+                np.save(f, array, allow_pickle=False)
             os.replace(tmp, path)  # atomic: parallel fold runs may write the same entry
-        return feats
+        return array
 
     def get_many(self, clips: list[Clip], desc: str = "features", augment=None, copy: int = 0,
                  progress: bool = True) -> tuple[list[Clip], list[np.ndarray], list[str]]:

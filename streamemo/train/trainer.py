@@ -29,18 +29,15 @@ from tqdm import tqdm
 
 from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
-from streamemo.features import Frontend, FrontendSpec, pick_device
+from streamemo.features import FrontendSpec, pick_device
 from streamemo.model import Model
 from streamemo.stream.adaptation import (
     BandStats,
     VoiceStats,
     affine,
-    measure_voice,
     reference_stats,
     shrunk,
 )
-from streamemo.stream.vad import is_voiced
-from streamemo.train.audio import load_audio
 from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
 from streamemo.train.cache import FeatureRecipe, FeatureStore
 from streamemo.train.datasets import Clip, label_set
@@ -364,13 +361,8 @@ class Trainer:
                                  "train with --no-speaker-norm", 2)
         rate = cfg.frontend.sample_rate
         window, hop = round(cfg.window_s * rate), round(pipeline.hop_s * rate)
-        frontend = Frontend(cfg.frontend)
-
-        def voiced(w):
-            return is_voiced(w, rate, pipeline.vad_threshold_db, pipeline.vad_min_voiced, pipeline.vad_margin_db)
-
         every = clips + val_clips
-        heard = [measure_voice(load_audio(c.path, rate), frontend, window, hop, voiced)
+        heard = [self.store.voice(c, window, hop, pipeline)
                  for c in self._progress(every, desc="speaker statistics", unit="clip")]
         prior = pipeline.adaptation_prior_s * rate / cfg.frontend.hop_length
         ref = init.speaker_norm if init is not None and init.speaker_norm is not None else None
