@@ -43,6 +43,11 @@ class FrontendSpec:
     def n_features(self) -> int:
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
+    @property
+    def frame_s(self) -> float:
+        """Seconds between frames."""
+        return self.hop_length / self.sample_rate
+
     def frames(self, n_samples: int) -> int:
         """Frames the frontend yields for a window of `n_samples` (centred STFT)."""
         return n_samples // self.hop_length + 1

@@ -22,7 +22,6 @@ from streamemo.stream.adaptation import (
     measure_voice,
 )
 from streamemo.stream.pipeline import Pipeline, file_probabilities
-from streamemo.stream.vad import is_voiced
 
 REF = BandStats(np.full(4, -6.0), np.full(4, 2.0))
 
@@ -114,9 +113,7 @@ def test_training_measures_a_voice_exactly_as_the_daemon_hears_it(adapted_model,
     audio = load_16k(speech_wav)
     pipeline = Pipeline(adapted_model, replace(PipelineConfig(), adaptation_memory_s=1e12))
     _file(pipeline, audio)
-    cfg = PipelineConfig()
-    measured = measure_voice(audio, Frontend(adapted_model.frontend), pipeline.window, pipeline.hop,
-                             lambda w: is_voiced(w, 16000, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db))
+    measured = measure_voice(audio, Frontend(adapted_model.frontend), pipeline.window, pipeline.hop, PipelineConfig())
     heard = pipeline.adapter.heard
     assert measured.frames > 50
     np.testing.assert_allclose(heard.frames, measured.frames, rtol=1e-9)

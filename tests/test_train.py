@@ -118,7 +118,6 @@ def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):
 def test_voice_statistics_are_cached_and_equal_the_daemons_measure(tiny_corpus, tmp_path):
     from streamemo.config import PipelineConfig
     from streamemo.stream.adaptation import measure_voice
-    from streamemo.stream.vad import is_voiced
 
     clip = read_ravdess(tiny_corpus).clips[0]
     cfg, gate = tiny_config(), PipelineConfig()
@@ -129,8 +128,7 @@ def test_voice_statistics_are_cached_and_equal_the_daemons_measure(tiny_corpus, 
     from streamemo.train.audio import load_audio
 
     store = Trainer(cfg, tmp_path / "other").store
-    direct = measure_voice(load_audio(clip.path, 16000), store.frontend, 16000, 4000,
-                           lambda w: is_voiced(w, 16000, gate.vad_threshold_db, gate.vad_min_voiced, gate.vad_margin_db))
+    direct = measure_voice(load_audio(clip.path, 16000), store.frontend, 16000, 4000, gate)
     assert first.frames > 0 and first.frames == again.frames == direct.frames
     np.testing.assert_allclose(again.sum_sq, direct.sum_sq, rtol=1e-12)
 

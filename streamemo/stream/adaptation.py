@@ -75,9 +75,10 @@ class VoiceStats:
         self.sum_sq = self.sum_sq * decay + weight * np.square(frames).sum(axis=1)
 
     def stats(self) -> BandStats:
-        mean = self.sum / max(self.frames, 1e-9)
-        return BandStats(mean, np.maximum(np.sqrt(np.maximum(self.sum_sq / max(self.frames, 1e-9) - np.square(mean),
-                                                                0.0)), MIN_STD))
+        n = max(self.frames, 1e-9)
+        mean = self.sum / n
+        var = np.maximum(self.sum_sq / n - np.square(mean), 0.0)  # rounding can dip below 0
+        return BandStats(mean, np.maximum(np.sqrt(var), MIN_STD))
 
     @classmethod
     def total(cls, parts: list[VoiceStats]) -> VoiceStats:
@@ -99,16 +100,19 @@ def shrunk(ref: BandStats, heard: VoiceStats, prior_frames: float) -> BandStats:
                      np.sqrt((k * np.square(ref.std) + n * np.square(own.std)) / (k + n)))
 
 
-def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, voiced) -> VoiceStats:
+def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config) -> VoiceStats:
     """A recording's statistics (mono float32 at the model rate), over exactly the windows
-    the daemon would adapt on: every `hop`, those `voiced(window)` accepts."""
+    the daemon would adapt on: every `hop`, those the voice gate of `config` (a
+    PipelineConfig) accepts."""
     import torch
 
     from streamemo.features import frame_windows
+    from streamemo.stream.vad import is_voiced
 
-    acc = VoiceStats(frontend.spec.n_features)
+    rate, acc = frontend.spec.sample_rate, VoiceStats(frontend.spec.n_features)
     windows = frame_windows(audio, window, hop)
-    windows = windows[[voiced(w) for w in windows]]
+    windows = windows[[is_voiced(w, rate, config.vad_threshold_db, config.vad_min_voiced, config.vad_margin_db)
+                       for w in windows]]
     if len(windows):
         with torch.inference_mode():
             maps = frontend(torch.from_numpy(windows)).numpy()

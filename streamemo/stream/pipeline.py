@@ -82,7 +82,7 @@ class Pipeline:
     def _adapter(self, model: Model) -> SpeakerAdapter | None:
         if model.speaker_norm is None or not self.config.speaker_adaptation:
             return None
-        frame_s = model.frontend.hop_length / model.frontend.sample_rate
+        frame_s = model.frontend.frame_s
         return SpeakerAdapter(model.speaker_norm, self.config.adaptation_prior_s / frame_s,
                               self.config.adaptation_memory_s / frame_s)
 
@@ -132,7 +132,7 @@ class Pipeline:
         """Seconds of voice the speaker adaptation has learnt from (decayed); None without it."""
         if self.adapter is None:
             return None
-        return round(self.adapter.heard.frames * self.model.frontend.hop_length / self.rate, 1)
+        return round(self.adapter.heard.frames * self.model.frontend.frame_s, 1)
 
     @property
     def samples_to_next_window(self) -> int:

@@ -27,7 +27,6 @@ from tqdm import tqdm
 
 from streamemo.features import Frontend, FrontendSpec
 from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats, measure_voice
-from streamemo.stream.vad import is_voiced
 from streamemo.train.audio import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.datasets import Clip
 
@@ -103,13 +102,12 @@ class FeatureStore:
     def voice(self, clip: Clip, window: int, hop: int, pipeline) -> VoiceStats:
         """The clip's voice statistics as the daemon would measure them (untrimmed audio,
         voiced `window`s every `hop` by `pipeline`'s voice gate; stream/adaptation.py)."""
-        rate = self.recipe.frontend.sample_rate
         gate = (pipeline.vad_threshold_db, pipeline.vad_min_voiced, pipeline.vad_margin_db)
         extra = {"voice": {"window": window, "hop": hop, "gate": gate, "active_range": ACTIVE_RANGE}}
 
         def compute(_key: str) -> np.ndarray:
-            stats = measure_voice(load_audio(clip.path, rate), self.frontend, window, hop,
-                                  lambda w: is_voiced(w, rate, *gate))
+            audio = load_audio(clip.path, self.recipe.frontend.sample_rate)
+            stats = measure_voice(audio, self.frontend, window, hop, pipeline)
             return np.concatenate([[stats.frames], stats.sum, stats.sum_sq])
 
         packed = self._cached(clip, extra, compute)

@@ -90,7 +90,8 @@ def config_from_args(args) -> TrainConfig:
         "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
         "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
-        "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm, "val_fraction": args.val_fraction, "seed": args.seed,
+        "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
+        "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }
     base.update({k: v for k, v in flags.items() if v is not None})

@@ -45,7 +45,7 @@ from streamemo.train.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
-VALIDATION_HOP_S = 0.25  # the daemon's default hop: validation scores the windows it would
+DAEMON = PipelineConfig()  # the daemon's defaults: validation and voice statistics use its hop and gate
 
 
 @dataclass(frozen=True)
@@ -161,10 +161,12 @@ class Trainer:
             self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
         if config.threads:
             torch.set_num_threads(config.threads)
-        window_samples = round(config.window_s * config.frontend.sample_rate)
-        self.store = FeatureStore(FeatureRecipe(config.frontend, window_samples, config.trim), cache_dir, use_cache)
+        self.window_samples = round(config.window_s * config.frontend.sample_rate)
+        self.store = FeatureStore(FeatureRecipe(config.frontend, self.window_samples, config.trim), cache_dir,
+                                  use_cache)
         self.width = window_frames(config)
-        self.hop = round(VALIDATION_HOP_S * config.frontend.sample_rate) // config.frontend.hop_length
+        self.hop_samples = round(DAEMON.hop_s * config.frontend.sample_rate)
+        self.hop = self.hop_samples // config.frontend.hop_length  # in frames
 
     @property
     def main_process(self) -> bool:
@@ -355,16 +357,14 @@ class Trainer:
         statistics differ enough to cost accuracy) and normalises the validation features,
         in place, with their speakers' full statistics: validation figures are those of a
         daemon that has heard each speaker for a while."""
-        cfg, pipeline = self.config, PipelineConfig()
+        cfg = self.config
         if cfg.frontend.kind != "logmel":  # pauses are told from voice by log-mel energy
             raise StreamemoError(f"speaker normalisation needs log-mel features, not {cfg.frontend.kind}; "
                                  "train with --no-speaker-norm", 2)
-        rate = cfg.frontend.sample_rate
-        window, hop = round(cfg.window_s * rate), round(pipeline.hop_s * rate)
         every = clips + val_clips
-        heard = [self.store.voice(c, window, hop, pipeline)
+        heard = [self.store.voice(c, self.window_samples, self.hop_samples, DAEMON)
                  for c in self._progress(every, desc="speaker statistics", unit="clip")]
-        prior = pipeline.adaptation_prior_s * rate / cfg.frontend.hop_length
+        prior = DAEMON.adaptation_prior_s / cfg.frontend.frame_s
         ref = init.speaker_norm if init is not None and init.speaker_norm is not None else None
         sessions = SpeakerSessions(every, heard, prior, ref, reference_from=len(clips))
         for i, clip in enumerate(val_clips):
