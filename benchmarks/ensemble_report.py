@@ -1,0 +1,79 @@
+"""The fold report of an ensemble, from fold reports of its members trained apart.
+
+    .venv/bin/python benchmarks/ensemble_report.py reports/folds-ravdess-r6 \
+        reports/folds-ravdess-r6-seed1 -o reports/folds-ravdess-ens2
+
+`streamemo evaluate --ensemble N` trains the N seeds of each fold one after another (N x 35
+minutes here); when the single-seed runs exist already, their predictions give the same
+figures: an `Ensemble` scores a window with its members' mean probability, a clip is the
+mean over its voiced windows, and which windows are voiced (and the speaker adaptation)
+does not depend on the network. So the ensemble's clip probabilities are the mean of the
+members' clip probabilities, exactly. Each report must come from the same recipe and data,
+differing only in `--seed` (members seed, seed+1, ... as `--ensemble` trains them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from streamemo.train.evaluate import ClipScore, score_metrics, summarise
+from streamemo.train.report import write_report
+
+
+def combine(reports: list[dict]) -> list[dict]:
+    folds = []
+    for members in zip(*(r["folds"] for r in reports), strict=True):
+        first = members[0]
+        by_path = [{p["path"]: p for p in m["predictions"]} for m in members]
+        if any(set(b) != set(by_path[0]) or m["fold"] != first["fold"] for m, b in zip(members, by_path)):
+            sys.exit(f"fold {first['fold']}: the reports scored different clips; they are not one recipe's seeds")
+        labels = first["labels"]
+        scores = []
+        for p in first["predictions"]:  # the first report's order: speaker sessions
+            probs = np.mean([b[p["path"]]["probabilities"] for b in by_path], axis=0)
+            scores.append(ClipScore(p["path"], p["label"], labels[int(np.argmax(probs))],
+                                    [float(x) for x in probs], p["no_voice"]))
+        n_epochs = min(len(m["history"]) for m in members)
+        history = [{k: float(np.mean([m["history"][i][k] for m in members])) for k in first["history"][i]}
+                   for i in range(n_epochs)]
+        folds.append({**first, "metrics": score_metrics(scores, labels), "history": history,
+                      "chosen": f"{len(members)} members' {first['chosen']} each",
+                      "train_seconds": sum(m["train_seconds"] for m in members),
+                      "predictions": [s.__dict__ for s in scores]})
+    return folds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports", nargs="+", type=Path, help="report folders, one per member seed")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="report folder to write")
+    args = parser.parse_args()
+    reports = [json.loads((r / "report.json").read_text()) for r in args.reports]
+    recipes = [dict(r["meta"]["recipe"], seed=None) for r in reports]
+    if any(recipe != recipes[0] for recipe in recipes):
+        sys.exit("the reports' recipes differ in more than the seed; an ensemble's members share one recipe")
+    folds = combine(reports)
+    summary = summarise(folds)
+    first = reports[0]
+    meta = {"command": "benchmarks/ensemble_report.py " + " ".join(map(str, args.reports)),
+            "members": [{"command": r["meta"]["command"], "git_commit": r["meta"]["git_commit"],
+                         "seed": r["meta"]["recipe"]["seed"]} for r in reports],
+            "git_commit": first["meta"]["git_commit"],
+            "recipe": dict(first["meta"]["recipe"], ensemble=len(reports)),
+            "skipped": first["meta"].get("skipped", 0)}
+    counts = {k: Counter(v) for k, v in first["class_counts"].items()}
+    write_report(args.output, f"{first['title']}, {len(reports)}-seed ensemble", summary, folds, counts, meta)
+    ua, wa, f1 = (summary[k] for k in ("ua", "wa", "macro_f1"))
+    print(f"UA {100 * ua['mean']:.1f} ± {100 * ua['std']:.1f} %, WA {100 * wa['mean']:.1f} ± {100 * wa['std']:.1f} %, "
+          f"macro F1 {100 * f1['mean']:.1f} %; per fold UA " + " ".join(f"{100 * x:.1f}" for x in ua["per_fold"]))
+    print(f"report: {args.output}/report.md")
+
+
+if __name__ == "__main__":
+    main()
