@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save_file
+from safetensors.torch import save as save_bytes
 from torch import nn
 
 from streamemo import StreamemoError
@@ -258,8 +258,11 @@ def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     tmp_weights = _temp_beside(weights_path)
     try:
-        save_file(state, str(tmp_weights), metadata={"format": CARD_FORMAT})
-        digest = hashlib.sha256(tmp_weights.read_bytes()).hexdigest()
+        # Bytes written by Python, not safetensors' save_file: that creates 0600 files, which
+        # a service running as another user (systemd's streamemo user) could not read.
+        blob = save_bytes(state, metadata={"format": CARD_FORMAT})
+        tmp_weights.write_bytes(blob)
+        digest = hashlib.sha256(blob).hexdigest()
         card = dict(model.card)
         card.update(extra_card or {})
         card.update(

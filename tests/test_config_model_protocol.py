@@ -66,6 +66,15 @@ def test_save_load_round_trip(saved):
     assert load_model(str(path) + ".json").id == loaded.id  # either file name works
 
 
+def test_model_files_are_as_readable_as_any_new_file(saved, tmp_path):
+    # A service running as another user must be able to read a model its admin trained.
+    _, path = saved
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    for file in model_paths(path):
+        assert file.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777, file
+
+
 @pytest.mark.parametrize("arch", ["cnn_lstm", "cnn2d", "conv1d"])
 def test_inference_network_scores_like_the_trained_one(arch):
     """The Scorer's copy (BatchNorm folded, max-pool by strided maxima) changes speed, not
