@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections import Counter
 from pathlib import Path
@@ -61,7 +62,12 @@ def main() -> None:
     folds = combine(reports)
     summary = summarise(folds)
     first = reports[0]
-    meta = {"command": "benchmarks/ensemble_report.py " + " ".join(map(str, args.reports)),
+    # The command these figures equal (members trained one after another, one report),
+    # and how they were actually obtained.
+    equivalent = re.sub(r" --seed \S+", "", first["meta"]["command"])
+    equivalent = re.sub(r" --report \S+", "", equivalent) + f" --ensemble {len(reports)} --report {args.output}"
+    meta = {"command": equivalent,
+            "computed_by": "benchmarks/ensemble_report.py " + " ".join(map(str, args.reports)) + f" -o {args.output}",
             "members": [{"command": r["meta"]["command"], "git_commit": r["meta"]["git_commit"],
                          "seed": r["meta"]["recipe"]["seed"]} for r in reports],
             "git_commit": first["meta"]["git_commit"],

@@ -39,6 +39,11 @@ def markdown(title: str, summary: dict, folds: list[dict], meta: dict) -> str:
     lines = [f"# {title}", ""]
     if meta.get("command"):
         lines += ["Reproduce:", "", f"    {meta['command']}", ""]
+    if meta.get("computed_by"):  # an ensemble's figures from its members' single-seed runs
+        lines += ["Computed, to the same figures, from each member's own single-seed run "
+                  "(an ensemble's clip probabilities are its members' mean):", "",
+                  f"    {meta['computed_by']}", ""]
+        lines += [f"- `{m['command']}` (commit `{m['git_commit'][:12]}`)" for m in meta.get("members", [])] + [""]
     if meta.get("git_commit"):
         lines += [f"Code: git commit `{meta['git_commit']}`.", ""]
     lines += ["| fold | test speakers | clips | WA % | UA % | macro F1 % | no-voice clips |",
