@@ -88,6 +88,18 @@ def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(ti
         expected = torch.stack([torch.softmax(m.network.eval()(x), -1) for m in singles]).mean(0)
         got = torch.softmax(ensemble.model.network(x), -1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    # What benchmarks/ensemble_report.py relies on: scored as the evaluation scores clips
+    # (voice gate, speaker sessions with adaptation), the ensemble's clip probabilities are
+    # its members' mean.
+    from streamemo.train.evaluate import score_clips
+
+    together, _ = score_clips(ensemble.model, clips, progress=False)
+    apart = [score_clips(m, clips, progress=False)[0] for m in singles]
+    assert len(together) == len(clips) and ensemble.model.speaker_norm is not None
+    for clip, *members in zip(together, *apart):
+        assert all(m.path == clip.path for m in members)
+        np.testing.assert_allclose(clip.probabilities, np.mean([m.probabilities for m in members], axis=0),
+                                   atol=1e-5)
     from streamemo.model import inference_network, save_model
 
     save_model(ensemble.model, tmp_path / "ens")
