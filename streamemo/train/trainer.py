@@ -57,7 +57,7 @@ class TrainConfig:
     # per window, and prosody, the main emotion cue, changes far slower than that.
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
-    epochs: int = 60
+    epochs: int = 90  # 60 scored 61.8-62.0 % UA on the six RAVDESS folds, 90 scored 63.7 (RESULTS-train)
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3
