@@ -25,6 +25,7 @@ import numpy as np
 
 from streamemo.train.evaluate import ClipScore, score_metrics, summarise
 from streamemo.train.report import write_report
+from streamemo.train.trainer import mean_history
 
 
 def combine(reports: list[dict]) -> list[dict]:
@@ -40,10 +41,8 @@ def combine(reports: list[dict]) -> list[dict]:
             probs = np.mean([b[p["path"]]["probabilities"] for b in by_path], axis=0)
             scores.append(ClipScore(p["path"], p["label"], labels[int(np.argmax(probs))],
                                     [float(x) for x in probs], p["no_voice"]))
-        n_epochs = min(len(m["history"]) for m in members)
-        history = [{k: float(np.mean([m["history"][i][k] for m in members])) for k in first["history"][i]}
-                   for i in range(n_epochs)]
-        folds.append({**first, "metrics": score_metrics(scores, labels), "history": history,
+        folds.append({**first, "metrics": score_metrics(scores, labels),
+                      "history": mean_history([m["history"] for m in members]),
                       "chosen": f"{len(members)} members' {first['chosen']} each",
                       "train_seconds": sum(m["train_seconds"] for m in members),
                       "predictions": [s.__dict__ for s in scores]})

@@ -86,8 +86,7 @@ class Frontend(torch.nn.Module):
         # float rounding) in half the time. The kernels, window and mel basis stay nnAudio's.
         stft = self._mel_layer().stft
         self.register_buffer("stft_kernel", torch.cat([stft.wcos, stft.wsin])[:, 0, :].T.contiguous(),
-                             persistent=False)
-        self.bins = stft.wcos.shape[0]
+                             persistent=False)  # (n_fft, 2 * bins): cosines, then sines
 
     def _mel_layer(self):
         return self.layer.melspec_layer if self.spec.kind == "mfcc" else self.layer
@@ -99,7 +98,8 @@ class Frontend(torch.nn.Module):
             raise ValueError(f"a window of {waveform.shape[-1]} samples is too short for n_fft {n_fft}")
         padded = torch.nn.functional.pad(waveform.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
         spectrum = padded.unfold(-1, n_fft, self.spec.hop_length) @ self.stft_kernel  # (batch, frames, 2 * bins)
-        power = spectrum[..., : self.bins].square() + spectrum[..., self.bins :].square()
+        real, imaginary = spectrum.chunk(2, dim=-1)
+        power = real.square() + imaginary.square()
         return torch.matmul(self._mel_layer().mel_basis, power.transpose(1, 2))
 
     @torch.no_grad()

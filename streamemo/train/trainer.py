@@ -318,10 +318,7 @@ class Trainer:
         for member, result in zip(model.network.members, results, strict=True):
             member.load_state_dict(result.model.network.state_dict())
         model.network.eval()
-        # The curves of an ensemble: each epoch's figures averaged over its members.
-        history = [{key: float(np.mean([r.history[i][key] for r in results])) for key in first.history[i]}
-                   for i in range(min(len(r.history) for r in results))]
-        return TrainResult(model, history, first.labels, first.train_clips, first.val_clips,
+        return TrainResult(model, mean_history([r.history for r in results]), first.labels, first.train_clips, first.val_clips,
                            sorted({s for r in results for s in r.skipped}),
                            f"{cfg.ensemble} members' {first.chosen} each", sum(r.seconds for r in results))
 
@@ -499,6 +496,12 @@ def _member_init(init: Model | None, k: int) -> Model | None:
     model.network.load_state_dict(members[k % len(members)].state_dict())
     model.speaker_norm = init.speaker_norm
     return model
+
+
+def mean_history(histories: list[list[dict]]) -> list[dict]:
+    """The training curves of an ensemble: each epoch's figures averaged over its members."""
+    return [{key: float(np.mean([h[i][key] for h in histories])) for key in histories[0][i]}
+            for i in range(min(len(h) for h in histories))]
 
 
 def resolved_arch_params(config: TrainConfig) -> dict:
