@@ -69,7 +69,8 @@ def main() -> None:
             "computed_by": "benchmarks/ensemble_report.py " + " ".join(map(str, args.reports)) + f" -o {args.output}",
             "members": [{"command": r["meta"]["command"], "git_commit": r["meta"]["git_commit"],
                          "seed": r["meta"]["recipe"]["seed"]} for r in reports],
-            "git_commit": first["meta"]["git_commit"],
+            # One commit for the whole only when every member ran from it; else see the members.
+            "git_commit": first["meta"]["git_commit"] if len({r["meta"]["git_commit"] for r in reports}) == 1 else None,
             "recipe": dict(first["meta"]["recipe"], ensemble=len(reports)),
             "skipped": first["meta"].get("skipped", 0)}
     counts = {k: Counter(v) for k, v in first["class_counts"].items()}

@@ -43,7 +43,7 @@ def markdown(title: str, summary: dict, folds: list[dict], meta: dict) -> str:
         lines += ["Computed, to the same figures, from each member's own single-seed run "
                   "(an ensemble's clip probabilities are its members' mean):", "",
                   f"    {meta['computed_by']}", ""]
-        lines += [f"- `{m['command']}` (commit `{m['git_commit'][:12]}`)" for m in meta.get("members", [])] + [""]
+        lines += [f"- `{m['command']}` (commit `{m['git_commit']}`)" for m in meta.get("members", [])] + [""]
     if meta.get("git_commit"):
         lines += [f"Code: git commit `{meta['git_commit']}`.", ""]
     lines += ["| fold | test speakers | clips | WA % | UA % | macro F1 % | no-voice clips |",
@@ -144,6 +144,14 @@ def _plot_confusion(path: Path, cm: np.ndarray, labels: list[str]) -> None:
     plt.close(fig)
 
 
+def _seeds(recipe: dict) -> str:
+    """'seed 0', or for an ensemble the members' seeds: 'seeds 0, 1 (one per member)'."""
+    seed, members = recipe.get("seed"), recipe.get("ensemble") or 1
+    if members == 1 or not isinstance(seed, int):
+        return f"seed {seed}"
+    return f"seeds {', '.join(str(seed + k) for k in range(members))} (one per member)"
+
+
 def model_card_markdown(card: dict, report: dict | None, latency: str | None = None) -> str:
     """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
     licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
@@ -175,7 +183,7 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
               f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
-              f"seed {recipe.get('seed')}; the full recipe is in the JSON card.", ""]
+              f"{_seeds(recipe)}; the full recipe is in the JSON card.", ""]
     if report:
         lines += ["## Evaluation: speaker-independent folds", "",
                   "The recipe (not these exact weights) was evaluated by training one model per fold with the "
