@@ -83,6 +83,12 @@ def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(ti
     singles = [Trainer(replace(cfg, seed=s), tmp_path / "cache").fit(clips).model for s in (3, 4)]
     assert ensemble.model.arch == "ensemble" and ensemble.model.arch_params["members"] == 2
     assert ensemble.model.n_parameters() == 2 * singles[0].n_parameters()
+    from streamemo.model import save_model
+    from streamemo.train.report import model_card_markdown
+
+    save_model(ensemble.model, tmp_path / "ens", extra_card={"training": {"recipe": {"seed": 3, "ensemble": 2}}})
+    card_md = model_card_markdown(ensemble.model.card, None)  # the prose card says what it is
+    assert "ensemble of 2 cnn_lstm networks averaged" in card_md and "seeds 3, 4 (one per member)" in card_md
     x = torch.randn(3, 64, 51)
     with torch.no_grad():
         expected = torch.stack([torch.softmax(m.network.eval()(x), -1) for m in singles]).mean(0)

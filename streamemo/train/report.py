@@ -144,6 +144,14 @@ def _plot_confusion(path: Path, cm: np.ndarray, labels: list[str]) -> None:
     plt.close(fig)
 
 
+def _arch(arch: dict) -> str:
+    """'cnn_lstm', or for an ensemble 'ensemble of 2 cnn_lstm networks averaged'."""
+    if arch["name"] != "ensemble":
+        return arch["name"]
+    params = arch.get("params", {})
+    return f"ensemble of {params.get('members')} {params.get('member_arch')} networks averaged"
+
+
 def _seeds(recipe: dict) -> str:
     """'seed 0', or for an ensemble the members' seeds: 'seeds 0, 1 (one per member)'."""
     seed, members = recipe.get("seed"), recipe.get("ensemble") or 1
@@ -158,7 +166,7 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     t = card.get("training", {})
     recipe = t.get("recipe", {})
     lines = [f"# Model card: {card['name']}", "",
-             f"`{card['name']}.safetensors` + `{card['name']}.json`: {card['arch']['name']} "
+             f"`{card['name']}.safetensors` + `{card['name']}.json`: {_arch(card['arch'])} "
              f"({card['n_parameters']:,} parameters), {card['window_s']:g} s windows of "
              f"{card['frontend']['n_mels']}-band log-mel at {card['frontend']['sample_rate']} Hz "
              f"({1000 * card['frontend']['hop_length'] // card['frontend']['sample_rate']} ms frames). "
