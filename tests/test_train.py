@@ -86,7 +86,7 @@ def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(ti
     from streamemo.model import save_model
     from streamemo.train.report import model_card_markdown
 
-    save_model(ensemble.model, tmp_path / "ens", extra_card={"training": {"recipe": {"seed": 3, "ensemble": 2}}})
+    save_model(ensemble.model, tmp_path / "ens", extra_card={"training": {"recipe": replace(cfg, ensemble=2).to_dict()}})
     card_md = model_card_markdown(ensemble.model.card, None)  # the prose card says what it is
     assert "ensemble of 2 cnn_lstm networks averaged" in card_md and "seeds 3, 4 (one per member)" in card_md
     x = torch.randn(3, 64, 51)

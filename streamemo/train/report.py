@@ -152,9 +152,9 @@ def _arch(arch: dict) -> str:
     return f"ensemble of {params.get('members')} {params.get('member_arch')} networks averaged"
 
 
-def _seeds(recipe: dict) -> str:
+def _seeds(recipe: dict, arch: dict) -> str:
     """'seed 0', or for an ensemble the members' seeds: 'seeds 0, 1 (one per member)'."""
-    seed, members = recipe.get("seed"), recipe.get("ensemble") or 1
+    seed, members = recipe.get("seed"), arch.get("params", {}).get("members", 1) if arch["name"] == "ensemble" else 1
     if members == 1 or not isinstance(seed, int):
         return f"seed {seed}"
     return f"seeds {', '.join(str(seed + k) for k in range(members))} (one per member)"
@@ -191,7 +191,7 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
               f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
-              f"{_seeds(recipe)}; the full recipe is in the JSON card.", ""]
+              f"{_seeds(recipe, card['arch'])}; the full recipe is in the JSON card.", ""]
     if report:
         lines += ["## Evaluation: speaker-independent folds", "",
                   "The recipe (not these exact weights) was evaluated by training one model per fold with the "
