@@ -19,6 +19,7 @@ COMMANDS = {
     "dash": "terminal dashboard of one or more daemons",
     "train": "train a model on emotional-speech corpora",
     "evaluate": "evaluate a recipe on speaker-independent folds",
+    "card": "put an evaluation's figures into a model's card",
     "spectrogram": "draw the log-mel image a model sees for an audio file",
     "proxy": "ZeroMQ forwarder: many daemons to many subscribers",
     "keys": "create CURVE key pairs for encrypted, authenticated publishing",

@@ -193,7 +193,7 @@ def test_spec_augment_masks_bands_and_frames():
     assert (y != x).float().mean() < 0.35  # masks, not a wipe
 
 
-def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path):
+def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path, capsys):
     clips = read_ravdess(tiny_corpus).clips
     folds = [["ravdess:01", "ravdess:02"], ["ravdess:03", "ravdess:04"]]
     results = run_folds(tiny_config(epochs=1, val_fraction=0.5), clips, folds, cache_dir=tmp_path / "cache")
@@ -216,19 +216,32 @@ def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path):
     from streamemo.model import Model, save_model
     from streamemo.train.report import model_card_markdown
 
-    model = Model.create("tiny", ["neutral", "happy"], 1.0, FrontendSpec(), "cnn_lstm", TINY)
+    labels = data["summary"]["labels"]
+    model = Model.create("tiny", labels, 1.0, FrontendSpec(), "cnn_lstm", TINY)
     save_model(model, tmp_path / "tiny", extra_card={"training": {"data": ["ravdess:x"],
                                                                   "licenses": {"ravdess": "CC BY-NC-SA 4.0"}}})
     card_md = model_card_markdown(model.card, data)
     assert "| **mean ± std** |" in card_md and "CC BY-NC-SA 4.0" in card_md and "Intended use" in card_md
-    from streamemo.train.card import attach_evaluation
+
+    # `streamemo card` puts a report's figures into a model trained before it; the weights
+    # file is untouched, so the card's hash still holds.
+    from streamemo.cli import main as cli
 
     before = (tmp_path / "tiny.safetensors").read_bytes()
-    attach_evaluation(tmp_path / "tiny", folder / "report.json", tmp_path / "CARD.md")
+    assert cli(["card", str(tmp_path / "tiny"), "--evaluation", str(folder / "report.json"),
+                "--card-md", str(tmp_path / "CARD.md")]) == 0
     card = load_model(tmp_path / "tiny").card  # loads: the weights still match the card's hash
     assert (tmp_path / "tiny.safetensors").read_bytes() == before
     assert card["evaluation"]["ua"]["mean"] == pytest.approx(summary["ua"]["mean"])
     assert len(card["evaluation"]["folds"]) == 2 and "| **mean ± std** |" in (tmp_path / "CARD.md").read_text()
+
+    # A report of other labels is refused with one line, and the model is left as it was.
+    save_model(Model.create("two", labels[:2], 1.0, FrontendSpec(), "cnn_lstm", TINY), tmp_path / "two")
+    card_before = (tmp_path / "two.json").read_text()
+    assert cli(["card", str(tmp_path / "two"), "--evaluation", str(folder / "report.json")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "attach a report of this model's recipe" in error[0]
+    assert (tmp_path / "two.json").read_text() == card_before
 
 
 def _env(tmp_path) -> dict:

@@ -43,6 +43,10 @@ def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path |
     byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md."""
     report = read_report(report_path)
     model = load_model(model_path)
+    if list(report["summary"]["labels"]) != list(model.labels):
+        raise StreamemoError(f"{report_path} evaluated the labels {', '.join(report['summary']['labels'])}, "
+                             f"but {model_path} predicts {', '.join(model.labels)}: attach a report of this "
+                             "model's recipe", 2)
     save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report)})
     if card_md:
         Path(card_md).write_text(model_card_markdown(model.card, report))

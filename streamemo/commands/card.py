@@ -1,0 +1,24 @@
+"""`streamemo card MODEL --evaluation REPORT`: an evaluation's figures into a model's card,
+for a model trained before its recipe was evaluated (`train --evaluation` does it in one go)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def configure(parser) -> None:
+    parser.add_argument("model", metavar="MODEL", help="the model to update: models/NAME (NAME.safetensors + NAME.json)")
+    parser.add_argument("--evaluation", type=Path, required=True, metavar="REPORT_JSON",
+                        help="an evaluate report.json of this model's recipe")
+    parser.add_argument("--card-md", type=Path, metavar="MD",
+                        help="also write a human-readable model card (e.g. models/MODEL_CARD.md)")
+
+
+def main(args) -> int:
+    from streamemo.model import model_paths
+    from streamemo.train.card import attach_evaluation
+
+    attach_evaluation(args.model, args.evaluation, args.card_md)
+    print(f"wrote the evaluation from {args.evaluation} into {model_paths(args.model)[1]}"
+          + (f" and {args.card_md}" if args.card_md else ""))
+    return 0
