@@ -327,3 +327,11 @@ def test_bad_evaluation_report_stops_train_before_training(tiny_corpus, tmp_path
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith("not an evaluate report.json ('summary')")
     assert "epoch" not in out.stderr and not list(tmp_path.glob("m.*"))  # nothing trained, nothing written
+
+    bad.write_text(json.dumps({"summary": {"labels": ["neutral", "happy"]}}))  # another recipe's classes
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"),
+                          "--evaluation", str(bad), "--epochs", "1", "--quiet"], env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].endswith("attach a report of this model's recipe")
+    assert "epoch" not in out.stderr and not list(tmp_path.glob("m.*"))

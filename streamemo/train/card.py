@@ -21,6 +21,13 @@ def read_report(path: str | Path) -> dict:
     return report
 
 
+def check_labels(report: dict, report_path, labels: list[str], model: str) -> None:
+    """A report of other classes would put figures on the card that are not this model's."""
+    if list(report["summary"]["labels"]) != list(labels):
+        raise StreamemoError(f"{report_path} evaluated the labels {', '.join(report['summary']['labels'])}, "
+                             f"but {model} predicts {', '.join(labels)}: attach a report of this model's recipe", 2)
+
+
 def evaluation_figures(report: dict) -> dict:
     """The headline numbers of an evaluate report, for the card."""
     s = report["summary"]
@@ -43,10 +50,7 @@ def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path |
     byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md."""
     report = read_report(report_path)
     model = load_model(model_path)
-    if list(report["summary"]["labels"]) != list(model.labels):
-        raise StreamemoError(f"{report_path} evaluated the labels {', '.join(report['summary']['labels'])}, "
-                             f"but {model_path} predicts {', '.join(model.labels)}: attach a report of this "
-                             "model's recipe", 2)
+    check_labels(report, report_path, model.labels, str(model_path))
     save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report)})
     if card_md:
         Path(card_md).write_text(model_card_markdown(model.card, report))
