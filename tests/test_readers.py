@@ -59,9 +59,10 @@ def test_tess_folders_suffixes_and_quirks(tmp_path):
     write(tmp_path / "OAF_neutral" / "OA_bite_neutral.wav")  # real quirk: OA_ for OAF_
     write(tmp_path / "YAF_sad" / "YAF_chair_sad.wav", fmt="AIFF")  # real quirk: AIFF named .wav
     write(tmp_path / "YAF_happy" / "YAF_dog_happy.wav", rate=96000)  # real quirk: one file at 96 kHz
+    write(tmp_path / "OAF_angry" / "take2.wav")  # a user's own file: the folder says who and what
     result = read_tess(tmp_path)
     got = sorted((c.speaker, c.label) for c in result.clips)
-    assert got == [("tess:OAF", "angry"), ("tess:OAF", "neutral"), ("tess:OAF", "surprised"),
+    assert got == [("tess:OAF", "angry"), ("tess:OAF", "angry"), ("tess:OAF", "neutral"), ("tess:OAF", "surprised"),
                    ("tess:YAF", "fearful"), ("tess:YAF", "happy"), ("tess:YAF", "sad"), ("tess:YAF", "surprised")]
     assert not result.skipped
     # The AIFF-named-.wav and the 96 kHz file load like the rest: mono, 16 kHz, same length.

@@ -163,6 +163,38 @@ def test_same_seed_same_weights_other_seed_other_weights(tiny_corpus, tmp_path):
     assert not torch.equal(weights(3), weights(4))
 
 
+def test_validation_driven_recipe_sgd_plateau_early_stop_best_epoch(tiny_corpus, tmp_path, capsys):
+    """The options that watch held-out speakers, together: SGD; the rate halved after each
+    epoch that does not beat the best validation UA so far; a stop after two such epochs;
+    and the best epoch's weights returned, not the last (nor an average)."""
+    clips = read_ravdess(tiny_corpus).clips
+    cfg = tiny_config(epochs=8, optimizer="sgd", lr=0.05, schedule="plateau", plateau_patience=0, early_stop=2,
+                      select="best", val_fraction=0.25, mixup=0.0, speaker_norm=False)
+    trainer = Trainer(cfg, tmp_path / "cache")
+    result = trainer.fit(clips)
+    history = result.history
+    ua = [e["val_ua"] for e in history]
+    gained = [k == 0 or ua[k] > max(ua[:k]) for k in range(len(ua))]
+    for k in range(len(history) - 1):
+        assert history[k + 1]["lr"] == pytest.approx(history[k]["lr"] * (1.0 if gained[k] else 0.5))
+    # Early stopping ends the run at the first two epochs in a row without a gain.
+    both_stale = [k for k in range(1, len(gained)) if not gained[k - 1] and not gained[k]]
+    assert both_stale in ([], [len(gained) - 1])
+    if len(history) < cfg.epochs:
+        assert both_stale == [len(gained) - 1]
+    assert result.chosen.startswith("best validation epoch")
+    _, val_feats, _ = trainer.store.get_many(result.val_clips, "val", progress=False)
+    y_val = np.array([result.labels.index(c.label) for c in result.val_clips])
+    kept = trainer.validate(result.model.network, val_feats, y_val, len(result.labels))
+    assert kept["val_ua"] == pytest.approx(max(ua))
+
+    # Asked for without validation speakers, they are refused before any work.
+    from streamemo.cli import main as cli
+
+    assert cli(["train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"), "--select", "best"]) == 2
+    assert "add --val-fraction" in capsys.readouterr().err and not list(tmp_path.glob("m.*"))
+
+
 def test_split_validation_holds_out_speakers_per_corpus(tiny_corpus):
     clips = read_ravdess(tiny_corpus).clips
     train, val = split_validation(clips, 0.5, seed=1)
@@ -293,20 +325,30 @@ def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
 
 
 def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
+    import shutil
+
+    corpus = shutil.copytree(tiny_corpus, tmp_path / "corpus")
+    # A corrupt clip of actor 01: fold 1 tests on it, fold 2 trains on it. Both skip it, with
+    # a warning naming it, and the summary counts one file, not two skips.
+    corrupt = corpus / "Actor_01" / "03-01-05-01-01-02-01.wav"
+    corrupt.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
     folds = tmp_path / "folds.json"
     folds.write_text(json.dumps({"ravdess": {"unit": "actor", "folds": [[1, 2], [3, 4]]}}))
-    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{tiny_corpus}", "--folds", "ravdess",
-                          "--folds-file", str(folds), "--fold", "2", "--epochs", "1", "--window", "1",
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{corpus}", "--folds", "ravdess",
+                          "--folds-file", str(folds), "--fold", "1,2", "--epochs", "1", "--window", "1",
                           "--arch-params", json.dumps(TINY), "--val-fraction", "0.5", "--quiet", "--threads", "1",
                           "--wave-copies", "0",
                           "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "fold 2: UA" in out.stdout and "fold 1:" not in out.stdout
+    assert "fold 1: UA" in out.stdout and "fold 2: UA" in out.stdout
+    assert "; 1 file(s) skipped" in out.stdout
+    assert str(corrupt) in out.stderr  # the warning names the file
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
-    assert report["folds"][0]["test_speakers"] == ["ravdess:03", "ravdess:04"]
+    assert [len(f["skipped"]) for f in report["folds"]] == [1, 1] and report["meta"]["skipped"] == 1
+    assert [f["test_speakers"] for f in report["folds"]] == [["ravdess:01", "ravdess:02"], ["ravdess:03", "ravdess:04"]]
     assert report["meta"]["recipe"]["epochs"] == 1
-    assert len(report["folds"][0]["predictions"]) == 16
+    assert [len(f["predictions"]) for f in report["folds"]] == [16, 16]  # fold 1: 17 clips, one unreadable
 
 
 def test_spectrogram_command_draws_the_log_mel_image(tiny_corpus, tmp_path):

@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import shlex
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -40,7 +38,7 @@ def main(args) -> int:
     from streamemo.cli import setup_logging
     from streamemo.model import load_model
     from streamemo.train.evaluate import load_folds, run_folds, score_clips, score_metrics, summarise
-    from streamemo.train.options import config_from_args, git_commit, read_data
+    from streamemo.train.options import command_line, config_from_args, git_commit, read_data
     from streamemo.train.report import write_report
     from streamemo.train.trainer import Trainer
 
@@ -52,7 +50,7 @@ def main(args) -> int:
     if not args.model and not args.data:
         raise StreamemoError("give --data to train on (or --model to evaluate an existing model)", 2)
     config = config_from_args(args)
-    meta = {"command": "streamemo " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    meta = {"command": command_line(),
             "git_commit": git_commit(), "recipe": config.to_dict()}
     data = read_data(args.data, args) if args.data else None
     counts: dict[str, Counter] = {}
@@ -62,7 +60,8 @@ def main(args) -> int:
         if not corpus_clips:
             raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
         folds = load_folds(args.folds_file, args.folds)
-        results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir)
+        results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
+                            use_cache=not args.no_cache)
         counts["all training data"] = Counter(c.label for c in data.clips)
         counts[f"{args.folds} (test folds)"] = Counter(c.label for c in corpus_clips)
         title = f"{args.folds}: speaker-independent folds"
@@ -85,7 +84,8 @@ def main(args) -> int:
                     "predictions": [s.__dict__ for s in scores]}]
         report_dir = args.report or Path("reports") / "test"
     summary = summarise(results)
-    meta["skipped"] = sum(len(r.get("skipped", [])) for r in results) + (len(data.skipped) if data else 0)
+    # A bad training file is skipped by every fold that trains on it: count files, not skips.
+    meta["skipped"] = len({line for r in results for line in r.get("skipped", [])} | set(data.skipped if data else []))
     write_report(report_dir, title, summary, results, counts, meta)
     print(f"{title}: UA {100 * summary['ua']['mean']:.1f} ± {100 * summary['ua']['std']:.1f} %, "
           f"WA {100 * summary['wa']['mean']:.1f} ± {100 * summary['wa']['std']:.1f} %, "

@@ -34,7 +34,7 @@ def main(args) -> int:
     from streamemo.model import load_model, save_model
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
-    from streamemo.train.options import config_from_args, git_commit, read_data
+    from streamemo.train.options import command_line, config_from_args, git_commit, read_data
     from streamemo.train.trainer import Trainer
 
     setup_logging("info")
@@ -70,6 +70,7 @@ def main(args) -> int:
                 "seconds": round(result.seconds, 1),
             },
             "git_commit": commit,
+            "command": command_line(),
         }
         if report is not None:
             card["evaluation"] = evaluation_figures(report)

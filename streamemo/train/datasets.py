@@ -129,7 +129,8 @@ def read_tess(root: Path) -> ReadResult:
         if label not in EMOTIONS or speaker is None:
             result.skip(path, "not a TESS name (OAF_word_emotion / YAF_word_emotion)")
             continue
-        result.clips.append(Clip(path, label, f"tess:{speaker}", "tess", (("word", fields[1]),)))
+        word = fields[1] if len(fields) >= 3 else path.stem
+        result.clips.append(Clip(path, label, f"tess:{speaker}", "tess", (("word", word),)))
     return result
 
 

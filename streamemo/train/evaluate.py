@@ -132,14 +132,14 @@ def load_folds(path: str | Path, corpus: str) -> list[list[str]]:
 
 
 def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], cache_dir=None,
-             fold: int = 0) -> dict:
+             fold: int = 0, use_cache: bool = True) -> dict:
     """Trains on every clip whose speaker is not held out, tests on those that are."""
     held = set(test_speakers)
     train = [c for c in clips if c.speaker not in held]
     test = [c for c in clips if c.speaker in held]
     if not test:
         raise StreamemoError(f"fold {fold}: no clips for speakers {', '.join(test_speakers)}", 1)
-    result = Trainer(config, cache_dir).fit(train, name=f"fold{fold}")
+    result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}")
     scores, skipped = score_clips(result.model, test, progress=config.progress)
     return {
         "fold": fold,
@@ -158,22 +158,22 @@ def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], c
 
 
 def _run_fold_worker(args) -> dict:
-    config_dict, clips, speakers, cache_dir, fold, threads = args
+    config_dict, clips, speakers, cache_dir, fold, threads, use_cache = args
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
-    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold)
+    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache)
 
 
 def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], only: list[int] | None = None,
-              jobs: int = 1, cache_dir=None) -> list[dict]:
+              jobs: int = 1, cache_dir=None, use_cache: bool = True) -> list[dict]:
     """All (or `only` the 1-based numbered) folds, `jobs` of them at once in separate
     processes sharing the CPU cores between them."""
     chosen = [i for i in range(1, len(folds) + 1) if not only or i in only]
     if jobs <= 1:
-        return [run_fold(config, clips, folds[i - 1], cache_dir, i) for i in chosen]
+        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache) for i in chosen]
     threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = replace(config, progress=False).to_dict()
-    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads) for i in chosen]
+    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache) for i in chosen]
     results = []
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_fold_worker, w) for w in work]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 from streamemo import StreamemoError
 from streamemo.features import FrontendSpec
 from streamemo.train.augment import AugmentConfig
 from streamemo.train.datasets import READERS, ReadResult, read_corpus
-from streamemo.train.trainer import TrainConfig
+from streamemo.train.trainer import TrainConfig, watches_validation
 
 DEFAULTS = TrainConfig()
 
@@ -52,8 +54,11 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", choices=["cosine", "plateau"],
                    help=f"cosine decay, or reduce-on-plateau of validation UA (default {d.schedule})")
     g.add_argument("--early-stop", type=int, metavar="N", help="stop after N epochs without validation gain")
-    g.add_argument("--select", choices=["best", "last"], help=f"weights to keep (default {d.select})")
-    g.add_argument("--average-last", type=int, metavar="N", help="keep the average of the last N epochs' weights")
+    g.add_argument("--select", choices=["best", "last"],
+                   help=f"weights to keep: the best validation epoch's, or the last (default {d.select})")
+    g.add_argument("--average-last", type=int, metavar="N",
+                   help=f"with --select last: keep the average of the last N epochs' weights, 0 = the last "
+                        f"epoch's (default {d.average_last})")
     g.add_argument("--no-class-weighting", dest="class_weighting", action="store_false", default=None)
     g.add_argument("--mixup", type=float, metavar="ALPHA", help=f"mixup Beta parameter, 0 = off (default {d.mixup})")
     g.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
@@ -112,7 +117,15 @@ def config_from_args(args) -> TrainConfig:
         raise StreamemoError(f"bad recipe field: {e}", 2) from None
     if config.epochs < 1 or config.batch_size < 1 or config.ensemble < 1 or config.window_s <= 0:
         raise StreamemoError("--epochs, --batch-size and --ensemble must be at least 1 and --window positive", 2)
+    if config.val_fraction <= 0 and watches_validation(config):
+        raise StreamemoError("--select best, --schedule plateau and --early-stop judge epochs on validation speakers, "
+                             "and none are held out: add --val-fraction 0.15", 2)
     return config
+
+
+def command_line() -> str:
+    """The command as typed (every flag, e.g. --drop-boredom), for reports and cards."""
+    return "streamemo " + " ".join(shlex.quote(a) for a in sys.argv[1:])
 
 
 def git_commit() -> str | None:

@@ -165,11 +165,15 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
     t = card.get("training", {})
     recipe = t.get("recipe", {})
+    ravdess = "ravdess" in t.get("licenses", {})  # its license is the one that binds the weights
+    fe = card["frontend"]
+    kind = (f"{fe['n_mels']}-band log-mel" if fe.get("kind", "logmel") == "logmel"
+                   else f"{fe.get('n_mfcc')}-coefficient MFCC")
     lines = [f"# Model card: {card['name']}", "",
              f"`{card['name']}.safetensors` + `{card['name']}.json`: {_arch(card['arch'])} "
              f"({card['n_parameters']:,} parameters), {card['window_s']:g} s windows of "
-             f"{card['frontend']['n_mels']}-band log-mel at {card['frontend']['sample_rate']} Hz "
-             f"({1000 * card['frontend']['hop_length'] // card['frontend']['sample_rate']} ms frames). "
+             f"{kind} at {fe['sample_rate']} Hz "
+             f"({1000 * fe['hop_length'] // fe['sample_rate']} ms frames). "
              f"Labels: {', '.join(card['labels'])}.", "",
              f"Weights SHA-256 `{card['weights_sha256'][:16]}…`; trained from git commit `{card.get('git_commit')}`.",
              ""]
@@ -183,9 +187,11 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
         lines.append(f"- **{corpus}**: {text}")
     held = t.get("validation_speakers") or []
     held = f"{', '.join(held)} held out for validation" if held else "all of them trained, none held out"
-    lines += ["", "Because RAVDESS is CC BY-NC-SA 4.0, these weights are shared under the same terms "
-              "(attribution, non-commercial, share-alike).", "",
-              f"Clips: {t.get('clips')}; classes: {t.get('class_counts')}; {t.get('speakers')} speakers "
+    lines.append("")
+    if ravdess:
+        lines += ["Because RAVDESS is CC BY-NC-SA 4.0, these weights are shared under the same terms "
+                  "(attribution, non-commercial, share-alike).", ""]
+    lines += [f"Clips: {t.get('clips')}; classes: {t.get('class_counts')}; {t.get('speakers')} speakers "
               f"({held}). Kept weights: "
               f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
@@ -193,10 +199,14 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
               f"{_seeds(recipe, card['arch'])}; the full recipe is in the JSON card.", ""]
     if report:
-        lines += ["## Evaluation: speaker-independent folds", "",
-                  "The recipe (not these exact weights) was evaluated by training one model per fold with the "
-                  "fold's speakers held out entirely, then scoring each held-out clip the way `streamemo classify` "
-                  "does. These weights are that recipe trained on all the data.", ""]
+        folds = all(isinstance(f.get("fold"), int) for f in report["folds"])
+        lines += (["## Evaluation: speaker-independent folds", "",
+                   "The recipe (not these exact weights) was evaluated by training one model per fold with the "
+                   "fold's speakers held out entirely, then scoring each held-out clip the way `streamemo classify` "
+                   "does. These weights are that recipe trained on all the data.", ""] if folds else
+                  ["## Evaluation: a held-out test set", "",
+                   "Each test clip scored the way `streamemo classify` does; the command below says what was "
+                   "trained on and what was tested.", ""])
         if card.get("speaker_norm"):
             lines += ["With speaker adaptation, each held-out speaker's clips are one session in a seeded random "
                       "order, as if the daemon heard them one after another: adaptation starts from the average "
@@ -221,6 +231,6 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
                "- Loudness is a cue (normalisation is global, not per window): a very quiet or very loud "
                "microphone shifts predictions toward calm/sad or angry."),
               "- Very soft speech may not pass the daemon's voice gate at all (no label is published for it).",
-              "- Not for employment, education, health, law-enforcement or any decision about individuals; "
-              "non-commercial use only (license above).", ""]
+              "- Not for employment, education, health, law-enforcement or any decision about individuals"
+              + ("; non-commercial use only (license above)." if ravdess else "."), ""]
     return "\n".join(lines)

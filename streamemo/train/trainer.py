@@ -70,7 +70,7 @@ class TrainConfig:
     warmup_epochs: int = 2
     early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
     select: str = "last"  # best (val UA) | last: which epoch's weights are returned
-    average_last: int = 5  # >0: return the average of the last N epochs' weights instead
+    average_last: int = 5  # with select "last", >0: the average of the last N epochs' weights
     class_weighting: bool = True  # loss weights inverse to class frequency
     label_smoothing: float = 0.0
     mixup: float = 0.2  # Beta(a, a) mixup of pairs of examples; 0 = off
@@ -119,6 +119,11 @@ class TrainResult:
     seconds: float
 
 
+def watches_validation(cfg: TrainConfig) -> bool:
+    """Whether the recipe decides anything by a validation figure."""
+    return cfg.select == "best" or cfg.schedule == "plateau" or cfg.early_stop > 0
+
+
 def split_validation(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
     """Holds out whole speakers: per corpus, `fraction` of its speakers (at least one when it
     has three or more), picked with `seed`. Returns (train, validation)."""
@@ -133,13 +138,14 @@ def split_validation(clips: list[Clip], fraction: float, seed: int) -> tuple[lis
     return [c for c in clips if c.speaker not in val_speakers], [c for c in clips if c.speaker in val_speakers]
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when run under torchrun."""
+def _distributed(cuda: bool) -> tuple[int, int]:
+    """(rank, world size); initialises the process group when run under torchrun: nccl for
+    CUDA tensors, gloo for CPU ones (also on a GPU machine told `--device cpu`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
     if not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "nccl" if cuda else "gloo"
         torch.distributed.init_process_group(backend)
     return torch.distributed.get_rank(), world
 
@@ -158,8 +164,8 @@ def crops_at_hop(feats: np.ndarray, width: int, hop: int) -> np.ndarray:
 class Trainer:
     def __init__(self, config: TrainConfig, cache_dir=None, use_cache: bool = True):
         self.config = config
-        self.rank, self.world = _distributed()
         self.device = pick_device(config.device)
+        self.rank, self.world = _distributed(self.device.type == "cuda")
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
         if config.threads:
@@ -192,6 +198,9 @@ class Trainer:
             train_clips = clips
         if not train_clips:
             raise StreamemoError("no training clips left after holding out validation speakers", 1)
+        if not val_clips and watches_validation(cfg):
+            log.warning("no validation speakers (too few per corpus): the schedule, early stopping and "
+                        "the best epoch follow training accuracy instead")
         labels = init.labels if init is not None else label_set(train_clips)
         missing = sorted({c.label for c in train_clips} - set(labels))
         if missing:
@@ -289,12 +298,12 @@ class Trainer:
                 log.info("early stop: no validation improvement for %d epochs", stale)
                 break
 
-        if cfg.average_last and averaged is not None:
-            network.load_state_dict(averaged)
-            chosen = f"average of the last {n_averaged} epochs"
-        elif cfg.select == "best" and best_state is not None:
+        if cfg.select == "best" and best_state is not None:
             network.load_state_dict(best_state)
             chosen = f"best validation epoch ({best_ua:.3f} UA)"
+        elif cfg.average_last and averaged is not None:
+            network.load_state_dict(averaged)
+            chosen = f"average of the last {n_averaged} epochs"
         else:
             chosen = f"last epoch ({len(history)})"
         network.eval()
