@@ -293,11 +293,27 @@ def test_cli_train_then_evaluate_and_fine_tune(tiny_corpus, tmp_path):
     card = json.loads((tmp_path / "m.json").read_text())
     assert card["training"]["licenses"]["ravdess"].startswith("CC BY-NC-SA")
     assert card["training"]["recipe"]["epochs"] == 1 and "git_commit" in card
+    assert card["command"].startswith("streamemo train --data ravdess:") and "--wave-copies 0" in card["command"]
     out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(tmp_path / "m"), "--test",
                           f"ravdess:{tiny_corpus}", "--report", str(tmp_path / "rep"), "--quiet"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "UA" in out.stdout and (tmp_path / "rep" / "confusion_matrix.png").exists()
+
+    # Cross-corpus: train on the RAVDESS-named corpus, test on a folder-per-class corpus of
+    # other voices, in one command.
+    other = tmp_path / "other"
+    for emotion, f0 in {"neutral": 120.0, "happy": 240.0, "sad": 95.0, "angry": 320.0}.items():
+        (other / emotion).mkdir(parents=True)
+        for k in range(2):
+            sf.write(other / emotion / f"take{k}.wav", voice(1.5, 16000, f0 * (1 + 0.03 * k), seed=10 + k), 16000)
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{tiny_corpus}", "--test", f"folder:{other}",
+                          "--epochs", "1", *common, "--report", str(tmp_path / "cross")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "cross" / "report.json").read_text())
+    assert report["title"] == f"train ravdess:{tiny_corpus}; test folder:{other}"
+    assert len(report["folds"][0]["predictions"]) == 8 and report["meta"]["skipped"] == 0
     out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ft"),
                           "--epochs", "1", "--init", str(tmp_path / "m"), *common],
                          env=env, capture_output=True, text=True, timeout=120)
