@@ -17,7 +17,7 @@ from streamemo.model import load_model, save_model
 from streamemo.stream.pipeline import Pipeline, file_probabilities
 from streamemo.train.audio import load_audio
 from streamemo.train.datasets import read_ravdess
-from streamemo.train.evaluate import ClipScore, load_folds, score_clips, score_metrics
+from streamemo.train.evaluate import ClipScore, load_folds, score_clips, score_metrics, summarise
 from streamemo.train.metrics import classification_metrics
 from streamemo.train.trainer import Trainer
 
@@ -39,6 +39,17 @@ def test_metrics_by_hand():
     assert m["precision"] == pytest.approx([1.0, 0.5, 0.0])
     f1_0, f1_1 = 2 * 1 * 0.75 / 1.75, 0.5
     assert m["macro_f1"] == pytest.approx((f1_0 + f1_1) / 2)
+
+    # Over folds: class 0's recall is 3/4 in this fold and 1 in a perfect one; class 2 is
+    # tested in neither, so it has no spread; per-class figures pool the clips.
+    perfect = score_metrics([ClipScore(str(i), label, label, [1, 0, 0], False) for i, label in enumerate("aab")],
+                            ["a", "b", "c"])
+    s = summarise([{"labels": ["a", "b", "c"], "metrics": {**m, "ua_strict": m["ua"], "wa_strict": m["wa"],
+                                                            "no_voice": 0}},
+                   {"labels": ["a", "b", "c"], "metrics": perfect}])
+    assert s["ua"]["per_fold"] == pytest.approx([0.625, 1.0])
+    assert s["per_class"]["a"]["recall"] == pytest.approx(5 / 6) and s["per_class"]["a"]["recall_std"] == pytest.approx(0.125)
+    assert s["per_class"]["c"]["recall_std"] == 0.0 and s["per_class"]["c"]["support"] == 0
 
 
 def test_no_voice_clips_count_in_the_strict_figures():

@@ -240,6 +240,7 @@ def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path, capsys):
     assert data["summary"]["ua"]["mean"] == pytest.approx(summary["ua"]["mean"])
     md = (folder / "report.md").read_text()
     assert "| **mean ± std** |" in md and "Confusion matrix" in md and "streamemo evaluate" in md
+    assert "## Per class (all folds pooled; ± the spread over folds)" in md
     for plot in PLOTS:
         assert (folder / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

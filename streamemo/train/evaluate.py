@@ -185,6 +185,13 @@ def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], on
     return sorted(results, key=lambda r: r["fold"])
 
 
+def _spread_over_folds(results: list[dict], i: int) -> dict:
+    """Std over the folds that test class i, of its precision, recall and F1."""
+    tested = [r["metrics"] for r in results if r["metrics"]["support"][i] > 0]
+    return {f"{key}_std": float(np.std([m[key][i] for m in tested])) if tested else 0.0
+            for key in ("precision", "recall", "f1")}
+
+
 def summarise(results: list[dict]) -> dict:
     """Mean and spread (population std over folds) of WA, UA, macro F1; summed confusion."""
     labels = results[0]["labels"]
@@ -198,7 +205,8 @@ def summarise(results: list[dict]) -> dict:
         y_pred = np.concatenate([np.repeat(np.arange(len(labels)), row) for row in out["confusion"]])
         pooled = classification_metrics(y_true, y_pred, len(labels))
         out["per_class"] = {label: {"precision": pooled["precision"][i], "recall": pooled["recall"][i],
-                                    "f1": pooled["f1"][i], "support": pooled["support"][i]}
+                                    "f1": pooled["f1"][i], "support": pooled["support"][i],
+                                    **_spread_over_folds(results, i)}
                             for i, label in enumerate(labels)}
     out["no_voice"] = int(sum(r["metrics"]["no_voice"] for r in results))
     return out

@@ -63,10 +63,12 @@ def markdown(title: str, summary: dict, folds: list[dict], meta: dict) -> str:
               f"as wrong instead gives UA {_pct(s['ua_strict']['mean'])} ± {_pct(s['ua_strict']['std'])} %, "
               f"WA {_pct(s['wa_strict']['mean'])} ± {_pct(s['wa_strict']['std'])} %.", ""]
     if "per_class" in s:
-        lines += ["## Per class (all folds pooled)", "", "| class | precision % | recall % | F1 % | clips |",
-                  "|---|---|---|---|---|"]
+        lines += ["## Per class (all folds pooled; ± the spread over folds)", "",
+                  "| class | precision % | recall % | F1 % | clips |", "|---|---|---|---|---|"]
         for label, c in s["per_class"].items():
-            lines.append(f"| {label} | {_pct(c['precision'])} | {_pct(c['recall'])} | {_pct(c['f1'])} | {c['support']} |")
+            cells = [f"{_pct(c[k])} ± {_pct(c[k + '_std'])}" if k + "_std" in c else _pct(c[k])
+                     for k in ("precision", "recall", "f1")]
+            lines.append(f"| {label} | {' | '.join(cells)} | {c['support']} |")
         lines += ["", "## Confusion matrix (rows: true, columns: predicted; all folds summed)", "",
                   "| | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
         for label, row in zip(labels, s["confusion"]):
