@@ -315,6 +315,22 @@ def test_cli_train_then_evaluate_and_fine_tune(tiny_corpus, tmp_path):
     report = json.loads((tmp_path / "cross" / "report.json").read_text())
     assert report["title"] == f"train ravdess:{tiny_corpus}; test folder:{other}"
     assert len(report["folds"][0]["predictions"]) == 8 and report["meta"]["skipped"] == 0
+
+    # Transfer to a corpus with a class the model lacks: the output layer grows by a row,
+    # and every weight it had (the old classes' rows included) is where fine-tuning starts.
+    (other / "boredom").mkdir()
+    for k in range(2):
+        sf.write(other / "boredom" / f"take{k}.wav", voice(1.5, 16000, 100.0, seed=20 + k), 16000)
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"folder:{other}", "-o", str(tmp_path / "bored"),
+                          "--epochs", "1", "--init", str(tmp_path / "m"), *common],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    base = load_model(tmp_path / "m")
+    assert load_model(tmp_path / "bored").labels == base.labels + ["boredom"]
+    start = Trainer(tiny_config())._initial_model("t", base.labels + ["boredom"], base).network.state_dict()
+    for key, value in base.network.state_dict().items():
+        assert torch.equal(start[key] if value.dim() == 0 else start[key][: value.shape[0]], value)
+    assert start["head.1.weight"].shape[0] == len(base.labels) + 1
     out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ft"),
                           "--epochs", "1", "--init", str(tmp_path / "m"), *common],
                          env=env, capture_output=True, text=True, timeout=120)

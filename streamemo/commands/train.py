@@ -35,7 +35,7 @@ def main(args) -> int:
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data
-    from streamemo.train.trainer import Trainer
+    from streamemo.train.trainer import Trainer, model_labels
 
     setup_logging("info")
     commit = git_commit()  # before training: the code that trained, not what changed meanwhile
@@ -45,10 +45,7 @@ def main(args) -> int:
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
     if report is not None:
-        from streamemo.train.datasets import label_set
-
-        labels = init.labels if init else label_set(data.clips)
-        check_labels(report, args.evaluation, labels, f"a model of {' '.join(args.data)}")
+        check_labels(report, args.evaluation, model_labels(data.clips, init), f"a model of {' '.join(args.data)}")
     trainer = Trainer(config, args.cache_dir, use_cache=not args.no_cache)
     name = Path(args.output).name.removesuffix(".json").removesuffix(".safetensors")
     result = trainer.fit(data.clips, name=name, init=init)

@@ -119,6 +119,15 @@ class TrainResult:
     seconds: float
 
 
+def model_labels(clips: list[Clip], init: Model | None = None) -> list[str]:
+    """The classes a model trained on `clips` predicts; fine-tuning keeps the initial model's
+    classes in their places and appends any it lacks."""
+    labels = label_set(clips)
+    if init is None:
+        return labels
+    return init.labels + [label for label in labels if label not in init.labels]
+
+
 def watches_validation(cfg: TrainConfig) -> bool:
     """Whether the recipe decides anything by a validation figure."""
     return cfg.select == "best" or cfg.schedule == "plateau" or cfg.early_stop > 0
@@ -201,10 +210,10 @@ class Trainer:
         if not val_clips and watches_validation(cfg):
             log.warning("no validation speakers (too few per corpus): the schedule, early stopping and "
                         "the best epoch follow training accuracy instead")
-        labels = init.labels if init is not None else label_set(train_clips)
-        missing = sorted({c.label for c in train_clips} - set(labels))
-        if missing:
-            raise StreamemoError(f"--init model has no class for {', '.join(missing)}; its labels: {labels}", 2)
+        labels = model_labels(train_clips, init)
+        if init is not None and labels != init.labels and self.main_process:
+            log.info("--init model has no class for %s: its output layer grows to %s, the classes it knows "
+                     "keep their weights", ", ".join(labels[len(init.labels):]), ", ".join(labels))
         index = {label: i for i, label in enumerate(labels)}
 
         train_clips, train_feats, skipped = self.store.get_many(train_clips, "train features",
@@ -342,8 +351,14 @@ class Trainer:
             # Fine-tuning keeps the initial model's frontend, window and architecture.
             if init.frontend != cfg.frontend or abs(init.window_s - cfg.window_s) > 1e-9:
                 log.warning("--init model's frontend/window differ from the config: using the model's")
-            model = Model.create(name, init.labels, init.window_s, init.frontend, init.arch, init.arch_params)
-            model.network.load_state_dict(init.network.state_dict())
+            model = Model.create(name, labels, init.window_s, init.frontend, init.arch, init.arch_params)
+            state = model.network.state_dict()
+            for key, value in init.network.state_dict().items():
+                if key.startswith("head.") and value.shape != state[key].shape:
+                    state[key][: len(init.labels)] = value  # the output layer: one row per class
+                else:
+                    state[key] = value
+            model.network.load_state_dict(state)
             return model
         return Model.create(name, labels, cfg.window_s, cfg.frontend, cfg.arch, resolved_arch_params(cfg))
 
