@@ -195,6 +195,19 @@ def test_validation_driven_recipe_sgd_plateau_early_stop_best_epoch(tiny_corpus,
     assert "add --val-fraction" in capsys.readouterr().err and not list(tmp_path.glob("m.*"))
 
 
+def test_architectures_take_their_notebooks_features():
+    from streamemo.cli import build_parser
+    from streamemo.train.options import config_from_args
+
+    def config(*flags):
+        return config_from_args(build_parser("train").parse_args(["train", "--data", "x:y", "-o", "m", *flags]))
+
+    assert config().frontend.kind == "logmel" and config("--arch", "cnn2d").frontend.kind == "logmel"
+    mfcc = config("--arch", "conv1d")
+    assert mfcc.frontend.kind == "mfcc" and not mfcc.speaker_norm  # adaptation needs log-mel energies
+    assert config("--arch", "conv1d", "--features", "logmel").frontend.kind == "logmel"
+
+
 def test_split_validation_holds_out_speakers_per_corpus(tiny_corpus):
     clips = read_ravdess(tiny_corpus).clips
     train, val = split_validation(clips, 0.5, seed=1)

@@ -43,7 +43,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", choices=["cnn_lstm", "cnn2d", "conv1d"], help=f"network (default {d.arch})")
     g.add_argument("--arch-params", type=json.loads, metavar="JSON",
                    help='network hyper-parameters, e.g. \'{"channels": [128, 128], "lstm_hidden": 64}\'')
-    g.add_argument("--features", choices=["logmel", "mfcc"], help=f"frontend kind (default {d.frontend.kind})")
+    g.add_argument("--features", choices=["logmel", "mfcc"],
+                   help=f"frontend kind (default {d.frontend.kind}; mfcc for --arch conv1d)")
     g.add_argument("--window", type=float, metavar="S", help=f"window length in seconds (default {d.window_s})")
     g.add_argument("--trim", action="store_true", default=None, help="trim leading/trailing silence")
     g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
@@ -102,9 +103,11 @@ def config_from_args(args) -> TrainConfig:
     base.update({k: v for k, v in flags.items() if v is not None})
     if args.arch and args.arch != DEFAULTS.arch and args.arch_params is None:
         base["arch_params"] = {}  # the default recipe's parameters belong to its architecture
-    if args.features:
-        base["frontend"] = {**base["frontend"], "kind": args.features}
-        if args.features != "logmel" and args.speaker_norm is None:
+    # conv1d is the MFCC notebooks' network: MFCC sequences unless --features says otherwise.
+    features = args.features or ("mfcc" if args.arch == "conv1d" else None)
+    if features:
+        base["frontend"] = {**base["frontend"], "kind": features}
+        if features != "logmel" and args.speaker_norm is None:
             base["speaker_norm"] = False  # it needs log-mel energies to tell voice from pauses
     if args.augment:
         base["augment"] = {**base["augment"], **args.augment}
