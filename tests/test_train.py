@@ -76,6 +76,29 @@ def test_training_smoke_run_learns_and_saves(tiny_corpus, tmp_path):
     assert torch.allclose(loaded.network(x), result.model.network.eval()(x), atol=1e-5)
 
 
+@pytest.mark.parametrize("arch, params", [("cnn2d", {"channels": [4, 8]}), ("conv1d", {"channels": [8, 8]})])
+def test_other_architectures_train_on_augmented_copies(tiny_corpus, tmp_path, arch, params):
+    """cnn2d (log-mel images) and conv1d (MFCC sequences) through the whole trainer, with one
+    augmented waveform copy per clip: made once, cached, and drawn in training."""
+    clips = read_ravdess(tiny_corpus).clips
+    kind = "mfcc" if arch == "conv1d" else "logmel"
+    cfg = tiny_config(arch=arch, arch_params=params, epochs=1, wave_copies=1, speaker_norm=kind == "logmel",
+                      frontend=replace(TrainConfig().frontend, kind=kind))
+    trainer = Trainer(cfg, tmp_path / "cache")
+    result = trainer.fit(clips)
+    n_train = len(result.train_clips)
+    assert trainer.store.computed == len(clips) + n_train  # every clip's features, then one copy each
+    assert result.model.arch == arch and np.isfinite(result.history[0]["loss"])
+    again = Trainer(cfg, tmp_path / "cache")
+    again.fit(clips)
+    assert again.store.computed == 0  # the copies came from the cache too
+    from streamemo.stream.pipeline import Scorer
+
+    window = 0.01 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)  # 1 s, the tiny window
+    probs = Scorer(result.model)(window)
+    assert probs.shape == (1, 4) and np.isclose(probs.sum(), 1, atol=1e-5)
+
+
 def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(tiny_corpus, tmp_path):
     clips = read_ravdess(tiny_corpus).clips
     cfg = tiny_config(epochs=1, val_fraction=0.0, seed=3)
