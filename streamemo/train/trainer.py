@@ -57,8 +57,8 @@ class TrainConfig:
     # per window, and prosody, the main emotion cue, changes far slower than that.
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
-    # UA on the six RAVDESS folds, seed 0: 61.8 at 60 epochs, 63.7 at 90, 66.2 at 120
-    # (benchmarks/RESULTS-train.md); the recipe still underfits at 90.
+    # UA on the six RAVDESS folds at 60 / 90 / 120 epochs: seed 0 61.8 / 63.7 / 66.2, seed 1
+    # 62.0 / 64.1 / 64.1 (benchmarks/RESULTS-train.md).
     epochs: int = 120
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
@@ -78,8 +78,9 @@ class TrainConfig:
     spec_augment: bool = True
     wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
     # >1: train this many networks with seeds seed, seed+1, ... and ship them as one
-    # `model.Ensemble` that averages their probabilities (+1.1 to 1.5 points UA at 90 epochs,
-    # at twice the cost per window).
+    # `model.Ensemble` that averages their probabilities (+1.1 to 1.5 points UA over either
+    # seed at 90 epochs; at 120, 66.2 like seed 0 with a tighter spread), at twice the cost
+    # per window.
     ensemble: int = 1
     # Map each speaker's feature bands onto the average speaker's mean and spread
     # (stream/adaptation.py), with statistics as the daemon would hold them partway through a
