@@ -291,6 +291,12 @@ def test_report_folder_from_a_tiny_fold_run(tiny_corpus, tmp_path, capsys):
                                                                   "licenses": {"ravdess": "CC BY-NC-SA 4.0"}}})
     card_md = model_card_markdown(model.card, data)
     assert "| **mean ± std** |" in card_md and "CC BY-NC-SA 4.0" in card_md and "Intended use" in card_md
+    assert "64-band log-mel" in card_md and "non-commercial use only" in card_md
+    # A model of a user's own MFCC data: the card says so and claims no RAVDESS terms.
+    own = Model.create("own", labels, 1.0, FrontendSpec(kind="mfcc"), "conv1d", {"channels": [8, 8]})
+    save_model(own, tmp_path / "own", extra_card={"training": {"data": ["csv:mine.csv"], "licenses": {"csv": "yours"}}})
+    own_md = model_card_markdown(own.card, None)
+    assert "40-coefficient MFCC" in own_md and "BY-NC-SA" not in own_md and "non-commercial" not in own_md
 
     # `streamemo card` puts a report's figures into a model trained before it; the weights
     # file is untouched, so the card's hash still holds.

@@ -170,7 +170,7 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     ravdess = "ravdess" in t.get("licenses", {})  # its license is the one that binds the weights
     fe = card["frontend"]
     kind = (f"{fe['n_mels']}-band log-mel" if fe.get("kind", "logmel") == "logmel"
-                   else f"{fe.get('n_mfcc')}-coefficient MFCC")
+            else f"{fe.get('n_mfcc')}-coefficient MFCC")
     lines = [f"# Model card: {card['name']}", "",
              f"`{card['name']}.safetensors` + `{card['name']}.json`: {_arch(card['arch'])} "
              f"({card['n_parameters']:,} parameters), {card['window_s']:g} s windows of "

@@ -208,7 +208,7 @@ class Trainer:
             train_clips = clips
         if not train_clips:
             raise StreamemoError("no training clips left after holding out validation speakers", 1)
-        if not val_clips and watches_validation(cfg):
+        if not val_clips and watches_validation(cfg) and self.main_process:
             log.warning("no validation speakers (too few per corpus): the schedule, early stopping and "
                         "the best epoch follow training accuracy instead")
         labels = model_labels(train_clips, init)
