@@ -250,6 +250,9 @@ def test_waveform_augmentation_is_seeded_and_each_transform_switchable():
     only_gain = AugmentConfig(p=1.0, noise=False, shift=False, stretch=False, pitch=False, gain_db=(6.0, 6.0))
     assert np.allclose(WaveAugmenter(only_gain)(x, 16000, seed=1), np.clip(x * 10 ** (6 / 20), -1, 1), atol=1e-5)
     assert every.key() != AugmentConfig().key()
+    # The copies' seed is part of the cache key (another seed, another draw of copies);
+    # seed 0 keeps the key it had before the field existed.
+    assert AugmentConfig(seed=1).key() != AugmentConfig().key() and '"seed"' not in AugmentConfig().key()
 
 
 def test_spec_augment_masks_bands_and_frames():

@@ -43,10 +43,15 @@ class AugmentConfig:
     freq_mask_width: int = 6  # bands, at most
     time_masks: int = 2
     time_mask_width: int = 8  # frames, at most (8 x 20 ms: wider masks underfit, see RESULTS-train.md)
+    # A waveform copy's randomness comes from its file's content, its copy number and this
+    # seed: the same copies every run (so they are cached), another draw for another seed.
+    seed: int = 0
 
     def key(self) -> str:
-        """Identifies the waveform recipe in the feature cache (SpecAugment is not cached)."""
-        wave = {k: v for k, v in asdict(self).items() if not k.startswith(("freq_", "time_"))}
+        """Identifies the waveform recipe in the feature cache (SpecAugment is not cached).
+        Seed 0 is left out, so the copies cached before the seed existed stay valid."""
+        wave = {k: v for k, v in asdict(self).items()
+                if not k.startswith(("freq_", "time_")) and not (k == "seed" and v == 0)}
         return json.dumps(wave, sort_keys=True)
 
     @classmethod
