@@ -165,7 +165,7 @@ class Ensemble(nn.Module):
     Returns the log of the members' mean probability, so softmax of the output is that mean:
     the daemon and the evaluation need not know they run an ensemble. Seeds alone move a
     fold's UA by up to 3.5 points here; two seeds averaged gained 1.1 to 1.5 over one, at
-    twice the cost per window (benchmarks/RESULTS-train.md). `models/default` is one.
+    twice the cost per window (benchmarks/RESULTS-train.md); `--ensemble N` trains one.
     """
 
     def __init__(self, n_features: int, n_classes: int, member_arch: str = "cnn_lstm",

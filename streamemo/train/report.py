@@ -146,17 +146,21 @@ def _plot_confusion(path: Path, cm: np.ndarray, labels: list[str]) -> None:
     plt.close(fig)
 
 
+def _members(arch: dict) -> int:
+    """How many networks the weights hold: an ensemble's members, else 1."""
+    return arch.get("params", {}).get("members", 1) if arch["name"] == "ensemble" else 1
+
+
 def _arch(arch: dict) -> str:
     """'cnn_lstm', or for an ensemble 'ensemble of 2 cnn_lstm networks averaged'."""
     if arch["name"] != "ensemble":
         return arch["name"]
-    params = arch.get("params", {})
-    return f"ensemble of {params.get('members')} {params.get('member_arch')} networks averaged"
+    return f"ensemble of {_members(arch)} {arch['params'].get('member_arch')} networks averaged"
 
 
 def _seeds(recipe: dict, arch: dict) -> str:
     """'seed 0', or for an ensemble the members' seeds: 'seeds 0, 1 (one per member)'."""
-    seed, members = recipe.get("seed"), arch.get("params", {}).get("members", 1) if arch["name"] == "ensemble" else 1
+    seed, members = recipe.get("seed"), _members(arch)
     if members == 1 or not isinstance(seed, int):
         return f"seed {seed}"
     return f"seeds {', '.join(str(seed + k) for k in range(members))} (one per member)"
