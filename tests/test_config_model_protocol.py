@@ -77,8 +77,8 @@ def test_model_files_are_as_readable_as_any_new_file(saved, tmp_path):
 
 @pytest.mark.parametrize("arch", ["cnn_lstm", "cnn2d", "conv1d"])
 def test_inference_network_scores_like_the_trained_one(arch):
-    """The Scorer's copy (BatchNorm folded, max-pool by strided maxima) changes speed, not
-    outputs; odd map sizes exercise the pool's floor mode."""
+    """The Scorer's copy (BatchNorm folded, Linear weights stored transposed, max-pool by
+    strided maxima) changes speed, not outputs; odd map sizes exercise the pool's floor mode."""
     torch.manual_seed(2)
     model = Model.create("m", EMOTIONS, 2.0, FrontendSpec(hop_length=320), arch)
     network = model.network
@@ -89,9 +89,12 @@ def test_inference_network_scores_like_the_trained_one(arch):
     x = torch.randn(3, 64, 101)
     with torch.no_grad():
         expected = network(x)
+    copy = inference_network(network)
     with torch.inference_mode():
-        fast = inference_network(network)(x)
+        fast = copy(x)
     torch.testing.assert_close(fast, expected, atol=1e-5, rtol=1e-5)
+    replaced = (torch.nn.Linear, torch.nn.modules.batchnorm._BatchNorm)
+    assert not any(isinstance(m, replaced) for m in copy.modules())  # the fast path really ran
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in network.modules())  # untouched
 
 

@@ -1,4 +1,5 @@
-"""The frontend: nnAudio's kernels applied as a matrix product must give nnAudio's own output."""
+"""The frontend: the FFT of frames under nnAudio's window, through nnAudio's mel basis, must give
+nAudio's own output (its STFT as strided convolutions)."""
 
 import numpy as np
 import pytest
