@@ -25,7 +25,7 @@ import numpy as np
 
 from streamemo.train.evaluate import ClipScore, score_metrics, summarise
 from streamemo.train.report import write_report
-from streamemo.train.trainer import mean_history
+from streamemo.train.trainer import TrainConfig, mean_history
 
 
 def combine(reports: list[dict]) -> list[dict]:
@@ -55,7 +55,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="report folder to write")
     args = parser.parse_args()
     reports = [json.loads((r / "report.json").read_text()) for r in args.reports]
-    recipes = [dict(r["meta"]["recipe"], seed=None) for r in reports]
+    # Through TrainConfig, so a report written before a setting existed reads as its default.
+    recipes = [dict(TrainConfig.from_dict(r["meta"]["recipe"]).to_dict(), seed=None) for r in reports]
     if any(recipe != recipes[0] for recipe in recipes):
         sys.exit("the reports' recipes differ in more than the seed; an ensemble's members share one recipe")
     folds = combine(reports)

@@ -7,6 +7,9 @@ for 2 s.
 
 Reports the median and the best of several timing rounds: the machine is shared, so the
 best round is the closest to the model's own cost, and the median shows what contention does.
+The last two lines time what the scorer replaces, interleaved round by round with it so both
+see the same contention: nnAudio's own forward (its STFT as strided convolutions) against
+our frontend, and the network as trained against its inference copy (`inference_network`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,26 @@ from streamemo.stream.pipeline import Pipeline, Scorer
 
 
 def rounds(fn, repeats: int, n_rounds: int = 7) -> list[float]:
-    for _ in range(10):
-        fn()
-    out = []
-    for _ in range(n_rounds):
-        t = time.perf_counter()
-        for _ in range(repeats):
+    return interleaved({"": fn}, repeats, n_rounds)[""]
+
+
+def interleaved(fns: dict, repeats: int, n_rounds: int = 7) -> dict[str, list[float]]:
+    """Milliseconds per call of each function, one round of each in turn."""
+    for fn in fns.values():
+        for _ in range(10):
             fn()
-        out.append((time.perf_counter() - t) / repeats * 1000)
+    out = {name: [] for name in fns}
+    for _ in range(n_rounds):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            out[name].append((time.perf_counter() - t) / repeats * 1000)
     return out
+
+
+def summary(times: list[float]) -> str:
+    return f"median {statistics.median(times):.2f} ms, best {min(times):.2f} ms"
 
 
 def main() -> None:
@@ -67,13 +81,31 @@ def main() -> None:
         assert pipeline.feed(hop)[0].voiced
 
     whole = rounds(one_hop, args.repeats)
+
+    wave = torch.from_numpy(window)
+    trained = model.network.eval()
+
+    def nnaudio_frontend():
+        with torch.inference_mode():
+            scorer.frontend.layer(wave)
+
+    def trained_network():
+        with torch.inference_mode():
+            trained(features)
+
+    replaced = interleaved({"ours": lambda: scorer.features(window), "nnAudio": nnaudio_frontend,
+                            "copy": network_only, "trained": trained_network}, args.repeats)
     print(f"model {model.id}: {model.arch} {model.arch_params}, {model.n_parameters():,} parameters, "
           f"{args.window:g} s window, torch {torch.__version__}, 1 thread")
-    print(f"frontend + network: median {statistics.median(full):.2f} ms, best {min(full):.2f} ms per window")
-    print(f"network alone:      median {statistics.median(net):.2f} ms, best {min(net):.2f} ms per window")
+    print(f"frontend + network: {summary(full)} per window")
+    print(f"network alone:      {summary(net)} per window")
     adapting = "with" if pipeline.adapter is not None else "without"
-    print(f"pipeline, one hop:  median {statistics.median(whole):.2f} ms, best {min(whole):.2f} ms "
-          f"(voice gate, frontend, {adapting} speaker adaptation, network, smoother)")
+    print(f"pipeline, one hop:  {summary(whole)} (voice gate, frontend, {adapting} speaker adaptation, "
+          "network, smoother)")
+    print(f"frontend, interleaved: ours {summary(replaced['ours'])}; nnAudio's own forward "
+          f"{summary(replaced['nnAudio'])}")
+    print(f"network, interleaved:  inference copy {summary(replaced['copy'])}; as trained "
+          f"{summary(replaced['trained'])}")
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ class TrainConfig:
     frontend: FrontendSpec = FrontendSpec(hop_length=320)
     trim: bool = False  # trim leading/trailing silence before features
     # UA on the six RAVDESS folds at 60 / 90 / 120 epochs: seed 0 61.8 / 63.7 / 66.2, seed 1
-    # 62.0 / 64.1 / 64.1 (benchmarks/RESULTS-train.md).
+    # 62.0 / 64.1 / 64.1; seed 2 at 120: 65.7 (benchmarks/RESULTS-train.md).
     epochs: int = 120
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
