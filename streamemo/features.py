@@ -86,9 +86,9 @@ class Frontend(torch.nn.Module):
         # same spectrum (to float rounding; tests/test_frontend.py holds it to nnAudio's own
         # output) in a fifth of the time. The window is nnAudio's (its zero-frequency cosine
         # kernel), and so are the mel basis and, for MFCC, the dB scaling and DCT.
-        stft = self._mel_layer().stft
-        self.register_buffer("window", stft.wcos[0, 0].clone(), persistent=False)  # (n_fft,)
-        self.register_buffer("mel_basis_t", self._mel_layer().mel_basis.T.contiguous(),
+        mel = self._mel_layer()
+        self.register_buffer("window", mel.stft.wcos[0, 0].clone(), persistent=False)  # (n_fft,)
+        self.register_buffer("mel_basis_t", mel.mel_basis.T.contiguous(),
                              persistent=False)  # (bins, n_mels): frames x bins @ this needs no copy
 
     def _mel_layer(self):

@@ -1,5 +1,5 @@
 """The frontend: the FFT of frames under nnAudio's window, through nnAudio's mel basis, must give
-nAudio's own output (its STFT as strided convolutions)."""
+nnAudio's own output (its STFT as strided convolutions)."""
 
 import numpy as np
 import pytest

@@ -355,8 +355,10 @@ class Trainer:
             model = Model.create(name, labels, init.window_s, init.frontend, init.arch, init.arch_params)
             state = model.network.state_dict()
             for key, value in init.network.state_dict().items():
-                if key.startswith("head.") and value.shape != state[key].shape:
-                    state[key][: len(init.labels)] = value  # the output layer: one row per class
+                # Only the label count differs between the two networks, so a tensor of another
+                # shape is the output layer's (one row per class): the known classes' rows carry over.
+                if value.shape != state[key].shape:
+                    state[key][: len(init.labels)] = value
                 else:
                     state[key] = value
             model.network.load_state_dict(state)
