@@ -3,6 +3,9 @@
     # speaker-independent folds (folds.json); other --data corpora only ever add training data
     streamemo evaluate --data ravdess:../shared/data/ravdess --data emodb:../shared/data/emodb \\
         --drop-boredom --folds ravdess --jobs 2 --report reports/ravdess
+    # leave-one-corpus-out: per corpus, train on all the others and test on it
+    streamemo evaluate --data ravdess:PATH --data emodb:PATH --data emovo:PATH … \
+        --drop-boredom --leave-one-corpus-out --degrade reverb+noise --jobs 2
     # cross-corpus / an extra labelled folder: train on --data, test on --test
     streamemo evaluate --data ravdess:PATH --test emodb:PATH --drop-boredom
     # an existing model on a test set, no training
@@ -27,6 +30,11 @@ def configure(parser) -> None:
     parser.add_argument("--fold", type=lambda s: [int(x) for x in s.split(",")], metavar="N[,N…]",
                         help="only these folds (1-based)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
+    parser.add_argument("--leave-one-corpus-out", action="store_true",
+                        help="for each --data corpus, train on all the others and test on it")
+    parser.add_argument("--degrade", metavar="SPEC",
+                        help="also score the test clips degraded, e.g. reverb+noise (rooms and noise never "
+                             "trained on, noise at 10 dB SNR); words: reverb, noise, channel")
     parser.add_argument("--test", action="append", default=[], metavar="KIND:PATH",
                         help="a labelled test set (another corpus, or your own folder); repeatable")
     parser.add_argument("--model", metavar="MODEL", help="evaluate this model on --test instead of training")
@@ -37,18 +45,28 @@ def configure(parser) -> None:
 def main(args) -> int:
     from streamemo.cli import setup_logging
     from streamemo.model import load_model
-    from streamemo.train.evaluate import load_folds, run_folds, score_clips, score_metrics, summarise
+    from streamemo.train.evaluate import corpus_folds, held_out_result, load_folds, run_folds, summarise
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data
     from streamemo.train.report import write_report
     from streamemo.train.trainer import Trainer
 
     setup_logging("warning")
-    if args.folds and (args.test or args.model):
-        raise StreamemoError("--folds runs its own test folds; use --test (with --data or --model) separately", 2)
-    if not args.folds and not args.test:
-        raise StreamemoError("nothing to evaluate: give --folds CORPUS, or --test KIND:PATH", 2)
+    folds_mode = args.folds or args.leave_one_corpus_out
+    if args.folds and args.leave_one_corpus_out:
+        raise StreamemoError("--folds and --leave-one-corpus-out are two protocols: run them separately", 2)
+    if folds_mode and (args.test or args.model):
+        raise StreamemoError("--folds and --leave-one-corpus-out run their own test folds; use --test "
+                             "(with --data or --model) separately", 2)
+    if not folds_mode and not args.test:
+        raise StreamemoError("nothing to evaluate: give --folds CORPUS, --leave-one-corpus-out, "
+                             "or --test KIND:PATH", 2)
     if not args.model and not args.data:
         raise StreamemoError("give --data to train on (or --model to evaluate an existing model)", 2)
+    degrade = None
+    if args.degrade:
+        from streamemo.train.rooms import Degrader
+
+        degrade = Degrader(args.degrade)  # checks the spec and the noise folder before training
     config = config_from_args(args)
     meta = {"command": command_line(),
             "git_commit": git_commit(), "recipe": config.to_dict()}
@@ -61,11 +79,18 @@ def main(args) -> int:
             raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
         folds = load_folds(args.folds_file, args.folds)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
-                            use_cache=not args.no_cache)
+                            use_cache=not args.no_cache, degrade=degrade)
         counts["all training data"] = Counter(c.label for c in data.clips)
         counts[f"{args.folds} (test folds)"] = Counter(c.label for c in corpus_clips)
         title = f"{args.folds}: speaker-independent folds"
         report_dir = args.report or Path("reports") / f"folds-{args.folds}"
+    elif args.leave_one_corpus_out:
+        names, folds = corpus_folds(data.clips)
+        results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
+                            use_cache=not args.no_cache, names=names, degrade=degrade)
+        counts = {name: Counter(c.label for c in data.clips if c.corpus == name) for name in names}
+        title = "leave one corpus out: each corpus tested by a model trained on the others"
+        report_dir = args.report or Path("reports") / "leave-one-corpus-out"
     else:
         tests = read_data(args.test, args)
         if args.model:
@@ -76,12 +101,14 @@ def main(args) -> int:
             model, history, chosen = result.model, result.history, result.chosen
             counts["training"] = Counter(c.label for c in result.train_clips)
             title = f"train {', '.join(args.data)}; test {', '.join(args.test)}"
-        scores, skipped = score_clips(model, tests.clips, progress=not args.quiet)
-        counts["test"] = Counter(c.label for c in tests.clips)
-        results = [{"fold": "test", "test_speakers": sorted({c.speaker for c in tests.clips}),
-                    "labels": model.labels, "metrics": score_metrics(scores, model.labels), "history": history,
-                    "chosen": chosen, "skipped": tests.skipped + skipped,
-                    "predictions": [s.__dict__ for s in scores]}]
+        # One result per test corpus: each scored over its own classes, then the mean over corpora.
+        results = []
+        for i, name in enumerate(sorted({c.corpus for c in tests.clips}), 1):
+            clips = [c for c in tests.clips if c.corpus == name]
+            counts[f"test: {name}"] = Counter(c.label for c in clips)
+            results.append({"fold": i, "name": name, "history": history, "chosen": chosen,
+                            **held_out_result(model, clips, degrade, not args.quiet)})
+        results[0]["skipped"] += tests.skipped
         report_dir = args.report or Path("reports") / "test"
     summary = summarise(results)
     # A bad training file is skipped by every fold that trains on it: count files, not skips.
@@ -91,9 +118,12 @@ def main(args) -> int:
           f"WA {100 * summary['wa']['mean']:.1f} ± {100 * summary['wa']['std']:.1f} %, "
           f"macro F1 {100 * summary['macro_f1']['mean']:.1f} % over {len(results)} fold(s); "
           f"{meta['skipped']} file(s) skipped")
+    for view, words in (("four_class", "4 classes"), ("degraded", f"degraded ({args.degrade})")):
+        if view in summary:
+            print(f"  {words}: UA {100 * summary[view]['ua']['mean']:.1f} ± {100 * summary[view]['ua']['std']:.1f} %")
     for r in results:
         m = r["metrics"]
-        print(f"  fold {r['fold']}: UA {100 * m['ua']:.1f}  WA {100 * m['wa']:.1f}  F1 {100 * m['macro_f1']:.1f}  "
+        print(f"  fold {r.get('name') or r['fold']}: UA {100 * m['ua']:.1f}  WA {100 * m['wa']:.1f}  F1 {100 * m['macro_f1']:.1f}  "
               f"({m['n_clips']} clips, {m['no_voice']} without a voiced window)")
     print(f"report: {report_dir}/report.md")
     return 0

@@ -1,4 +1,4 @@
-"""Honest evaluation: speaker-independent folds, extra test sets and cross-corpus runs.
+"""Honest evaluation: speaker-independent folds, leave-one-corpus-out, extra test sets.
 
 Every reported per-clip prediction comes from `stream.pipeline.Pipeline` and
 `file_probabilities`, the path `streamemo classify` and the daemon take: the label a clip
@@ -7,12 +7,19 @@ gets here is the label `classify` prints for it.
 A clip none of whose windows passes the daemon's voice gate gets no label from `classify`.
 Here it is scored on all its windows with the gate open (`no_voice` marks it) so that it
 still counts; the summary also gives `ua_strict`/`wa_strict`, counting those clips wrong.
+
+A test set is scored over the classes it has (the protocol of published cross-corpus
+figures): a clip's label is the most probable of those classes. Beside it, every fold
+reports the 4-class view (angry, happy, neutral, sad) that cross-corpus papers compare on,
+and, when a degraded condition is asked for (`rooms.Degrader`), the same figures for the
+held-out clips played through a room with noise.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import zlib
 import logging
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,9 +38,13 @@ from streamemo.stream.pipeline import Pipeline, Scorer, file_probabilities
 from streamemo.train.audio import UnreadableAudio, load_audio
 from streamemo.train.datasets import Clip
 from streamemo.train.metrics import classification_metrics
-from streamemo.train.trainer import TrainConfig, Trainer
+from streamemo.train.augment import WaveAugmenter
+from streamemo.train.trainer import DAEMON, TrainConfig, Trainer
 
 log = logging.getLogger(__name__)
+
+
+FOUR_CLASSES = ("angry", "happy", "neutral", "sad")  # the cross-corpus literature's common set
 
 
 @dataclass(frozen=True)
@@ -57,11 +68,18 @@ def speaker_sessions(clips: list[Clip], seed: int = 0) -> list[list[Clip]]:
     return [[group[i] for i in rng.permutation(len(group))] for _, group in sorted(by_speaker.items())]
 
 
+def clip_seed(path) -> int:
+    """A seed that depends on the clip's file name only: a degraded condition puts each clip
+    in the same room with the same noise in every run and every fold."""
+    return zlib.crc32(Path(path).name.encode())
+
+
 def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None = None,
-                progress: bool = True) -> tuple[list[ClipScore], list[str]]:
+                progress: bool = True, degrade=None) -> tuple[list[ClipScore], list[str]]:
     """Each clip through the daemon's pipeline -> whole-file probabilities and label, in
     `speaker_sessions` order (the order of the returned scores). `streamemo classify` given
-    one speaker's files in that order prints the same labels."""
+    one speaker's files in that order prints the same labels. `degrade`, a callable
+    (audio, rate, seed) -> audio, changes each clip's audio first (a test condition)."""
     config = config or PipelineConfig()
     scorer = Scorer(model, "cpu")
     gated = Pipeline(model, config, scorer=scorer)
@@ -79,6 +97,8 @@ def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None =
                 log.warning("skipping unreadable audio %s", e)
                 skipped.append(str(e))
                 continue
+            if degrade is not None:
+                audio = degrade(audio, model.frontend.sample_rate, clip_seed(clip.path))
             probs = _file_probabilities(gated, audio)
             no_voice = probs is None
             if no_voice:  # classify prints no label here and learns nothing from it: nor may this
@@ -96,13 +116,20 @@ def _file_probabilities(pipeline: Pipeline, audio: np.ndarray):
     return file_probabilities(estimates)
 
 
-def score_metrics(scores: list[ClipScore], labels: list[str]) -> dict:
+def score_metrics(scores: list[ClipScore], labels: list[str], over=None) -> dict:
     """Figures over the clips whose true label the model knows (cross-corpus tests may hold
-    classes the model never saw; those are counted in `unknown_label`)."""
+    classes the model never saw; those are counted in `unknown_label`). `over`, a subset of
+    `labels`, restricts both truth and prediction to those classes: clips of other classes
+    are left out and each clip's prediction is its most probable class among them. Matrices
+    keep the model's full label order, so folds with different class sets still add up."""
     index = {label: i for i, label in enumerate(labels)}
-    known = [s for s in scores if s.label in index]
+    keep = [index[label] for label in labels if over is None or label in over]
+    known = [s for s in scores if s.label in index and index[s.label] in keep]
     y = np.array([index[s.label] for s in known], dtype=int)
-    p = np.array([index[s.predicted] for s in known], dtype=int)
+    if len(keep) == len(labels):
+        p = np.array([index[s.predicted] for s in known], dtype=int)
+    else:
+        p = np.array([keep[int(np.argmax(np.asarray(s.probabilities)[keep]))] for s in known], dtype=int)
     m = classification_metrics(y, p, len(labels))
     strict = classification_metrics(y, np.where([s.no_voice for s in known], -1, p) % (len(labels) + 1),
                                     len(labels) + 1)  # no-voice clips land in an extra column
@@ -113,6 +140,13 @@ def score_metrics(scores: list[ClipScore], labels: list[str]) -> dict:
     m["n_clips"] = len(known)
     m["unknown_label"] = len(scores) - len(known)
     return m
+
+
+def scored_views(scores: list[ClipScore], labels: list[str]) -> dict:
+    """A test set's figures over the classes it has, and its 4-class view."""
+    present = {s.label for s in scores}
+    return {"metrics": score_metrics(scores, labels, over=present),
+            "four_class": score_metrics(scores, labels, over=present & set(FOUR_CLASSES))}
 
 
 # --- protocols ------------------------------------------------------------------------
@@ -131,55 +165,107 @@ def load_folds(path: str | Path, corpus: str) -> list[list[str]]:
     return [[f"{corpus}:{int(s):02d}" for s in fold] for fold in folds]
 
 
+def corpus_folds(clips: list[Clip]) -> tuple[list[str], list[list[str]]]:
+    """Leave-one-corpus-out: (corpus names, per corpus the speakers it holds out: all of its own)."""
+    names = sorted({c.corpus for c in clips})
+    if len(names) < 2:
+        raise StreamemoError("--leave-one-corpus-out needs --data from at least two corpora", 2)
+    return names, [sorted({c.speaker for c in clips if c.corpus == name}) for name in names]
+
+
 def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], cache_dir=None,
-             fold: int = 0, use_cache: bool = True) -> dict:
-    """Trains on every clip whose speaker is not held out, tests on those that are."""
+             fold: int = 0, use_cache: bool = True, name: str | None = None, degrade=None) -> dict:
+    """Trains on every clip whose speaker is not held out, tests on those that are (and,
+    with `degrade`, on the same clips degraded)."""
     held = set(test_speakers)
     train = [c for c in clips if c.speaker not in held]
     test = [c for c in clips if c.speaker in held]
     if not test:
         raise StreamemoError(f"fold {fold}: no clips for speakers {', '.join(test_speakers)}", 1)
     result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}")
-    scores, skipped = score_clips(result.model, test, progress=config.progress)
-    return {
-        "fold": fold,
-        "test_speakers": sorted(held),
-        "val_speakers": sorted({c.speaker for c in result.val_clips}),
-        "n_train": len(result.train_clips),
-        "n_val": len(result.val_clips),
-        "labels": result.labels,
-        "metrics": score_metrics(scores, result.labels),
-        "history": result.history,
-        "chosen": result.chosen,
-        "train_seconds": result.seconds,
-        "skipped": result.skipped + skipped,
+    return {"fold": fold, "name": name, "n_train": len(result.train_clips), "n_val": len(result.val_clips),
+            "val_speakers": sorted({c.speaker for c in result.val_clips}), "history": result.history,
+            "chosen": result.chosen, "train_seconds": result.seconds,
+            **held_out_result(result.model, test, degrade, config.progress, result.skipped)}
+
+
+def held_out_result(model: Model, test: list[Clip], degrade=None, progress: bool = True, skipped=()) -> dict:
+    """A model's figures on one test set: over its classes, the 4-class view, degraded."""
+    scores, bad = score_clips(model, test, progress=progress)
+    out = {
+        "test_speakers": sorted({c.speaker for c in test}),
+        "labels": model.labels,
+        **scored_views(scores, model.labels),
+        "skipped": list(skipped) + bad,
         "predictions": [s.__dict__ for s in scores],
     }
+    if degrade is not None:
+        degraded, _ = score_clips(model, test, progress=progress, degrade=degrade)
+        out["degraded"] = {"condition": getattr(degrade, "spec", str(degrade)), **scored_views(degraded, model.labels)}
+    return out
 
 
 def _run_fold_worker(args) -> dict:
-    config_dict, clips, speakers, cache_dir, fold, threads, use_cache = args
+    config_dict, clips, speakers, cache_dir, fold, threads, use_cache, name, degrade = args
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
-    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache)
+    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache, name, degrade)
+
+
+def _warm_worker(args) -> int:
+    config_dict, clips, cache_dir = args
+    torch.set_num_threads(1)
+    logging.basicConfig(level=logging.ERROR)  # unreadable files are reported by the folds
+    config = TrainConfig.from_dict(config_dict)
+    trainer = Trainer(config, cache_dir)
+    augmenter = WaveAugmenter(config.augment) if config.wave_copies else None
+    for clip in clips:
+        try:
+            trainer.store.get(clip)
+            for k in range(config.wave_copies):
+                trainer.store.get(clip, augmenter, k)
+            if config.speaker_norm:
+                trainer.store.voice(clip, trainer.window_samples, trainer.hop_samples, DAEMON)
+        except UnreadableAudio:
+            pass
+    return len(clips)
+
+
+def warm_cache(config: TrainConfig, clips: list[Clip], cache_dir=None, jobs: int = 2) -> None:
+    """Computes into the feature cache, `jobs` processes at once, everything training on
+    `clips` reads (features, augmented copies, voice statistics), so that folds running in
+    parallel do not each compute the same missing entries."""
+    quiet = replace(config, progress=False).to_dict()
+    shards = [clips[k::jobs] for k in range(jobs)]
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+        # Small pieces, so the bar moves and the two processes finish together.
+        pieces = [(quiet, shard[i : i + 50], cache_dir) for shard in shards for i in range(0, len(shard), 50)]
+        bar = tqdm(total=len(clips), desc="feature cache", unit="clip", disable=not config.progress)
+        for future in as_completed([pool.submit(_warm_worker, p) for p in pieces]):
+            bar.update(future.result())
+        bar.close()
 
 
 def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], only: list[int] | None = None,
-              jobs: int = 1, cache_dir=None, use_cache: bool = True) -> list[dict]:
+              jobs: int = 1, cache_dir=None, use_cache: bool = True, names: list[str] | None = None,
+              degrade=None) -> list[dict]:
     """All (or `only` the 1-based numbered) folds, `jobs` of them at once in separate
-    processes sharing the CPU cores between them."""
+    processes sharing the CPU cores between them. `names` names the folds (corpora)."""
     chosen = [i for i in range(1, len(folds) + 1) if not only or i in only]
+    names = names or [None] * len(folds)
     if jobs <= 1:
-        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache) for i in chosen]
+        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade) for i in chosen]
+    if use_cache:
+        warm_cache(config, clips, cache_dir, jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = replace(config, progress=False).to_dict()
-    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache) for i in chosen]
+    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache, names[i - 1], degrade) for i in chosen]
     results = []
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_fold_worker, w) for w in work]
         for future in tqdm(as_completed(futures), total=len(futures), desc="folds", unit="fold"):
             r = future.result()
-            tqdm.write(f"fold {r['fold']}: UA {100 * r['metrics']['ua']:.1f} %, WA {100 * r['metrics']['wa']:.1f} % "
+            tqdm.write(f"fold {r['name'] or r['fold']}: UA {100 * r['metrics']['ua']:.1f} %, WA {100 * r['metrics']['wa']:.1f} % "
                        f"({r['train_seconds']:.0f} s)")
             results.append(r)
     return sorted(results, key=lambda r: r["fold"])
@@ -192,13 +278,26 @@ def _spread_over_folds(results: list[dict], i: int) -> dict:
             for key in ("precision", "recall", "f1")}
 
 
+def _mean_std(values) -> dict:
+    values = np.asarray(values, dtype=np.float64)
+    return {"mean": float(values.mean()), "std": float(values.std()), "per_fold": values.tolist()}
+
+
 def summarise(results: list[dict]) -> dict:
-    """Mean and spread (population std over folds) of WA, UA, macro F1; summed confusion."""
+    """Mean and spread (population std over folds) of WA, UA, macro F1; summed confusion;
+    the same headline figures for the 4-class view and the degraded condition when folds
+    have them."""
     labels = results[0]["labels"]
     out = {"n_folds": len(results), "labels": labels}
     for key in ("wa", "ua", "macro_f1", "ua_strict", "wa_strict"):
-        values = np.array([r["metrics"][key] for r in results])
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()), "per_fold": values.tolist()}
+        out[key] = _mean_std([r["metrics"][key] for r in results])
+    views = {"four_class": lambda r: r.get("four_class"),
+             "degraded": lambda r: r.get("degraded", {}).get("metrics"),
+             "degraded_four_class": lambda r: r.get("degraded", {}).get("four_class")}
+    for view, get in views.items():
+        found = [get(r) for r in results]
+        if all(m is not None and m["n_clips"] for m in found):
+            out[view] = {key: _mean_std([m[key] for m in found]) for key in ("wa", "ua", "macro_f1")}
     if all(r["labels"] == labels for r in results):
         out["confusion"] = np.sum([r["metrics"]["confusion"] for r in results], axis=0).tolist()
         y_true = np.repeat(np.arange(len(labels)), np.sum(out["confusion"], axis=1))

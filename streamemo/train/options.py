@@ -61,6 +61,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"with --select last: keep the average of the last N epochs' weights, 0 = the last "
                         f"epoch's (default {d.average_last})")
     g.add_argument("--no-class-weighting", dest="class_weighting", action="store_false", default=None)
+    g.add_argument("--corpus-sampling-power", type=float, metavar="P",
+                   help="each corpus's share of an epoch's draws goes as its size to this power: 1 = every clip "
+                        f"once, 0.5 = square root, 0 = corpora alike (default {d.corpus_sampling_power:g})")
     g.add_argument("--mixup", type=float, metavar="ALPHA", help=f"mixup Beta parameter, 0 = off (default {d.mixup})")
     g.add_argument("--label-smoothing", type=float, help=f"default {d.label_smoothing}")
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", default=None)
@@ -95,6 +98,7 @@ def config_from_args(args) -> TrainConfig:
         "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer, "lr": args.lr,
         "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
         "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
+        "corpus_sampling_power": args.corpus_sampling_power,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
         "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
         "val_fraction": args.val_fraction, "seed": args.seed,
@@ -120,6 +124,9 @@ def config_from_args(args) -> TrainConfig:
         raise StreamemoError(f"bad recipe field: {e}", 2) from None
     if config.epochs < 1 or config.batch_size < 1 or config.ensemble < 1 or config.window_s <= 0:
         raise StreamemoError("--epochs, --batch-size and --ensemble must be at least 1 and --window positive", 2)
+    if not 0.0 <= config.corpus_sampling_power <= 1.0:
+        raise StreamemoError(f"--corpus-sampling-power {config.corpus_sampling_power:g}: expected a number "
+                             "from 0 (corpora alike) to 1 (every clip once an epoch)", 2)
     if config.val_fraction <= 0 and watches_validation(config):
         raise StreamemoError("--select best, --schedule plateau and --early-stop judge epochs on validation speakers, "
                              "and none are held out: add --val-fraction 0.15", 2)

@@ -71,7 +71,12 @@ class TrainConfig:
     early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
     select: str = "last"  # best (val UA) | last: which epoch's weights are returned
     average_last: int = 5  # with select "last", >0: the average of the last N epochs' weights
-    class_weighting: bool = True  # loss weights inverse to class frequency
+    class_weighting: bool = True  # loss weights inverse to class frequency (as sampled)
+    # How often each corpus's clips are drawn per epoch: its share of draws is proportional to
+    # its size to this power (1: as many draws as clips, every clip once an epoch; 0.5: to
+    # the square root of its size; 0: every corpus alike). Below 1, a small corpus's clips
+    # are drawn more than once an epoch and a large one's less.
+    corpus_sampling_power: float = 1.0
     label_smoothing: float = 0.0
     mixup: float = 0.2  # Beta(a, a) mixup of pairs of examples; 0 = off
     augment: AugmentConfig = AugmentConfig()
@@ -146,6 +151,18 @@ def split_validation(clips: list[Clip], fraction: float, seed: int) -> tuple[lis
             n = 1
         val_speakers |= set(rng.permutation(speakers)[:n].tolist())
     return [c for c in clips if c.speaker not in val_speakers], [c for c in clips if c.speaker in val_speakers]
+
+
+def corpus_draw_probabilities(clips: list[Clip], power: float) -> np.ndarray | None:
+    """Per clip, its probability of being drawn (summing to 1) when each corpus's share is
+    proportional to its size to `power`; None for power 1, where every clip is drawn once
+    an epoch in a random order."""
+    if power == 1.0:
+        return None
+    corpora = [c.corpus for c in clips]
+    sizes = {name: corpora.count(name) for name in set(corpora)}
+    total = sum(n**power for n in sizes.values())
+    return np.array([sizes[name] ** power / total / sizes[name] for name in corpora])
 
 
 def _distributed(cuda: bool) -> tuple[int, int]:
@@ -243,10 +260,11 @@ class Trainer:
         plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
                                                               patience=cfg.plateau_patience)
                    if cfg.schedule == "plateau" else None)
-        counts = np.bincount(y, minlength=len(labels)).astype(np.float64)
+        draw = corpus_draw_probabilities(train_clips, cfg.corpus_sampling_power)
         weights = None
-        if cfg.class_weighting:
-            weights = torch.tensor(len(y) / (len(labels) * np.maximum(counts, 1)), dtype=torch.float32,
+        if cfg.class_weighting:  # inverse to each class's share of the draws
+            draws = np.bincount(y, weights=None if draw is None else draw * len(y), minlength=len(labels))
+            weights = torch.tensor(len(y) / (len(labels) * np.maximum(draws, 1)), dtype=torch.float32,
                                    device=self.device)
         rng = np.random.default_rng(cfg.seed)  # same stream on every rank: same permutations
         # Session sampling draws per example, so per rank: its own stream keeps `rng` in step.
@@ -261,7 +279,7 @@ class Trainer:
             if plateau is None:
                 self._set_cosine_lr(optimizer, epoch, cfg.epochs)
             trainable.train()
-            order = rng.permutation(len(y))
+            order = rng.permutation(len(y)) if draw is None else rng.choice(len(y), len(y), p=draw)
             starts = rng.random(len(y))  # crop position per clip, as a fraction of the slack
             pick = rng.integers(0, cfg.wave_copies + 1, len(y))  # 0 = original, k = copy k
             shard = order[self.rank :: self.world]

@@ -1,0 +1,117 @@
+"""Cross-corpus evaluation: leave-one-corpus-out, a test set scored over the classes it has,
+the 4-class view, per-corpus results for an existing model, and corpus-balanced sampling.
+Real (tiny) training runs on generated clips named like the real corpora."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from streamemo.train.datasets import Clip
+from streamemo.train.evaluate import ClipScore, score_metrics, scored_views
+from streamemo.train.trainer import corpus_draw_probabilities
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_readers import voice  # noqa: E402
+from test_train import STREAMEMO, TINY, _env  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+# Pitch tells the classes apart in both corpora, so a model trained on one can hear the other.
+F0 = {"neutral": 110.0, "happy": 220.0, "sad": 90.0, "angry": 300.0}
+RAVDESS_CODE = {"neutral": "01", "happy": "03", "sad": "04", "angry": "05"}
+EMODB_LETTER = {"neutral": "N", "happy": "F", "sad": "T", "angry": "W"}
+
+
+@pytest.fixture(scope="module")
+def two_corpora(tmp_path_factory) -> tuple[Path, Path]:
+    """RAVDESS-named (3 actors) and EmoDB-named (2 speakers) clips of four emotions."""
+    root = tmp_path_factory.mktemp("corpora")
+    for actor in (1, 2, 3):
+        for label, f0 in F0.items():
+            for statement in (1, 2):
+                path = root / "ravdess" / f"Actor_{actor:02d}" / \
+                    f"03-01-{RAVDESS_CODE[label]}-01-0{statement}-01-{actor:02d}.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, voice(1.4, 16000, f0 * (1 + 0.04 * actor), seed=actor), 16000)
+    for speaker in ("03", "08"):
+        for label, f0 in F0.items():
+            for text in ("a01", "b02"):
+                path = root / "emodb" / f"{speaker}{text}{EMODB_LETTER[label]}a.wav"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                sf.write(path, voice(1.3, 16000, f0 * (0.97 if speaker == "03" else 1.05), seed=int(speaker)),
+                         16000)
+    return root / "ravdess", root / "emodb"
+
+
+def test_a_test_set_is_scored_over_the_classes_it_has():
+    labels = ["neutral", "calm", "happy", "sad"]
+    # The model's favourite for clip 1 is calm, which this test set does not have: over the
+    # set's classes (neutral, happy, sad) its label is the most probable of those, neutral.
+    scores = [ClipScore("1", "neutral", "calm", [0.3, 0.6, 0.1, 0.0], False),
+              ClipScore("2", "happy", "happy", [0.1, 0.1, 0.7, 0.1], False),
+              ClipScore("3", "sad", "calm", [0.1, 0.5, 0.0, 0.4], False)]
+    assert score_metrics(scores, labels)["ua"] == pytest.approx(1 / 3)  # every class the model knows
+    views = scored_views(scores, labels)
+    assert views["metrics"]["ua"] == 1.0 and views["metrics"]["confusion"][1] == [0, 0, 0, 0]
+    assert views["four_class"]["n_clips"] == 3  # neutral, happy, sad are all among the four
+
+
+def test_corpus_sampling_power_shares_draws_between_corpora():
+    clips = [Clip(Path(f"{i}"), "sad", f"big:{i}", "big") for i in range(90)] + \
+            [Clip(Path(f"{i}"), "sad", f"small:{i}", "small") for i in range(10)]
+    assert corpus_draw_probabilities(clips, 1.0) is None  # every clip once an epoch, as always
+    for power, big_share in ((0.0, 0.5), (0.5, 3 / 4)):
+        p = corpus_draw_probabilities(clips, power)
+        assert p.sum() == pytest.approx(1.0)
+        assert p[:90].sum() == pytest.approx(big_share)
+        assert np.ptp(p[:90]) == 0 and np.ptp(p[90:]) == 0  # within a corpus, clips alike
+
+
+def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora, tmp_path):
+    ravdess, emodb = two_corpora
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
+                          "--leave-one-corpus-out", "--epochs", "1", "--window", "1", "--arch-params",
+                          json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0",
+                          "--corpus-sampling-power", "0.5", "--report", str(tmp_path / "rep")],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fold emodb: UA" in out.stdout and "fold ravdess: UA" in out.stdout
+    assert "4 classes: UA" in out.stdout
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    folds = {f["name"]: f for f in report["folds"]}
+    assert folds["emodb"]["test_speakers"] == ["emodb:03", "emodb:08"]
+    assert folds["emodb"]["n_train"] == 24 and folds["ravdess"]["n_train"] == 16  # the other corpus, whole
+    assert folds["ravdess"]["metrics"]["n_clips"] == 24 and folds["emodb"]["four_class"]["n_clips"] == 16
+    assert report["meta"]["recipe"]["corpus_sampling_power"] == 0.5
+    summary = report["summary"]
+    assert summary["ua"]["per_fold"] == [folds["emodb"]["metrics"]["ua"], folds["ravdess"]["metrics"]["ua"]]
+    assert summary["four_class"]["ua"]["mean"] == pytest.approx(
+        np.mean([f["four_class"]["ua"] for f in report["folds"]]))
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| emodb | all" not in md and "| emodb | 03, 08 |" in md
+    assert "4 classes (angry, happy, neutral, sad)" in md
+
+
+def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
+    ravdess, emodb = two_corpora
+    out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(ROOT / "models" / "default"),
+                          "--test", f"emodb:{emodb}", "--test", f"ravdess:{ravdess}", "--quiet",
+                          "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [(f["name"], f["metrics"]["n_clips"]) for f in report["folds"]] == [("emodb", 16), ("ravdess", 24)]
+    assert report["summary"]["n_folds"] == 2
+
+
+def test_protocols_do_not_mix():
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", "ravdess:x", "--folds", "ravdess",
+                          "--leave-one-corpus-out"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "run them separately" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
