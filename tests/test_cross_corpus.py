@@ -78,11 +78,11 @@ def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora,
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
                           "--leave-one-corpus-out", "--epochs", "1", "--window", "1", "--arch-params",
                           json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0",
-                          "--corpus-sampling-power", "0.5", "--report", str(tmp_path / "rep")],
+                          "--corpus-sampling-power", "0.5", "--degrade", "reverb", "--report", str(tmp_path / "rep")],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "fold emodb: UA" in out.stdout and "fold ravdess: UA" in out.stdout
-    assert "4 classes: UA" in out.stdout
+    assert "4 classes: UA" in out.stdout and "degraded (reverb): UA" in out.stdout
     report = json.loads((tmp_path / "rep" / "report.json").read_text())
     folds = {f["name"]: f for f in report["folds"]}
     assert folds["emodb"]["test_speakers"] == ["emodb:03", "emodb:08"]
@@ -93,9 +93,14 @@ def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora,
     assert summary["ua"]["per_fold"] == [folds["emodb"]["metrics"]["ua"], folds["ravdess"]["metrics"]["ua"]]
     assert summary["four_class"]["ua"]["mean"] == pytest.approx(
         np.mean([f["four_class"]["ua"] for f in report["folds"]]))
+    # The degraded condition scores the same clips again, through rooms never trained in.
+    assert folds["emodb"]["degraded"]["condition"] == "reverb"
+    assert folds["emodb"]["degraded"]["metrics"]["n_clips"] == 16
+    assert sorted(p["path"] for p in folds["emodb"]["predictions"]) == sorted(str(p) for p in emodb.glob("*.wav"))
+    assert "degraded" in summary and "degraded_four_class" in summary
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| emodb | all" not in md and "| emodb | 03, 08 |" in md
-    assert "4 classes (angry, happy, neutral, sad)" in md
+    assert "4 classes (angry, happy, neutral, sad)" in md and "| degraded: reverb |" in md
 
 
 def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
@@ -110,8 +115,13 @@ def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
     assert report["summary"]["n_folds"] == 2
 
 
-def test_protocols_do_not_mix():
-    out = subprocess.run([*STREAMEMO, "evaluate", "--data", "ravdess:x", "--folds", "ravdess",
-                          "--leave-one-corpus-out"], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 2 and "run them separately" in out.stderr
+@pytest.mark.parametrize("args, says", [
+    (["--folds", "ravdess", "--leave-one-corpus-out"], "run them separately"),
+    (["--leave-one-corpus-out", "--degrade", "reverb+fog"], "unknown degradation 'fog'"),
+    (["--leave-one-corpus-out", "--augment", '{"background": true, "noise_dir": "/nonexistent"}'], "/nonexistent"),
+])
+def test_evaluation_mistakes_are_one_line_before_any_work(args, says, tmp_path):
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{tmp_path}", *args], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and says in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1

@@ -253,6 +253,11 @@ def test_waveform_augmentation_is_seeded_and_each_transform_switchable():
     # The copies' seed is part of the cache key (another seed, another draw of copies);
     # seed 0 keeps the key it had before the field existed.
     assert AugmentConfig(seed=1).key() != AugmentConfig().key() and '"seed"' not in AugmentConfig().key()
+    # So do the rooms/background/channel switches (tests/test_rooms.py): off by default, and
+    # then absent from the key; on, they change it.
+    assert not any(f'"{k}' in AugmentConfig().key() for k in ("room", "background", "channel"))
+    for switch in ("room", "background", "channel"):
+        assert AugmentConfig(**{switch: True}).key() != AugmentConfig().key()
 
 
 def test_spec_augment_masks_bands_and_frames():

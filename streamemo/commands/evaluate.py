@@ -66,7 +66,7 @@ def main(args) -> int:
     if args.degrade:
         from streamemo.train.rooms import Degrader
 
-        degrade = Degrader(args.degrade)  # checks the spec and the noise folder before training
+        degrade = Degrader(args.degrade, cache_dir=args.cache_dir)  # checks the spec and noise folder first
     config = config_from_args(args)
     meta = {"command": command_line(),
             "git_commit": git_commit(), "recipe": config.to_dict()}

@@ -3,9 +3,9 @@ with its strength in `AugmentConfig`, and reproducible: each call is driven by a
 seed or torch.Generator, never by global state left over from elsewhere.
 
 Two places:
-- waveform transforms (audiomentations + a speed change), used to make cached augmented
-  copies of each training clip (`WaveAugmenter`); the trainer draws, each epoch, either the
-  original or one of its copies;
+- waveform transforms (audiomentations + a speed change, and the rooms, background noises
+  and microphones of rooms.py), used to make cached augmented copies of each training clip
+  (`WaveAugmenter`); the trainer draws, each epoch, either the original or one of its copies;
 - SpecAugment masks on the feature maps (`spec_augment`), fresh for every batch.
 """
 
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import soxr
@@ -38,6 +40,19 @@ class AugmentConfig:
     compress_ratio: tuple[float, float] = (2.0, 6.0)
     speed: bool = False  # tempo and pitch together, like a tape run fast or slow
     speed_factor: tuple[float, float] = (0.9, 1.1)
+    # Acoustic conditions (rooms.py), applied after the transforms above in the physical
+    # order room -> background noise -> microphone/channel, each firing with its own p.
+    room: bool = False  # reverberation: a simulated room from the training RIR bank
+    room_p: float = 0.5
+    room_rt60_s: tuple[float, float] = (0.2, 1.0)  # target RT60 of the bank's rooms (Sabine)
+    room_distance_m: tuple[float, float] = (0.5, 3.0)  # talker to microphone
+    room_count: int = 64  # rooms in the bank (simulated once, cached next to the features)
+    background: bool = False  # real background noise from the training part of noise_dir
+    background_p: float = 0.5
+    background_snr_db: tuple[float, float] = (0.0, 30.0)  # against the speech's active level
+    noise_dir: str = ""  # "" = $STREAMEMO_NOISE_DIR, else ../shared/data/nonspeech
+    channel: bool = False  # microphone EQ, sometimes a telephone band, sometimes a lossy codec
+    channel_p: float = 0.5
     # SpecAugment on features, every batch
     freq_masks: int = 2
     freq_mask_width: int = 6  # bands, at most
@@ -49,9 +64,13 @@ class AugmentConfig:
 
     def key(self) -> str:
         """Identifies the waveform recipe in the feature cache (SpecAugment is not cached).
-        Seed 0 is left out, so the copies cached before the seed existed stay valid."""
+        The seed and the acoustic-condition fields are left out while at their defaults, so
+        the copies cached before those fields existed stay valid. noise_dir never enters:
+        where the noises lie is no part of the recipe (`WaveAugmenter.key` names the files)."""
+        defaults = {f.name: f.default for f in fields(self)}
         wave = {k: v for k, v in asdict(self).items()
-                if not k.startswith(("freq_", "time_")) and not (k == "seed" and v == 0)}
+                if not k.startswith(("freq_", "time_")) and k != "noise_dir"
+                and not (k in _KEYED_WHEN_SET and v == defaults[k])}
         return json.dumps(wave, sort_keys=True)
 
     @classmethod
@@ -59,11 +78,21 @@ class AugmentConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-class WaveAugmenter:
-    """(audio, rate, seed) -> augmented audio, the transforms enabled in `config`."""
+# Fields added after copies were first cached: in the key only when changed from the default.
+_KEYED_WHEN_SET = {"seed", "room", "room_p", "room_rt60_s", "room_distance_m", "room_count", "background",
+                   "background_p", "background_snr_db", "channel", "channel_p"}
 
-    def __init__(self, config: AugmentConfig):
+
+class WaveAugmenter:
+    """(audio, rate, seed) -> augmented audio, the transforms enabled in `config`.
+
+    With background noise on, a missing or empty noise folder raises StreamemoError here,
+    before any copy is made. `cache_dir` holds the RIR bank (default: the feature cache)."""
+
+    def __init__(self, config: AugmentConfig, cache_dir: Path | None = None):
         import audiomentations as am  # imported here: slow to import, unused at inference
+
+        from streamemo.train import rooms
 
         c = config
         transforms = []
@@ -82,9 +111,26 @@ class WaveAugmenter:
             transforms.append(am.Gain(min_gain_db=c.gain_db[0], max_gain_db=c.gain_db[1], p=c.p))
         self.config = config
         self.compose = am.Compose(transforms) if transforms else None
+        self.conditions = None
+        # What the config's key cannot know: which bank version and which noise files.
+        self._key_extra: dict = {}
+        if c.room:
+            self._key_extra["rir_bank"] = rooms.RIR_BANK_VERSION
+        if c.room or c.background or c.channel:
+            self.conditions = rooms.Conditions(
+                rirs=partial(rooms.rir_bank, rooms.TRAIN_RIR_SEED, c.room_count, rt60_s=c.room_rt60_s,
+                             distance_m=c.room_distance_m, cache_dir=cache_dir) if c.room else None,
+                room_p=c.room_p,
+                noise=rooms.load_noise_set(c.noise_dir, "train") if c.background else None,
+                snr_db=c.background_snr_db, background_p=c.background_p,
+                channel=rooms.draw_channel if c.channel else None, channel_p=c.channel_p)
+            if self.conditions.noise is not None:
+                self._key_extra["noise_files"] = self.conditions.noise.key()
 
     def key(self) -> str:
-        return self.config.key()
+        if not self._key_extra:
+            return self.config.key()
+        return json.dumps({**json.loads(self.config.key()), **self._key_extra}, sort_keys=True)
 
     def __call__(self, audio: np.ndarray, rate: int, seed: int) -> np.ndarray:
         # audiomentations draws from the `random` and numpy global generators: seed both.
@@ -93,6 +139,10 @@ class WaveAugmenter:
         out = audio
         if self.compose is not None:
             out = self.compose(samples=out, sample_rate=rate)
+        if self.conditions is not None:
+            # After the speaker-side transforms and gain; draws from its own generators
+            # (rooms.py), so the global draws below stay what they were without it.
+            out = self.conditions(out, rate, seed)
         c = self.config
         if c.dynamic_range and random.random() < c.p:
             out = compress(out, rate, random.uniform(*c.compress_threshold_db), random.uniform(*c.compress_ratio))

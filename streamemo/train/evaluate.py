@@ -218,7 +218,7 @@ def _warm_worker(args) -> int:
     logging.basicConfig(level=logging.ERROR)  # unreadable files are reported by the folds
     config = TrainConfig.from_dict(config_dict)
     trainer = Trainer(config, cache_dir)
-    augmenter = WaveAugmenter(config.augment) if config.wave_copies else None
+    augmenter = WaveAugmenter(config.augment, trainer.store.cache_dir) if config.wave_copies else None
     for clip in clips:
         try:
             trainer.store.get(clip)

@@ -124,6 +124,10 @@ def config_from_args(args) -> TrainConfig:
         raise StreamemoError(f"bad recipe field: {e}", 2) from None
     if config.epochs < 1 or config.batch_size < 1 or config.ensemble < 1 or config.window_s <= 0:
         raise StreamemoError("--epochs, --batch-size and --ensemble must be at least 1 and --window positive", 2)
+    if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
+        from streamemo.train.rooms import load_noise_set
+
+        load_noise_set(config.augment.noise_dir, "train")
     if not 0.0 <= config.corpus_sampling_power <= 1.0:
         raise StreamemoError(f"--corpus-sampling-power {config.corpus_sampling_power:g}: expected a number "
                              "from 0 (corpora alike) to 1 (every clip once an epoch)", 2)

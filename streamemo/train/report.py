@@ -156,7 +156,8 @@ def _plot_training_curves(path: Path, folds: list[dict]) -> None:
     ax_loss.set_ylabel("loss (solid: train, dashed: validation)")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy")
-    ax_acc.legend(fontsize=6)
+    if ax_acc.get_legend_handles_labels()[0]:  # an existing model's report has no curves
+        ax_acc.legend(fontsize=6)
     fig.suptitle("Training curves")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -387,7 +387,7 @@ class Trainer:
         cfg = self.config
         if cfg.wave_copies <= 0:
             return [[] for _ in clips]
-        augmenter = WaveAugmenter(cfg.augment)
+        augmenter = WaveAugmenter(cfg.augment, self.store.cache_dir)
         per_copy = []
         for k in range(cfg.wave_copies):
             kept, feats, _ = self.store.get_many(clips, f"augmented copy {k + 1}", augment=augmenter, copy=k,
