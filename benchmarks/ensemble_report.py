@@ -25,7 +25,8 @@ import numpy as np
 
 from streamemo.train.evaluate import ClipScore, score_metrics, summarise
 from streamemo.train.report import write_report
-from streamemo.train.trainer import TrainConfig, mean_history
+from streamemo.train.ensemble import mean_history
+from streamemo.train.recipe import TrainConfig
 
 
 def combine(reports: list[dict]) -> list[dict]:

@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from streamemo.train.datasets import read_corpus
-from streamemo.train.trainer import TrainConfig, Trainer
+from streamemo.train.recipe import TrainConfig
+from streamemo.train.trainer import Trainer
 
 
 def main() -> None:

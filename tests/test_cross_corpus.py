@@ -15,7 +15,7 @@ import soundfile as sf
 
 from streamemo.train.datasets import Clip
 from streamemo.train.evaluate import ClipScore, score_metrics, scored_views
-from streamemo.train.trainer import corpus_draw_probabilities
+from streamemo.train.batches import corpus_draw_probabilities
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_readers import voice  # noqa: E402

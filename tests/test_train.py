@@ -21,7 +21,9 @@ from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
 from streamemo.train.datasets import read_ravdess
 from streamemo.train.evaluate import run_folds, summarise
 from streamemo.train.report import PLOTS, write_report
-from streamemo.train.trainer import TrainConfig, Trainer, split_validation
+from streamemo.train.recipe import TrainConfig
+from streamemo.train.sessions import split_validation
+from streamemo.train.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_readers import voice  # noqa: E402

@@ -7,7 +7,7 @@ mapped to one reference mean and spread. Live, the statistics are a running esti
 the voice heard so far (`SpeakerAdapter`): it starts at the reference (the mapping starts
 as the identity) and forgets slowly, so a new speaker takes over within minutes. The
 trainer normalises each example with statistics drawn as that estimate would be partway
-through a session (`train.trainer.SpeakerSessions`), from the same `VoiceStats`.
+through a session (`train.sessions.SpeakerSessions`), from the same `VoiceStats`.
 
 Mapping each band's mean alone did not help; mapping mean and spread did (the measured
 effects are in benchmarks/RESULTS-train.md).

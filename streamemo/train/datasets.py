@@ -14,7 +14,6 @@ import csv
 import hashlib
 import logging
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,7 +428,3 @@ def label_set(clips: list[Clip]) -> list[str]:
     order, then any extra classes in alphabetical order."""
     present = {c.label for c in clips}
     return [e for e in EMOTIONS if e in present] + sorted(present - set(EMOTIONS))
-
-
-def class_counts(clips: list[Clip]) -> Counter:
-    return Counter(c.label for c in clips)

@@ -39,7 +39,8 @@ from streamemo.train.audio import UnreadableAudio, load_audio
 from streamemo.train.datasets import Clip
 from streamemo.train.metrics import classification_metrics
 from streamemo.train.augment import WaveAugmenter
-from streamemo.train.trainer import DAEMON, TrainConfig, Trainer
+from streamemo.train.recipe import DAEMON, TrainConfig
+from streamemo.train.trainer import Trainer
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from streamemo import StreamemoError
 from streamemo.features import FrontendSpec
 from streamemo.train.augment import AugmentConfig
 from streamemo.train.datasets import READERS, ReadResult, read_corpus
-from streamemo.train.trainer import TrainConfig, watches_validation
+from streamemo.train.recipe import TrainConfig, watches_validation
 
 DEFAULTS = TrainConfig()
 

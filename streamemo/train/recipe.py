@@ -1,0 +1,105 @@
+"""The training recipe: every choice that shapes a trained model, in one frozen config.
+Defaults are the shipped model's recipe; `streamemo train --help` shows them."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import asdict, dataclass, field
+
+from streamemo import StreamemoError
+from streamemo.config import PipelineConfig
+from streamemo.features import FrontendSpec
+from streamemo.train.augment import AugmentConfig
+
+DAEMON = PipelineConfig()  # the daemon's defaults: validation and voice statistics use its hop and gate
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = "cnn_lstm"
+    arch_params: dict = field(default_factory=dict)  # empty: the network's defaults
+    window_s: float = 2.0
+    # 20 ms frames (not the stock 10 ms): half the frames, half the frontend and network cost
+    # per window, and prosody, the main emotion cue, changes far slower than that.
+    frontend: FrontendSpec = FrontendSpec(hop_length=320)
+    trim: bool = False  # trim leading/trailing silence before features
+    # UA on the six RAVDESS folds at 60 / 90 / 120 epochs: seed 0 61.8 / 63.7 / 66.2, seed 1
+    # 62.0 / 64.1 / 64.1; seed 2 at 120: 65.7 (benchmarks/RESULTS-train.md).
+    epochs: int = 120
+    batch_size: int = 32
+    optimizer: str = "adamw"  # adamw | sgd
+    lr: float = 3e-3
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"  # cosine | plateau
+    plateau_patience: int = 3  # epochs without val improvement before the LR is cut
+    plateau_factor: float = 0.5
+    warmup_epochs: int = 2
+    early_stop: int = 0  # stop after this many epochs without val improvement; 0 = never
+    select: str = "last"  # best (val UA) | last: which epoch's weights are returned
+    average_last: int = 5  # with select "last", >0: the average of the last N epochs' weights
+    class_weighting: bool = True  # loss weights inverse to class frequency (as sampled)
+    # How often each corpus's clips are drawn per epoch: its share of draws is proportional to
+    # its size to this power (1: as many draws as clips, every clip once an epoch; 0.5: to
+    # the square root of its size; 0: every corpus alike). Below 1, a small corpus's clips
+    # are drawn more than once an epoch and a large one's less.
+    corpus_sampling_power: float = 1.0
+    label_smoothing: float = 0.0
+    mixup: float = 0.2  # Beta(a, a) mixup of pairs of examples; 0 = off
+    augment: AugmentConfig = AugmentConfig()
+    spec_augment: bool = True
+    wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
+    # >1: train this many networks with seeds seed, seed+1, ... and ship them as one
+    # `model.Ensemble` that averages their probabilities (+1.1 to 1.5 points UA over either
+    # seed at 90 epochs; at 120, 66.2 like seed 0 with a tighter spread), at twice the cost
+    # per window.
+    ensemble: int = 1
+    # Map each speaker's feature bands onto the average speaker's mean and spread
+    # (stream/adaptation.py), with statistics as the daemon would hold them partway through a
+    # session with that speaker (`SpeakerSessions`); the daemon adapts the same way live.
+    speaker_norm: bool = True
+    # Share of each corpus's training speakers held out to watch a validation figure. The
+    # weights kept (average of the last epochs) never depend on it, so by default every
+    # speaker trains (benchmarks/RESULTS-train.md, recipe 5).
+    val_fraction: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frontend"] = self.frontend.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        data["frontend"] = FrontendSpec.from_dict(data.get("frontend", {}))
+        data["augment"] = AugmentConfig.from_dict(data.get("augment", {}))
+        return cls(**data)
+
+
+def watches_validation(cfg: TrainConfig) -> bool:
+    """Whether the recipe decides anything by a validation figure."""
+    return cfg.select == "best" or cfg.schedule == "plateau" or cfg.early_stop > 0
+
+
+def window_frames(config: TrainConfig) -> int:
+    return config.frontend.frames(round(config.window_s * config.frontend.sample_rate))
+
+
+def resolved_arch_params(config: TrainConfig) -> dict:
+    """The recipe's architecture parameters with the network's defaults filled in, so the
+    card rebuilds the same network even if those defaults change later."""
+    from streamemo.model import ARCHITECTURES
+
+    if config.arch not in ARCHITECTURES:
+        raise StreamemoError(f"unknown architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    skip = {"self", "n_features", "n_classes"}
+    signature = inspect.signature(ARCHITECTURES[config.arch].__init__)
+    params = {k: p.default for k, p in signature.parameters.items() if k not in skip}
+    params.update(config.arch_params)
+    return json.loads(json.dumps(params))  # tuples -> lists, as the card will hold them
+
+

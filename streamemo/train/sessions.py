@@ -1,0 +1,73 @@
+"""Speakers on the training side: validation speakers held out whole, and each training
+speaker's voice statistics as the daemon would hold them partway through a session."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from streamemo import StreamemoError
+from streamemo.stream.adaptation import BandStats, VoiceStats, affine, reference_stats, shrunk
+from streamemo.train.datasets import Clip
+
+
+def split_validation(clips: list[Clip], fraction: float, seed: int) -> tuple[list[Clip], list[Clip]]:
+    """Holds out whole speakers: per corpus, `fraction` of its speakers (at least one when it
+    has three or more), picked with `seed`. Returns (train, validation)."""
+    rng = np.random.default_rng(seed)
+    val_speakers: set[str] = set()
+    for corpus in sorted({c.corpus for c in clips}):
+        speakers = sorted({c.speaker for c in clips if c.corpus == corpus})
+        n = round(fraction * len(speakers))
+        if n == 0 and len(speakers) >= 3 and fraction > 0:
+            n = 1
+        val_speakers |= set(rng.permutation(speakers)[:n].tolist())
+    return [c for c in clips if c.speaker not in val_speakers], [c for c in clips if c.speaker in val_speakers]
+
+
+class SpeakerSessions:
+    """Speaker normalisation on the training side.
+
+    Each training crop is normalised with the statistics the daemon would hold partway
+    through a session with its speaker: its own clip plus a random number of that speaker's
+    other clips, shrunk towards the reference by the daemon's prior. Trained so, the network
+    copes with a session's early clips as well as with its fiftieth (trained on each
+    speaker's full statistics only, it lost most of the gain live). Without a random
+    generator, `normalise` uses all of the speaker's clips.
+
+    Not modelled: the daemon's forgetting (sessions here are minutes, its memory ten), and
+    that within a session's first clip it has heard only part of that clip. Augmented copies
+    are normalised with their clean clip's statistics.
+    """
+
+    def __init__(self, clips: list[Clip], heard: list[VoiceStats], prior_frames: float,
+                 ref: BandStats | None = None, reference_from: int | None = None):
+        self.prior_frames = prior_frames
+        self.heard = heard
+        self.members: dict[str, list[int]] = {}
+        for i, clip in enumerate(clips):
+            self.members.setdefault(clip.speaker, []).append(i)
+        self.speaker_of = [c.speaker for c in clips]
+        self.full = {s: VoiceStats.total([heard[i] for i in idx]) for s, idx in self.members.items()}
+        if ref is None:  # the average of the speakers among the first `reference_from` clips
+            speakers = {c.speaker for c in clips[:reference_from]}
+            measured = [self.full[s].stats() for s in sorted(speakers) if self.full[s].frames > 0]
+            if not measured:
+                raise StreamemoError("no training clip has a voiced window to measure its speaker on (silent or "
+                                     "very quiet recordings?); check the data, or train with --no-speaker-norm", 1)
+            ref = reference_stats(measured)
+        self.ref = ref
+
+    def normalise(self, x: np.ndarray, items, rng: np.random.Generator | None = None) -> np.ndarray:
+        """(n, F, T) maps of clips `items` -> normalised, float32."""
+        out = np.empty(x.shape, dtype=np.float32)
+        for k, i in enumerate(items):
+            speaker = self.speaker_of[i]
+            if rng is None:
+                heard = self.full[speaker]
+            else:
+                others = [j for j in self.members[speaker] if j != i]
+                earlier = rng.choice(others, rng.integers(0, len(others) + 1), replace=False) if others else []
+                heard = VoiceStats.total([self.heard[i], *(self.heard[j] for j in earlier)])
+            scale, shift = affine(shrunk(self.ref, heard, self.prior_frames), self.ref)
+            out[k] = x[k] * scale[:, None] + shift[:, None]
+        return out
