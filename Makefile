@@ -25,7 +25,8 @@ PIPLOG := $(VENV)/pip.log
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo "installing Python packages into $(VENV) (log: $(PIPLOG))"
-	@# torch first and alone: the CPU build of 2.13.0 from the local wheel store, no CUDA wheels
+	@# torch first and alone: the CPU build of 2.13.0 from the local wheel store, no CUDA wheels.
+	@# [test] brings [train] (the trainer, plots, augmentation) too: make run and make test share one venv.
 	@$(PY) -m pip install -c constraints.txt torch==2.13.0 > $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
 	@$(PY) -m pip install -c constraints.txt -e '.[test]' >> $(PIPLOG) 2>&1 || { cat $(PIPLOG); exit 1; }
 	@touch $(STAMP)

@@ -25,8 +25,9 @@ def configure(parser) -> None:
 
     add_data_arguments(parser, required=False)
     parser.add_argument("--folds", metavar="CORPUS", help="run the speaker-independent folds of this corpus")
-    parser.add_argument("--folds-file", type=Path, default=Path("../shared/data/folds.json"),
-                        help="fold definitions (default ../shared/data/folds.json)")
+    parser.add_argument("--folds-file", type=Path,
+                        help="fold definitions (default: folds.json in $STREAMEMO_DATA, else in shared/data "
+                             "beside the checkout)")
     parser.add_argument("--fold", type=lambda s: [int(x) for x in s.split(",")], metavar="N[,N…]",
                         help="only these folds (1-based)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
@@ -46,6 +47,7 @@ def main(args) -> int:
     from streamemo.cli import setup_logging
     from streamemo.model import load_model
     from streamemo.train.evaluate import corpus_folds, held_out_result, load_folds, run_folds, summarise
+    from streamemo.train.datasets import shared_data_dir
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data
     from streamemo.train.report import write_report
     from streamemo.train.trainer import Trainer
@@ -77,7 +79,7 @@ def main(args) -> int:
         corpus_clips = [c for c in data.clips if c.corpus == args.folds]
         if not corpus_clips:
             raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
-        folds = load_folds(args.folds_file, args.folds)
+        folds = load_folds(args.folds_file or shared_data_dir() / "folds.json", args.folds)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
                             use_cache=not args.no_cache, degrade=degrade)
         counts["all training data"] = Counter(c.label for c in data.clips)

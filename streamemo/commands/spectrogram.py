@@ -17,12 +17,13 @@ def configure(parser) -> None:
 def main(args) -> int:
     import numpy as np
 
+    from streamemo.config import DEFAULT_MODEL
     from streamemo.features import FrontendSpec
     from streamemo.train.audio import UnreadableAudio, load_audio
     from streamemo.train.cache import FeatureRecipe, FeatureStore
 
     spec = FrontendSpec()
-    model_path = args.model or ("models/default" if Path("models/default.json").exists() else None)
+    model_path = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.with_suffix(".json").exists() else None)
     if model_path:
         from streamemo.model import load_model
 

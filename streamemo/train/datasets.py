@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,14 @@ ALIASES = {
     "pleasant_surprise": "surprised", "pleasant_surprised": "surprised",
     "boredom": "boredom", "bored": "boredom",
 }
+
+
+def shared_data_dir() -> Path:
+    """Where the corpora live when no path is given: $STREAMEMO_DATA, else `shared/data`
+    beside the project's checkout (the team's layout)."""
+    if os.environ.get("STREAMEMO_DATA"):
+        return Path(os.environ["STREAMEMO_DATA"])
+    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
 def canonical_label(name: str) -> str:

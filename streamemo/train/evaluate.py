@@ -160,7 +160,8 @@ def load_folds(path: str | Path, corpus: str) -> list[list[str]]:
         data = json.loads(path.read_text())
         folds = data[corpus]["folds"]
     except FileNotFoundError:
-        raise StreamemoError(f"--folds-file {path}: no such file", 2) from None
+        raise StreamemoError(f"--folds-file {path}: no such file (give --folds-file, or set STREAMEMO_DATA to "
+                             "the folder that holds folds.json)", 2) from None
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise StreamemoError(f"--folds-file {path}: no folds for {corpus!r} ({e})", 2) from None
     return [[f"{corpus}:{int(s):02d}" for s in fold] for fold in folds]

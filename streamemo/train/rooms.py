@@ -200,10 +200,12 @@ def reverberate(audio: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
 
 def default_noise_dir() -> Path:
-    """$STREAMEMO_NOISE_DIR, else ../shared/data/nonspeech next to the repository."""
+    """$STREAMEMO_NOISE_DIR, else the shared data folder's nonspeech/."""
+    from streamemo.train.datasets import shared_data_dir
+
     if os.environ.get("STREAMEMO_NOISE_DIR"):
         return Path(os.environ["STREAMEMO_NOISE_DIR"])
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / "nonspeech"
+    return shared_data_dir() / "nonspeech"
 
 
 def resolve_noise_dir(noise_dir: str) -> Path:
