@@ -47,6 +47,11 @@ class SpeakerSessions:
         for i, clip in enumerate(clips):
             self.members.setdefault(clip.speaker, []).append(i)
         self.speaker_of = [c.speaker for c in clips]
+        # The same sums as arrays, one row per clip: a session's statistics are then one
+        # vectorised sum over its clips (a speaker may have 500 clips; summing VoiceStats
+        # one by one cost more than the training step itself).
+        self.members = {s: np.array(idx) for s, idx in self.members.items()}
+        self._packed = np.array([np.concatenate([[h.frames], h.sum, h.sum_sq]) for h in heard])
         self.full = {s: VoiceStats.total([heard[i] for i in idx]) for s, idx in self.members.items()}
         if ref is None:  # the average of the speakers among the first `reference_from` clips
             speakers = {c.speaker for c in clips[:reference_from]}
@@ -65,9 +70,18 @@ class SpeakerSessions:
             if rng is None:
                 heard = self.full[speaker]
             else:
-                others = [j for j in self.members[speaker] if j != i]
-                earlier = rng.choice(others, rng.integers(0, len(others) + 1), replace=False) if others else []
-                heard = VoiceStats.total([self.heard[i], *(self.heard[j] for j in earlier)])
+                members = self.members[speaker]
+                others = members[members != i]
+                earlier = rng.choice(others, rng.integers(0, len(others) + 1), replace=False) if len(others) else others
+                heard = self._total(np.concatenate(([i], earlier)))
             scale, shift = affine(shrunk(self.ref, heard, self.prior_frames), self.ref)
             out[k] = x[k] * scale[:, None] + shift[:, None]
+        return out
+
+    def _total(self, items: np.ndarray) -> VoiceStats:
+        """`VoiceStats.total` of clips `items` (an index array)."""
+        packed = self._packed[items].sum(axis=0)
+        n = (len(packed) - 1) // 2
+        out = VoiceStats(n)
+        out.frames, out.sum, out.sum_sq = float(packed[0]), packed[1 : 1 + n], packed[1 + n :]
         return out
