@@ -125,3 +125,20 @@ def test_evaluation_mistakes_are_one_line_before_any_work(args, says, tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_card_says_what_each_corpus_license_means_for_the_weights():
+    from streamemo.train.licenses import LICENSES
+    from streamemo.train.report import model_card_markdown
+
+    corpora = ["ravdess", "emodb", "nemo", "turev", "korean"]
+    card = {"name": "m", "arch": {"name": "cnn_lstm", "params": {}}, "n_parameters": 1000, "window_s": 2.0,
+            "frontend": {"kind": "logmel", "n_mels": 64, "sample_rate": 16000, "hop_length": 320},
+            "labels": ["neutral", "sad"], "weights_sha256": "0" * 64,
+            "training": {"data": [f"{c}:x" for c in corpora], "licenses": {c: LICENSES[c] for c in corpora}}}
+    md = model_card_markdown(card, None)
+    assert "Because ravdess and nemo are CC BY-NC-SA 4.0" in md
+    assert "turev is licensed no-derivatives" in md and "no commercial use" in md
+    assert "every training corpus (ravdess, emodb, nemo, turev, korean)" in md
+    alone = model_card_markdown({**card, "training": {"licenses": {"emodb": LICENSES["emodb"]}}}, None)
+    assert "CC BY-NC-SA" not in alone and "no commercial use" not in alone  # EmoDB's copies are CC0

@@ -204,12 +204,21 @@ def _seeds(recipe: dict, arch: dict) -> str:
     return f"seeds {', '.join(str(seed + k) for k in range(members))} (one per member)"
 
 
+# The licenses' terms that bind weights trained on a corpus (train/licenses.py gives the texts).
+SHARE_ALIKE = {"ravdess", "nemo"}
+NO_DERIVATIVES = {"turev", "tess"}
+NON_COMMERCIAL = {"emovo", "korean", "ased", "savee"}  # research or non-commercial use only
+
+
 def model_card_markdown(card: dict, report: dict | None, latency: str | None = None) -> str:
     """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
     licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
     t = card.get("training", {})
     recipe = t.get("recipe", {})
-    ravdess = "ravdess" in t.get("licenses", {})  # its license is the one that binds the weights
+    corpora = list(t.get("licenses", {}))
+    share_alike = [c for c in corpora if c in SHARE_ALIKE]
+    no_derivatives = [c for c in corpora if c in NO_DERIVATIVES]
+    non_commercial = bool(share_alike or no_derivatives or set(corpora) & NON_COMMERCIAL)
     fe = card["frontend"]
     kind = (f"{fe['n_mels']}-band log-mel" if fe.get("kind", "logmel") == "logmel"
             else f"{fe.get('n_mfcc')}-coefficient MFCC")
@@ -232,9 +241,19 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     held = t.get("validation_speakers") or []
     held = f"{', '.join(held)} held out for validation" if held else "all of them trained, none held out"
     lines.append("")
-    if ravdess:
-        lines += ["Because RAVDESS is CC BY-NC-SA 4.0, these weights are shared under the same terms "
-                  "(attribution, non-commercial, share-alike).", ""]
+    if share_alike:
+        lines += [f"Because {' and '.join(share_alike)} {'is' if len(share_alike) == 1 else 'are'} CC BY-NC-SA "
+                  "4.0, these weights are shared under the same terms (attribution, non-commercial, share-alike): "
+                  "whoever passes them on, changed or not, must do so under CC BY-NC-SA 4.0 and credit the "
+                  "corpora above.", ""]
+    if no_derivatives:
+        lines += [f"{', '.join(no_derivatives)} is licensed no-derivatives (CC BY-NC-ND 4.0): whether trained "
+                  "weights are a derivative of a recording is legally unsettled, and if they are, that license "
+                  "does not allow sharing them; a model to be published without that doubt is trained without "
+                  "it (drop its `--data`).", ""]
+    if non_commercial:
+        lines += ["Corpora here are licensed for research or non-commercial use only, so these weights are too: "
+                  "no commercial use.", ""]
     lines += [f"Clips: {t.get('clips')}; classes: {t.get('class_counts')}; {t.get('speakers')} speakers "
               f"({held}). Kept weights: "
               f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
@@ -262,9 +281,10 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
     lines += ["## Intended use and limits", "",
               "- Intended: research and demos of real-time speech-emotion estimation; a signal for "
               "dashboards, not a decision about a person.",
-              "- Acted emotions: RAVDESS is 24 North-American actors reading two fixed sentences; EmoDB is "
-              "10 German actors. Spontaneous speech, other languages, children, far-field microphones, "
-              "noise and music are outside the training data; expect much lower accuracy there.",
+              f"- Acted emotions: every training corpus ({', '.join(corpora) or 'none named'}) is actors "
+              "or volunteers portraying emotions, mostly in fixed sentences. Spontaneous speech, children, "
+              "languages not among the corpora and far-field microphones are outside the training data; expect "
+              "much lower accuracy there (the leave-one-corpus-out figures are the closest estimate).",
               "- Eight classes on held-out actors score far below the 90 %+ figures seen for splits that "
               "share speakers; see the per-class table for the confusions (neutral/calm/sad, happy/surprised).",
               ("- Speaker adaptation: loudness and spread relative to the voice's own are the cues. The "
@@ -276,5 +296,5 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
                "microphone shifts predictions toward calm/sad or angry."),
               "- Very soft speech may not pass the daemon's voice gate at all (no label is published for it).",
               "- Not for employment, education, health, law-enforcement or any decision about individuals"
-              + ("; non-commercial use only (license above)." if ravdess else "."), ""]
+              + ("; non-commercial use only (licenses above)." if non_commercial else "."), ""]
     return "\n".join(lines)
