@@ -26,12 +26,17 @@ COMMANDS = {
 }
 
 
+# Installed by the [train] extra only (pyproject.toml): the daemon runs without them.
+TRAINING_LIBRARIES = {"tqdm", "matplotlib", "audiomentations", "pyroomacoustics", "pedalboard"}
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamemo", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"streamemo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.commands = {}  # name -> subparser, for errors in that command's own usage
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
         if name == command:
             _command_module(name).configure(p)
     return parser
@@ -44,13 +49,23 @@ def _command_module(name: str):
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(command if command in COMMANDS else None)
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
     try:
+        parser = build_parser(command if command in COMMANDS else None)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # what parse_args would say, plus the likely fix for a file given to `run`
+            hint = f"; to read an audio file, give it as --source {extra[0]}" if (
+                args.command == "run" and not extra[0].startswith("-")) else ""
+            (parser.commands.get(args.command) or parser).error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+        if args.command is None:
+            parser.print_help()
+            return 2
         return int(_command_module(args.command).main(args) or 0)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in TRAINING_LIBRARIES:
+            raise
+        print(f"streamemo {command}: error: needs the training libraries ({e.name} is not installed): "
+              "pip install 'streamemo[train]'", file=sys.stderr)
+        return 2
     except StreamemoError as e:
         print(f"streamemo {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code

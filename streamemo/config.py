@@ -7,6 +7,7 @@ the file. `Config.to_toml()` prints the merged result (`streamemo run --print-co
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -17,6 +18,52 @@ from streamemo import StreamemoError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = PROJECT_ROOT / "models" / "default"
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, and what to do about one outside them.
+
+    Every number that enters is checked against one of these before anything heavy starts:
+    config keys and the flags that set them (`LIMITS` below), model-card fields
+    (`model.CARD_LIMITS`) and the trainer's options. The bounds are generous; they exist so
+    that nonsense (NaN, a negative rate, a window that would allocate terabytes) is a
+    one-line error naming the key, the value, the range and the fix, never a crash later."""
+
+    low: float
+    high: float
+    fix: str  # what a sensible value is, for the error message
+    above: bool = False  # `low` itself is excluded: a length must be more than 0
+    also: tuple = ()  # special values allowed outside [low, high], e.g. capture_rate 0
+    integer: bool = False  # a whole number (the card's JSON may hold 16000.5; TOML types are checked apart)
+
+    def problem(self, value) -> str | None:
+        """None when `value` is allowed, else what is wrong with it."""
+        if value in self.also and not isinstance(value, bool):
+            return None
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        whole = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        inside = number and (not isinstance(value, float) or math.isfinite(value)) and (
+            (value > self.low if self.above else value >= self.low) and value <= self.high)
+        if inside and (whole or not self.integer):
+            return None
+        low, high = _number(self.low), _number(self.high)
+        if self.above:
+            bounds = f"positive and at most {high}" if self.low == 0 else f"above {low} and at most {high}"
+        else:
+            bounds = f"{'a whole number' if self.integer else 'a number'} from {low} to {high}"
+        also = "".join(f"{v!r} or " for v in self.also)
+        return f"must be {also}{bounds}, got {value!r}; {self.fix}"
+
+    def check(self, name: str, value, origin: str | None = None, error: type = StreamemoError) -> None:
+        """Raises the one-line `error` (a StreamemoError, exit 2) when `value` is outside the range."""
+        problem = self.problem(value)
+        if problem:
+            raise error(f"{origin + ': ' if origin else ''}{name} {problem}", 2)
+
+
+def _number(x) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 @dataclass(frozen=True)
@@ -55,11 +102,6 @@ class PipelineConfig:
     adaptation_prior_s: float = 10.0
     adaptation_memory_s: float = 600.0
 
-    def __post_init__(self):
-        for key in ("hop_s", "adaptation_prior_s", "adaptation_memory_s"):
-            if not getattr(self, key) > 0:
-                raise StreamemoError(f"pipeline.{key} must be positive, got {getattr(self, key)!r}", 2)
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -90,6 +132,36 @@ class LogConfig:
     level: str = "info"
 
 
+# Every number a config key (or the flag that sets it) may hold. The bounds keep each one
+# where the daemon works: a rate PortAudio and soxr can handle, a window that fits in memory
+# (60 s at 16 kHz is 4 MB per copy), a fraction within 0 and 1.
+_SECONDS = "a time in seconds"
+LIMITS = {
+    "audio.stdin_rate": Range(1000, 384000, "give the rate the PCM on stdin was recorded at, e.g. --stdin-rate 16000",
+                              integer=True),
+    "audio.stdin_channels": Range(1, 64, "give the number of interleaved channels on stdin, e.g. --stdin-channels 1",
+                                  integer=True),
+    "audio.capture_rate": Range(1000, 384000, "0 opens the microphone at its native rate; otherwise a rate "
+                                "such as 16000 or 48000", also=(0,), integer=True),
+    "audio.block_s": Range(0.001, 1.0, "the PortAudio block, e.g. 0.01 (10 ms)"),
+    "audio.ring_s": Range(1.0, 3600.0, "how long processing may stall before audio is lost, e.g. 10"),
+    "pipeline.window_s": Range(0.1, 60.0, "leave it unset for the model's own window, or give seconds such as 2"),
+    "pipeline.hop_s": Range(0.01, 60.0, "seconds between messages, e.g. 0.25, and no longer than the window"),
+    "pipeline.threads": Range(1, 256, "torch CPU threads, e.g. 1", integer=True),
+    "pipeline.vad_threshold_db": Range(-200.0, 0.0, "a level in dBFS, e.g. -55"),
+    "pipeline.vad_margin_db": Range(0.0, 120.0, "decibels above the window's noise floor, e.g. 10"),
+    "pipeline.vad_min_voiced": Range(0.0, 1.0, "a fraction of the window's frames, e.g. 0.15"),
+    "pipeline.smoothing_tau_s": Range(0.0, 3600.0, f"{_SECONDS}, 0 for no smoothing, e.g. 1"),
+    "pipeline.hysteresis": Range(0.0, 1.0, "a difference of probabilities, e.g. 0.05"),
+    "pipeline.reset_after_s": Range(0.0, 86400.0, f"{_SECONDS} of silence, e.g. 5"),
+    "pipeline.adaptation_prior_s": Range(0.0, 86400.0, f"{_SECONDS} of voice, e.g. 10", above=True),
+    "pipeline.adaptation_memory_s": Range(0.0, 1e9, f"{_SECONDS} of voice, e.g. 600", above=True),
+    "publish.hwm": Range(1, 10_000_000, "messages queued per subscriber, e.g. 1000", integer=True),
+    "publish.status_interval_s": Range(0.05, 3600.0, f"{_SECONDS}, e.g. 1"),
+    "publish.wait_subscriber_s": Range(0.0, 86400.0, f"{_SECONDS}, 0 not to wait"),
+}
+
+
 @dataclass(frozen=True)
 class Config:
     audio: AudioConfig = field(default_factory=AudioConfig)
@@ -100,15 +172,25 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, overrides: dict[str, object] | None = None) -> Config:
-        """Defaults, then the TOML file at `path`, then `overrides` ({"audio.source": ...})."""
+    def load(cls, path: str | Path | None = None, overrides: dict[str, object] | None = None,
+             flags: dict[str, str] | None = None) -> Config:
+        """Defaults, then the TOML file at `path`, then `overrides` ({"audio.source": ...});
+        `flags` names the flag that set each override ({"audio.source": "--source"}) for errors."""
         config = cls()
         if path is not None:
-            config = config.merged(_read_toml(Path(path)), origin=str(path))
+            config = config.merged(_read_toml(Path(path)), origin=f"config file {path}")
         for key, value in (overrides or {}).items():
             section, name = key.split(".")
-            config = config.merged({section: {name: value}}, origin="command line")
+            config = config.merged({section: {name: value}}, origin=(flags or {}).get(key, "command line"))
+        config.check_together()
         return config
+
+    def check_together(self) -> None:
+        """The checks that involve two keys (each key's own range is checked as it is set)."""
+        p = self.pipeline
+        if p.window_s is not None and p.hop_s > p.window_s:
+            raise StreamemoError(f"pipeline.hop_s ({p.hop_s:g} s) is longer than pipeline.window_s ({p.window_s:g} s): "
+                                 "audio between windows would never be heard; make the hop at most the window", 2)
 
     def merged(self, data: dict, origin: str) -> Config:
         """A copy with the values of a {section: {key: value}} mapping, each type-checked."""
@@ -132,11 +214,11 @@ class Config:
                         2,
                     )
                 hint = typing.get_type_hints(type(section))[key]
-                changes[key] = _coerce(value, hint, f"{section_name}.{key}", origin)
-            try:
-                updated[section_name] = replace(section, **changes)
-            except StreamemoError as e:  # a range check in the section's __post_init__
-                raise StreamemoError(f"{origin}: {e}", 2) from None
+                name = f"{section_name}.{key}"
+                changes[key] = _coerce(value, hint, name, origin)
+                if changes[key] is not None and name in LIMITS:
+                    LIMITS[name].check(name, changes[key], origin)
+            updated[section_name] = replace(section, **changes)
         return replace(self, **updated)
 
     def to_toml(self) -> str:
@@ -158,6 +240,11 @@ def _read_toml(path: Path) -> dict:
             return tomllib.load(f)
     except FileNotFoundError:
         raise StreamemoError(f"config file {path} does not exist", 2) from None
+    except IsADirectoryError:
+        raise StreamemoError(f"config file {path} is a directory; give the TOML file in it", 2) from None
+    except UnicodeDecodeError as e:  # binary, or another encoding: TOML is UTF-8
+        raise StreamemoError(f"config file {path} is not UTF-8 text (byte {e.start}); "
+                             "save it as UTF-8 TOML (see `streamemo run --print-config`)", 2) from None
     except tomllib.TOMLDecodeError as e:
         raise StreamemoError(f"config file {path} is not valid TOML: {e}", 2) from None
     except OSError as e:

@@ -18,8 +18,6 @@ import collections
 import ctypes
 import gc
 import logging
-import signal
-import threading
 import time
 
 import numpy as np
@@ -33,7 +31,7 @@ from streamemo.model import load_model
 from streamemo.publish import Publisher
 from streamemo.reload import plan_reload
 from streamemo.security import CurveServer, curve_server
-from streamemo.service import Notifier
+from streamemo.service import Notifier, Signals
 from streamemo.stream.pipeline import Pipeline, Scorer
 from streamemo.stream.processor import Processor
 
@@ -46,19 +44,19 @@ RETRY_MAX_S = 5.0  # the wait doubles per failed attempt up to this
 
 class Daemon:
     def __init__(self, config: Config, reload_config=None, notifier: Notifier | None = None,
-                 handle_signals: bool = False, stall_after_s: float | None = None, curve: CurveServer | None = None):
+                 signals: Signals | None = None, stall_after_s: float | None = None, curve: CurveServer | None = None):
         """`reload_config()` returns the config to use on SIGHUP (the file re-read, flags
-        re-applied); without it a reload re-reads the model only. `stall_after_s` is a test
-        hook: the loop hangs that long after it starts, as a stuck pipeline would, so a test can
-        see the watchdog pings stop (`streamemo run --debug-stall-after S`). `curve`: the
-        publisher's CURVE settings when already loaded; else they come from the config."""
+        re-applied); without it a reload re-reads the model only. `signals`: the stop and
+        reload flags, set by signal handlers installed before the daemon was built
+        (`Signals.install`); without them only `stop_requested.set()` stops it. `stall_after_s`
+        is a test hook: the loop hangs that long after it starts, as a stuck pipeline would, so
+        a test can see the watchdog pings stop (`streamemo run --debug-stall-after S`). `curve`:
+        the publisher's CURVE settings when already loaded; else they come from the config."""
         self.config = config
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
-        self.stop_requested = threading.Event()
-        self.reload_requested = threading.Event()
-        if handle_signals:  # before the slow part, so an early SIGTERM or SIGHUP is not fatal
-            self.install_signal_handlers()
+        signals = signals or Signals()
+        self.stop_requested, self.reload_requested = signals.stop, signals.reload
         self.started = time.monotonic()
         self.stall_after_s = stall_after_s
         self.stall_at = None
@@ -85,17 +83,6 @@ class Daemon:
         except BaseException:
             self.publisher.close(drain_s=0)
             raise
-
-    def request_stop(self, *_) -> None:
-        self.stop_requested.set()
-
-    def request_reload(self, *_) -> None:
-        self.reload_requested.set()
-
-    def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
-        signal.signal(signal.SIGHUP, self.request_reload)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -169,13 +156,11 @@ class Daemon:
     def _open(self, source) -> None:
         """Starts a stream from a freshly opened source. After a loss the audio has a gap, so
         the pipeline starts afresh, but sequence numbers go on from where they were."""
-        seq = self.processor.seq if self.processor is not None else 0
         if self.processor is not None:
             self.pipeline.reset()
         self.source = source
         self.device_name = source.device
-        self.processor = Processor(self.pipeline, source.rate, self.config.audio.source)
-        self.processor.seq = seq
+        self._new_processor(self.pipeline)
         log.info("listening to %s at %d Hz; model %s on %s; publishing on %s", source.device,
                  source.rate, self.model.id, self.compute, self.publisher.endpoint)
 
@@ -232,12 +217,16 @@ class Daemon:
             config, waiting = plan_reload(self.config, new)
             model = load_model(config.model.path, self.compute)
             scorer = Scorer(model, self.compute)
-            pipeline = Pipeline(model, config.pipeline, self.compute, scorer=scorer)
-            scorer(np.zeros((1, pipeline.window), np.float32))  # a model that loads but cannot run is invalid too
+            # The new pipeline's self-test scores silence, a loud tone and the last window
+            # heard: a model that loads but cannot run, or gives NaN, is refused here.
+            pipeline = Pipeline(model, config.pipeline, self.compute, scorer=scorer,
+                                heard=self.pipeline.recent_audio())
             clients = self.publisher.curve.reload() if self.publisher.curve is not None else None
         except Exception as e:  # whatever is wrong with the new files, the old ones keep running
             why = str(e) or type(e).__name__
-            log.error("reload failed, still running model %s: %s", self.model.id, why)
+            # A mistake in the files is one line; anything else is a bug: its traceback goes to the log.
+            log.error("reload failed, still running model %s: %s", self.model.id, why,
+                      exc_info=not isinstance(e, StreamemoError))
             self.message = f"reload failed, still running model {self.model.id}: {why}"
             self._send_status()
             self.notifier.ready(self.message)
@@ -269,10 +258,15 @@ class Daemon:
             return "the next hop"
         self.pipeline = pipeline
         if self.source is not None:
-            seq = self.processor.seq
-            self.processor = Processor(pipeline, self.source.rate, self.config.audio.source)
-            self.processor.seq = seq
+            self._new_processor(pipeline)
         return "the next full window"
+
+    def _new_processor(self, pipeline: Pipeline) -> None:
+        """A processor for the current source; sequence numbers and counts go on."""
+        old = self.processor
+        self.processor = Processor(pipeline, self.source.rate, self.config.audio.source)
+        if old is not None:
+            self.processor.seq, self.processor.repaired = old.seq, old.repaired
 
     # --- reporting -------------------------------------------------------------------------
 
@@ -304,6 +298,7 @@ class Daemon:
             "uptime_s": round(time.monotonic() - self.started, 3),
             "overflows": source.overflows if source else 0,
             "dropped_samples": source.dropped if source else 0,
+            "repaired_samples": self.processor.repaired if self.processor else 0,
             "messages_sent": self.publisher.sent["emotion"],
             "hop_s": self.pipeline.config.hop_s,
             "proc_ms_p50": None if times is None else round(float(np.percentile(times, 50)), 3),

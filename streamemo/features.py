@@ -18,6 +18,10 @@ from nnAudio import features as nn_features
 from streamemo import StreamemoError
 
 LOG_FLOOR = 1e-6  # added before the log: about -60 dB below a full-scale sine's mel energy
+# The most frames one window may make (60 s of 10 ms frames; the shipped model uses 101).
+# Features, the STFT and every layer of the network grow with it: a card with a 1-sample hop
+# over a long window would otherwise ask for gigabytes and minutes per window.
+MAX_FRAMES = 6001
 
 
 @dataclass(frozen=True)

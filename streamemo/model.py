@@ -9,9 +9,12 @@ whatever the trainer records about data and evaluation.
 from __future__ import annotations
 
 import copy
+import errno
 import hashlib
+import inspect
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,8 @@ from safetensors.torch import save as save_bytes
 from torch import nn
 
 from streamemo import StreamemoError
-from streamemo.features import FrontendSpec
+from streamemo.config import Range
+from streamemo.features import MAX_FRAMES, FrontendSpec
 from streamemo.stream.adaptation import BandStats
 
 CARD_FORMAT = "streamemo-model/1"
@@ -226,6 +230,52 @@ def inference_network(network: nn.Module) -> nn.Module:
     return fast
 
 
+# Each network's hyper-parameters: a number, or a list (of lists) of numbers, each in range.
+# A card or `train --arch-params` naming one the network does not take, or a negative width,
+# is one line naming it, not a TypeError or a torch traceback from deep inside a layer.
+ARCH_LIMITS = {
+    "channels": Range(1, 1024, "channel counts such as [16, 32, 64]", integer=True),
+    "pools": Range(1, 16, "pooling factors (frequency, time) such as [[2, 2], [2, 2], [2, 1]]", integer=True),
+    "proj": Range(1, 4096, "a width such as 128", integer=True),
+    "lstm_hidden": Range(1, 4096, "a width such as 64", integer=True),
+    "kernel": Range(1, 63, "a kernel length such as 5", integer=True),
+    "dropout": Range(0.0, 0.95, "a probability such as 0.2"),
+    "members": Range(1, 16, "a number of networks such as 2", integer=True),
+}
+
+
+def check_arch_params(arch: str, params, where: str) -> None:
+    """Raises ModelError (exit 2) unless `params` are keyword arguments `arch` takes, each in
+    range; `where` names their origin (a card, --arch-params) in the message."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{where}: unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    if not isinstance(params, dict):
+        raise ModelError(f"{where}: the parameters of {arch} must be a JSON object, got {type(params).__name__}", 2)
+    known = [k for k in inspect.signature(ARCHITECTURES[arch].__init__).parameters
+             if k not in ("self", "n_features", "n_classes")]
+    for key, value in params.items():
+        if key not in known:
+            raise ModelError(f"{where}: {arch} has no parameter {key!r}; it takes {', '.join(known)}", 2)
+        if key == "member_arch":
+            if value not in ARCHITECTURES or value == "ensemble":
+                raise ModelError(f"{where}: member_arch must be one of cnn_lstm, cnn2d, conv1d, got {value!r}", 2)
+        elif key == "member_params":
+            check_arch_params(params.get("member_arch", "cnn_lstm"), value, where)
+        else:
+            numbers = value if isinstance(value, list) else [value]
+            if key == "pools":  # pairs: (frequency, time)
+                if not all(isinstance(n, list) and len(n) == 2 for n in numbers):
+                    raise ModelError(f"{where}: pools must be a list of [frequency, time] pairs, got {value!r}", 2)
+                numbers = [n for pair in numbers for n in pair]
+            if not numbers or len(numbers) > 16:
+                raise ModelError(f"{where}: {key} must hold 1 to 16 values, got {value!r}", 2)
+            for n in numbers:
+                ARCH_LIMITS[key].check(f"{arch} parameter {key}", n, where, ModelError)
+    if "channels" in params and "pools" in params and len(params["channels"]) != len(params["pools"]):
+        raise ModelError(f"{where}: {arch} needs one pool per channel block: {len(params['channels'])} channels, "
+                         f"{len(params['pools'])} pools", 2)
+
+
 def build_network(arch: str, params: dict, n_features: int, n_classes: int) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
@@ -313,17 +363,105 @@ def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -
     return weights_path, card_path
 
 
+def check_writable(path: str | Path, what: str) -> None:
+    """Raises StreamemoError (exit 2) unless save_model could write the model `path`: said
+    before hours of training, and without creating anything (its folders come at saving)."""
+    for file in model_paths(path):
+        if file.is_dir():
+            raise StreamemoError(f"{what} {path}: {file} is a directory; choose another model path", 2)
+    folder = model_paths(path)[0].parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # the nearest folder that exists: save_model creates the rest in it
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        tempfile.TemporaryFile(dir=folder).close()  # the real test: modes, read-only mounts, quotas
+    except OSError as e:
+        raise StreamemoError(f"{what} {path}: cannot write in {folder} ({e.strerror}); "
+                             "choose a folder you can write to", 2) from None
+
+
 def _temp_beside(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
+
+
+# The card's numbers, each with the range a frontend and a window can work with. A
+# sample rate of 1, a hop of 0 frames or a window of 1e9 s would otherwise crash or hang the
+# frontend, or allocate terabytes, at the first window.
+CARD_LIMITS = {
+    "window_s": Range(0.1, 60.0, "a window in seconds such as 2"),
+    "frontend.sample_rate": Range(1000, 192000, "a model rate such as 16000", integer=True),
+    # nnAudio builds (n_fft / 2 + 1) x n_fft kernels: 4096 takes 64 MB, 16384 would take 1 GB.
+    "frontend.n_fft": Range(16, 4096, "an FFT size such as 512", integer=True),
+    "frontend.win_length": Range(1, 4096, "an analysis window in samples, at most n_fft, such as 400", integer=True),
+    "frontend.hop_length": Range(1, 4096, "a frame step in samples, at most n_fft, such as 160", integer=True),
+    "frontend.n_mels": Range(1, 512, "a number of mel bands such as 64", integer=True),
+    "frontend.n_mfcc": Range(1, 512, "a number of coefficients, at most n_mels, such as 40", integer=True),
+    "frontend.fmin": Range(0.0, 96000.0, "a frequency in Hz below fmax, such as 50"),
+    "frontend.fmax": Range(0.0, 96000.0, "a frequency in Hz, at most half the sample rate, such as 8000",
+                           above=True),
+}
+MAX_LABELS = 256
+
+
+def check_card(card: dict, card_path: Path) -> None:
+    """Raises ModelError (exit 2) for a card field that is missing, of the wrong kind or out
+    of range, naming the field and the file: the one place a card's values are judged."""
+    where = f"model card {card_path}"
+    labels = card.get("labels")
+    if (not isinstance(labels, list) or not 2 <= len(labels) <= MAX_LABELS
+            or not all(isinstance(x, str) and x.strip() for x in labels)):
+        raise ModelError(f"{where}: labels must be a list of 2 to {MAX_LABELS} names, got {labels!r:.100}", 2)
+    if len(set(labels)) != len(labels):
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        raise ModelError(f"{where}: labels name {', '.join(twice)} more than once; each class needs its own name", 2)
+    if not isinstance(card.get("name"), str) or not card["name"]:
+        raise ModelError(f"{where}: name must be a non-empty string", 2)
+    frontend = card.get("frontend")
+    if not isinstance(frontend, dict):
+        raise ModelError(f"{where}: frontend must be an object of frontend settings", 2)
+    fields = FrontendSpec().to_dict()
+    unknown = sorted(set(frontend) - set(fields))
+    if unknown:
+        raise ModelError(f"{where}: frontend has unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}", 2)
+    spec = {**fields, **frontend}
+    if spec["kind"] not in ("logmel", "mfcc"):
+        raise ModelError(f"{where}: frontend.kind must be logmel or mfcc, got {spec['kind']!r}", 2)
+    values = {"window_s": card.get("window_s"), **{f"frontend.{k}": v for k, v in spec.items()}}
+    for key, limit in CARD_LIMITS.items():
+        limit.check(key, values[key], where, ModelError)
+    if spec["win_length"] > spec["n_fft"] or spec["hop_length"] > spec["n_fft"]:
+        raise ModelError(f"{where}: frontend.win_length and hop_length must be at most n_fft ({spec['n_fft']})", 2)
+    if not spec["fmin"] < spec["fmax"] <= spec["sample_rate"] / 2:
+        raise ModelError(f"{where}: frontend needs fmin < fmax <= sample_rate / 2, got fmin {spec['fmin']}, "
+                         f"fmax {spec['fmax']}, sample_rate {spec['sample_rate']}", 2)
+    if spec["kind"] == "mfcc" and spec["n_mfcc"] > spec["n_mels"]:
+        raise ModelError(f"{where}: frontend.n_mfcc ({spec['n_mfcc']}) must be at most n_mels ({spec['n_mels']})", 2)
+    window = round(card["window_s"] * spec["sample_rate"])
+    if window <= spec["n_fft"]:
+        raise ModelError(f"{where}: a window of {card['window_s']} s is shorter than one FFT of {spec['n_fft']} samples", 2)
+    frames = FrontendSpec(**spec).frames(window)
+    if frames > MAX_FRAMES:
+        raise ModelError(f"{where}: window_s {card['window_s']} s at frontend.hop_length {spec['hop_length']} makes "
+                         f"{frames} frames per window, more than {MAX_FRAMES}; shorten the window or lengthen the hop", 2)
+    arch = card.get("arch")
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str):
+        raise ModelError(f"{where}: arch must be an object with a name and params", 2)
+    check_arch_params(arch["name"], arch.get("params", {}), where)
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
     """Loads and checks a model; every problem is one ModelError line naming the file."""
     weights_path, card_path = model_paths(path)
     card = _read_card(card_path)
-    if not weights_path.exists():
-        raise ModelError(f"model weights {weights_path} do not exist (the card {card_path} has no weights beside it)")
-    blob = weights_path.read_bytes()
+    check_card(card, card_path)
+    if not weights_path.is_file():
+        missing = "is a directory" if weights_path.is_dir() else "do not exist"
+        raise ModelError(f"model weights {weights_path} {missing} (the card {card_path} needs its .safetensors beside it)")
+    try:
+        blob = weights_path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"model weights {weights_path} cannot be read: {e.strerror}") from None
     expected = card.get("weights_sha256")
     if expected and hashlib.sha256(blob).hexdigest() != expected:
         raise ModelError(
@@ -363,10 +501,17 @@ def _read_card(card_path: Path) -> dict:
             f"model card {card_path} does not exist; pass --model models/<name> "
             "(the .json and .safetensors pair) or train one with `streamemo train`"
         )
+    if card_path.is_dir():
+        raise ModelError(f"model card {card_path} is a directory; pass --model models/<name> "
+                         "(the .json and .safetensors pair)")
     try:
         card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ModelError(f"model card {card_path} cannot be read: {e.strerror}") from None
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise ModelError(f"model card {card_path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelError(f"model card {card_path} is nested too deep to be a model card") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ModelError(f"model card {card_path} is not a {CARD_FORMAT} card (its 'format' field differs)")
     return card

@@ -49,6 +49,8 @@ STATUS_FIELDS = {
     "uptime_s": _NUMBER,
     "overflows": int,  # input overflows: PortAudio's flags plus ring-buffer overruns
     "dropped_samples": int,
+    "repaired_samples": int,  # input samples that were NaN, infinite or far past full scale:
+    #                          made silent or clipped before they reached the model
     "messages_sent": int,  # emotion messages since start
     "hop_s": _NUMBER,
     "proc_ms_p50": (*_NUMBER, None),  # processing time per hop over the last ~30 s
@@ -60,28 +62,72 @@ STATUS_FIELDS = {
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}
 # Fields added within schema version 1: a reader accepts messages from daemons that predate them.
-OPTIONAL = {"status": {"adapted_s"}}
+OPTIONAL = {"status": {"adapted_s", "repaired_samples"}}
+
+# A real message is under a kilobyte and three levels deep. These bounds turn a hostile or
+# broken publisher's body (a megabyte of "[", a million labels) into one counted error
+# instead of a RecursionError, or a minute of parsing, in every subscriber.
+MAX_BODY_BYTES = 1 << 20
+MAX_DEPTH = 16
+MAX_LABELS = 256
+MAX_INT = 2**63  # ints other languages can hold (int64); one past about 10**308 is not even a float
+
+
+def to_json(value) -> str:
+    """The one JSON writer (the wire, `classify --json`, `subscribe`): compact, and never NaN
+    or Infinity, which are not JSON; a non-finite number here is a bug upstream and raises."""
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
 def encode(topic: str, body: dict) -> list[bytes]:
     body = {"v": SCHEMA_VERSION, **body}
     _validate(topic, body)
-    return [topic.encode(), json.dumps(body, separators=(",", ":"), allow_nan=False).encode()]
+    return [topic.encode(), to_json(body).encode()]
 
 
 def decode(frames: list[bytes]) -> tuple[str, dict]:
     """Parses and validates one message; raises ProtocolError saying what is wrong."""
     if len(frames) != 2:
         raise ProtocolError(f"expected 2 frames [topic, body], got {len(frames)}")
+    if len(frames[1]) > MAX_BODY_BYTES:
+        raise ProtocolError(f"body of {len(frames[1])} bytes, more than {MAX_BODY_BYTES}")
     try:
         topic = frames[0].decode()
         body = json.loads(frames[1], parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except ValueError as e:  # not UTF-8, not JSON, or an integer of more than 4300 digits
         raise ProtocolError(f"not UTF-8 JSON: {e}") from None
+    except RecursionError:  # the parser's own limit (about 1000 levels) on the way down
+        raise ProtocolError(f"body nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(body, dict):
         raise ProtocolError("body is not a JSON object")
+    if _depth(body) > MAX_DEPTH:  # shallower than the parser's limit, but deep enough to hurt a writer
+        raise ProtocolError(f"body nested deeper than {MAX_DEPTH} levels")
     _validate(topic, body)
     return topic, body
+
+
+def _depth(value) -> int:
+    """Nesting depth of parsed JSON, without recursion (the point is to survive deep input)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_DEPTH:
+            break
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _finite(value) -> bool:
+    """A JSON number usable anywhere: a finite float, or an int a float or int64 can hold."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) < MAX_INT
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def _validate(topic: str, body: dict) -> None:
@@ -101,20 +147,22 @@ def _validate(topic: str, body: dict) -> None:
         types_ = tuple(k for k in kinds if k is not None)
         if not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_):
             raise ProtocolError(f"{topic} field {name!r} has the wrong type ({type(value).__name__})")
-        if isinstance(value, float) and not math.isfinite(value):  # e.g. 1e400 parses as inf
-            raise ProtocolError(f"{topic} field {name!r} is not finite")
+        if isinstance(value, _NUMBER) and not isinstance(value, bool) and not _finite(value):
+            raise ProtocolError(f"{topic} field {name!r} is not finite")  # 1e400 parses as inf
     if topic == "emotion":
         n = len(body["labels"])
-        if not all(isinstance(label, str) for label in body["labels"]):
-            raise ProtocolError("emotion field 'labels' must hold strings")
+        if not 0 < n <= MAX_LABELS or not all(isinstance(label, str) for label in body["labels"]):
+            raise ProtocolError(f"emotion field 'labels' must hold strings, 1 to {MAX_LABELS} of them")
         for name in ("probs", "raw"):
             values = body[name]
             if values is None:
                 continue
             if len(values) != n:
                 raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
-            if not all(isinstance(v, _NUMBER) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-                raise ProtocolError(f"emotion field {name!r} must hold finite numbers")
+            if not all(_finite(v) and 0 <= v <= 1 for v in values):
+                raise ProtocolError(f"emotion field {name!r} must hold finite numbers from 0 to 1")
+        if body["confidence"] is not None and not 0 <= body["confidence"] <= 1:
+            raise ProtocolError("emotion field 'confidence' must be from 0 to 1")
 
 
 def _reject_constant(name: str):

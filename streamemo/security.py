@@ -32,7 +32,31 @@ LOCAL_TRANSPORTS = ("ipc://", "inproc://")
 LOOPBACK_NAMES = {"localhost", "lo", "ip6-localhost"}
 
 
-# --- the exposure rule -------------------------------------------------------------------
+# --- addresses and the exposure rule ------------------------------------------------------
+
+ADDRESS_FIX = "use tcp://HOST:PORT (e.g. tcp://127.0.0.1:5556) or ipc:///PATH"
+
+
+def check_address(endpoint: str, bind: bool) -> None:
+    """Raises StreamemoError (exit 2) unless `endpoint` is tcp://HOST:PORT with a port from 1
+    to 65535 (to bind, also 0 or * for any free port) or ipc://PATH. ZeroMQ's own parser is
+    laxer: it binds port 99999 as 99999 mod 65536, and `foo` or `udp://` would reach the
+    exposure rule and be called "reachable from other machines"."""
+    what = f"cannot {'bind' if bind else 'connect to'} {endpoint}"
+    transport, sep, address = endpoint.partition("://")
+    if not sep or transport not in ("tcp", "ipc") or not address:
+        raise StreamemoError(f"{what}: not an address; {ADDRESS_FIX}", 2)
+    if transport == "ipc":
+        return
+    host, colon, port = address.rpartition(":")
+    if not colon or not host.strip("[]") or (host == "*" and not bind):
+        raise StreamemoError(f"{what}: not an address, it lacks a host{'' if colon else ' and port'}; {ADDRESS_FIX}", 2)
+    if bind and port in ("*", "0"):
+        return
+    if not (port.isdigit() and 1 <= int(port) <= 65535):
+        free = " (or, to bind, * for any free port)" if bind else ""
+        raise StreamemoError(f"{what}: {port!r} is not a port; use 1 to 65535{free}", 2)
+
 
 
 def is_local_endpoint(endpoint: str) -> bool:
@@ -51,7 +75,9 @@ def is_local_endpoint(endpoint: str) -> bool:
 
 
 def check_exposure(endpoint: str, secured: bool, insecure: bool) -> None:
-    """Refuses a bind that would put results on the network unencrypted and unauthenticated."""
+    """Refuses a bind address that is not one (check_address), or that would put results on
+    the network unencrypted and unauthenticated."""
+    check_address(endpoint, bind=True)
     if secured or insecure or is_local_endpoint(endpoint):
         if insecure and not secured and not is_local_endpoint(endpoint):
             log.warning("publishing on %s WITHOUT encryption or authentication (--insecure): "

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
+import threading
 import time
 
 log = logging.getLogger(__name__)
@@ -87,3 +89,20 @@ def watchdog_period(env) -> float | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+class Signals:
+    """SIGTERM and SIGINT ask the daemon to stop, SIGHUP to reload: the handlers only set
+    these flags, and the processing loop acts on them between hops. `streamemo run` installs
+    them first thing, before the seconds of importing torch and loading the model: until
+    then a SIGHUP's default action would kill the process (exit 129)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.reload = threading.Event()
+
+    def install(self) -> Signals:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.reload.set())
+        return self

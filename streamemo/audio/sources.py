@@ -19,7 +19,7 @@ import numpy as np
 
 from streamemo import StreamemoError
 from streamemo.audio.ringbuffer import RingBuffer, RingReader
-from streamemo.config import AudioConfig
+from streamemo.config import AudioConfig, Range
 
 
 @dataclass(frozen=True)
@@ -68,14 +68,15 @@ def describe_devices(sd) -> str:
     return "\n".join(lines)
 
 
+NO_DEVICES = ("no audio input device: PortAudio sees none. Start PulseAudio or PipeWire "
+              "(`pulseaudio --start`) or plug in a microphone; `streamemo devices` lists what it sees")
+
+
 def resolve_input_device(sd, spec: str) -> dict:
     """'default', an index, or a case-insensitive name substring -> the device's info dict."""
     devices = input_devices(sd)
     if not devices:
-        raise StreamemoError(
-            "no audio input device: PortAudio sees none. Start PulseAudio or PipeWire "
-            "(`pulseaudio --start`) or plug in a microphone; `streamemo devices` lists what it sees"
-        )
+        raise StreamemoError(NO_DEVICES)
     if spec == "default":
         index = sd.default.device[0]
         if index is None or index < 0:
@@ -183,6 +184,11 @@ class MicSource:
 # --- file -----------------------------------------------------------------------------
 
 
+# A header may claim any rate; 1 Hz would have soxr make 16000 samples of each one.
+FILE_RATES = Range(1000, 768000, "it is not a recording streamemo can use; convert it, e.g. "
+                   "`sox in.wav -r 16000 out.wav`", integer=True)
+
+
 class FileSource:
     """Anything libsndfile reads (WAV, FLAC, OGG, ...), downmixed to mono."""
 
@@ -191,13 +197,28 @@ class FileSource:
 
         self.name = path
         self.device = f"file:{Path(path).name}"
+        # Opened by Python first: libsndfile says "System error." for a missing file and
+        # "Format not recognised." for a directory, which names neither cause.
+        try:
+            open(path, "rb").close()
+        except FileNotFoundError:
+            raise StreamemoError(f"audio file {path} does not exist") from None
+        except IsADirectoryError:
+            raise StreamemoError(f"{path} is a directory, not an audio file; give the files in it") from None
+        except PermissionError:
+            raise StreamemoError(f"audio file {path} cannot be read: permission denied (see its owner and mode)") from None
+        except OSError as e:
+            raise StreamemoError(f"audio file {path} cannot be read: {e.strerror}") from None
         try:
             self.file = sf.SoundFile(path)
-        except sf.LibsndfileError as e:
-            raise StreamemoError(f"cannot read audio file {path}: {e.error_string}") from None
-        except OSError as e:
-            raise StreamemoError(f"cannot read audio file {path}: {e.strerror}") from None
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise StreamemoError(f"{path} is not audio libsndfile can read (WAV, FLAC, OGG, MP3, AIFF...): "
+                                 f"{getattr(e, 'error_string', e)}") from None
         self.rate = self.file.samplerate
+        problem = FILE_RATES.problem(self.rate)
+        if problem:
+            self.file.close()
+            raise StreamemoError(f"audio file {path}: its sample rate {problem}")
         self.realtime = realtime
         # As fast as possible: larger reads; the pipeline's output does not depend on chunking.
         self.block = max(1, int((block_s if realtime else 1.0) * self.rate))
@@ -278,7 +299,5 @@ def open_source(config: AudioConfig):
         return StdinSource(config.stdin_rate, config.stdin_channels, config.block_s)
     looks_like_file = os.sep in spec or Path(spec).suffix.lower() in (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
     if Path(spec).is_file() or looks_like_file:
-        if not Path(spec).exists():
-            raise StreamemoError(f"audio file {spec} does not exist")
         return FileSource(spec, config.realtime, config.block_s)
     return MicSource(spec, config.block_s, config.ring_s, config.capture_rate)

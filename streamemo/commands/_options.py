@@ -49,6 +49,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    overrides = {key: getattr(args, key) for key, _ in (*FLAGS.values(), *SECURITY_FLAGS.values())
-                 if getattr(args, key, None) is not None}
-    return Config.load(args.config, overrides)
+    """The config file with the flags applied, every value range-checked (config.LIMITS)."""
+    flags = {key: flag for flag, (key, _) in (*FLAGS.items(), *SECURITY_FLAGS.items())}
+    overrides = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
+    return Config.load(args.config, overrides, flags)

@@ -9,7 +9,6 @@ another: speaker adaptation carries from each file to the next, as it would live
 
 from __future__ import annotations
 
-import json
 import sys
 
 import numpy as np
@@ -54,6 +53,7 @@ def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
         "probs": None if probs is None else [round(float(p), 5) for p in probs],
         "labels": labels,
         "duration_s": round(source.position / source.rate, 3),
+        "repaired_samples": processor.repaired,  # NaN, infinite or far past full scale: silenced or clipped
         "windows": [body for _, body in results],
     }
 
@@ -81,7 +81,9 @@ def main(args) -> int:
             failures += 1
             continue
         if args.json:
-            print(json.dumps(result, separators=(",", ":")))
+            from streamemo.protocol import to_json
+
+            print(to_json(result))
         else:
             _print_table(result)
     return 1 if failures else 0
@@ -94,6 +96,9 @@ def _print_table(result: dict) -> None:
         raw_top = "" if w["raw"] is None else w["labels"][int(np.argmax(w["raw"]))]
         conf = "" if w["confidence"] is None else f"{w['confidence']:.2f}"
         print(f"  {w['t_audio']:8.2f}  {'yes' if w['voiced'] else 'no':<6}  {w['top'] or '-':<10} {conf:>5}  {raw_top}")
+    if result["repaired_samples"]:
+        print(f"  {result['repaired_samples']} samples were NaN, infinite or far past full scale: "
+              "silenced or clipped before scoring")
     if result["label"] is None:
         print("  whole file: no voiced window (silence or too quiet; see --vad-threshold)")
     else:

@@ -80,8 +80,13 @@ def main(args: argparse.Namespace) -> int:
             child.stop()
     if died:
         print(f"streamemo dash: {died}".replace("\n", "; "), file=sys.stderr)
-        return 1
-    return 0
+    return exit_status(app, died)
+
+
+def exit_status(app, died: str | None) -> int:
+    """1 when the started daemon died or the app crashed (Textual has then printed the
+    traceback and set its return code): a script or `make run` must not read a crash as a quit."""
+    return 1 if died else (app.return_code or 0)
 
 
 def _exit_soon(signum: int, child) -> None:

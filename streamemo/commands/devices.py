@@ -8,7 +8,16 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
-    from streamemo.audio.sources import describe_devices, import_sounddevice
+    from streamemo import StreamemoError
+    from streamemo.audio.sources import (
+        NO_DEVICES,
+        describe_devices,
+        import_sounddevice,
+        input_devices,
+    )
 
-    print(describe_devices(import_sounddevice()))
+    sd = import_sounddevice()
+    if not input_devices(sd):  # no sound server to reach, or no card: what `run` would hit
+        raise StreamemoError(NO_DEVICES)
+    print(describe_devices(sd))
     return 0

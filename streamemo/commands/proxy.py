@@ -45,8 +45,7 @@ def configure(parser) -> None:
 def main(args) -> int:
     import zmq
 
-    from streamemo import StreamemoError
-    from streamemo.publish import Publisher
+    from streamemo.publish import Publisher, connect_checked
     from streamemo.security import curve_client, curve_server
 
     setup_logging(args.log_level)
@@ -65,10 +64,7 @@ def main(args) -> int:
         upstream.secure(frontend)
     try:
         for endpoint in args.frontend:
-            try:
-                frontend.connect(endpoint)
-            except zmq.ZMQError as e:
-                raise StreamemoError(f"cannot connect to {endpoint}: {e.strerror}; use tcp://HOST:PORT or ipc:///path", 2) from None
+            connect_checked(frontend, endpoint)
         log.info("forwarding %s -> %s%s", ", ".join(args.frontend), args.backend,
                  " (CURVE)" if backend.curve is not None else "")
         forwarded, dropped = _forward(frontend, backend.socket, stop)

@@ -19,6 +19,11 @@ def configure(parser) -> None:
 
 
 def main(args) -> int:
+    from streamemo.service import Signals
+
+    # First of all: from here on SIGTERM, SIGINT and SIGHUP only set flags, so one arriving
+    # during the seconds of start-up is handled, not fatal.
+    signals = Signals().install()
     config = config_from_args(args)
     if args.print_config:
         print(config.to_toml(), end="")
@@ -33,7 +38,7 @@ def main(args) -> int:
     from streamemo.daemon import Daemon
 
     # On SIGHUP the daemon calls this again: the config file re-read, the flags re-applied.
-    daemon = Daemon(config, reload_config=lambda: config_from_args(args), handle_signals=True,
+    daemon = Daemon(config, reload_config=lambda: config_from_args(args), signals=signals,
                     stall_after_s=args.debug_stall_after, curve=curve)
     wait = config.publish.wait_subscriber_s
     if wait > 0 and not daemon.publisher.wait_for_subscriber(wait):

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from streamemo.protocol import TOPICS
+from streamemo.protocol import TOPICS, to_json
 from streamemo.security import add_client_arguments
 
 
@@ -33,7 +32,7 @@ def main(args) -> int:
                 print(f"streamemo subscribe: nothing received for {args.timeout} s", file=sys.stderr)
                 return 1
             topic, body = message
-            sys.stdout.write(json.dumps({"topic": topic, **body}, separators=(",", ":")) + "\n")
+            sys.stdout.write(to_json({"topic": topic, **body}) + "\n")
             sys.stdout.flush()
             received += 1
     except BrokenPipeError:  # `streamemo subscribe | head` closing the pipe is a normal end

@@ -31,7 +31,7 @@ def main(args) -> int:
     import torch
 
     from streamemo.cli import setup_logging
-    from streamemo.model import load_model, save_model
+    from streamemo.model import check_writable, load_model, save_model
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data
@@ -42,6 +42,7 @@ def main(args) -> int:
     # A bad --evaluation file must stop the run now, not after the training it was for.
     report = read_report(args.evaluation) if args.evaluation else None
     config = config_from_args(args)
+    check_writable(args.output, "-o")  # found unwritable after training, the run would be lost
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
     if report is not None:

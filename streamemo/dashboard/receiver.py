@@ -22,7 +22,6 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from streamemo import StreamemoError
 from streamemo.dashboard.state import EndpointState, EndpointView
 from streamemo.protocol import TOPICS
 
@@ -46,11 +45,11 @@ RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between re
 def check_endpoint(endpoint: str) -> None:
     """Raises StreamemoError for an endpoint ZeroMQ cannot connect to at all (a typo), before
     the UI starts, so the message lands on a normal terminal line."""
+    from streamemo.publish import connect_checked
+
     socket = zmq.Context.instance().socket(zmq.SUB)
     try:
-        socket.connect(endpoint)
-    except zmq.ZMQError as e:
-        raise StreamemoError(f"cannot connect to {endpoint}: {e.strerror}; use tcp://HOST:PORT or ipc:///path", 2) from None
+        connect_checked(socket, endpoint)
     finally:
         socket.close(linger=0)
 

@@ -9,17 +9,21 @@ evaluation all score audio through this module.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
-from streamemo.features import Frontend
-from streamemo.model import Model, inference_network
+from streamemo.features import MAX_FRAMES, Frontend
+from streamemo.model import Model, ModelError, inference_network
 from streamemo.stream.adaptation import SpeakerAdapter
 from streamemo.stream.smoothing import Smoother
 from streamemo.stream.vad import is_voiced, level_db
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -65,19 +69,58 @@ class Scorer:
 
 class Pipeline:
     def __init__(self, model: Model, config: PipelineConfig, device: torch.device | str = "cpu",
-                 scorer: Scorer | None = None):
+                 scorer: Scorer | None = None, heard: np.ndarray | None = None):
+        """`heard`: recent audio at the model rate to include in the self-test (a reload
+        passes what the daemon just heard)."""
         self.model = model
         self.config = config
         self.rate = model.frontend.sample_rate
-        self.window = round((config.window_s or model.window_s) * self.rate)
-        self.hop = round(config.hop_s * self.rate)
-        if self.hop <= 0 or self.window <= 0:
-            raise ValueError("window and hop must be positive")
+        window_s = config.window_s or model.window_s
+        if config.hop_s > window_s:  # config.py checks this when both are in the config
+            raise StreamemoError(f"pipeline.hop_s ({config.hop_s:g} s) is longer than the window of model "
+                                 f"{model.name} ({window_s:g} s): audio between windows would never be heard; "
+                                 "make the hop at most the window", 2)
+        self.window = round(window_s * self.rate)
+        if model.frontend.frames(self.window) > MAX_FRAMES:
+            raise StreamemoError(f"pipeline.window_s {window_s:g} s makes {model.frontend.frames(self.window)} frames "
+                                 f"per window with model {model.name}, more than {MAX_FRAMES}; use a shorter window", 2)
+        self.hop = max(1, round(config.hop_s * self.rate))
         self.scorer = scorer or Scorer(model, device)
         self.smoother = Smoother(config.hop_s, config.smoothing_tau_s, config.hysteresis, config.reset_after_s)
         self.adapter = self._adapter(model)
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
+        self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
+        self.self_test(heard)
+
+    def self_test(self, heard: np.ndarray | None = None) -> None:
+        """Scores silence, a full-scale voice-like tone and `heard` through the frontend,
+        speaker adaptation and network, and refuses the model if any probability is not
+        finite. A card whose numbers are each in range can still describe a broken model
+        (weights holding NaN, or overflowing): it is refused here, on loading or reload,
+        instead of at the first voiced window."""
+        t = np.arange(self.window) / self.rate
+        tone = 0.9 * np.sign(np.sin(2 * np.pi * 150 * t))  # loud and rich in harmonics
+        tests = {"silence": np.zeros(self.window), "a loud tone": tone}
+        if heard is not None and len(heard):
+            fitted = np.zeros(self.window)
+            tail = np.asarray(heard[-self.window:])
+            fitted[self.window - len(tail):] = tail
+            tests["the audio just heard"] = fitted
+        try:
+            probs = self.scorer.probabilities(self.scorer.features(np.stack(list(tests.values())).astype(np.float32)),
+                                              None if self.adapter is None else self.adapter.affine())
+        except (RuntimeError, ValueError) as e:  # e.g. pooling that leaves no frames of a short window
+            raise ModelError(f"model {self.model.id} cannot score a window of {self.window} samples: "
+                             f"{str(e).splitlines()[0]}") from None
+        bad = [name for name, p in zip(tests, probs) if not np.isfinite(p).all()]
+        if bad:
+            raise ModelError(f"model {self.model.id} gives non-finite probabilities for {' and '.join(bad)}: its "
+                             "weights or frontend settings are broken; retrain it or choose another model")
+
+    def recent_audio(self) -> np.ndarray:
+        """The last window of audio fed, oldest sample first (zeros before any)."""
+        return self._current_window()
 
     def _adapter(self, model: Model) -> SpeakerAdapter | None:
         if model.speaker_norm is None or not self.config.speaker_adaptation:
@@ -166,6 +209,14 @@ class Pipeline:
         cfg = self.config
         voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db)
         raw = self._score(window) if voiced else None
+        if raw is not None and not np.isfinite(raw).all():
+            # The model passed its self-test, yet fails on this audio. NaN must not reach a
+            # subscriber (JSON has none) nor stop the daemon: the window counts as unclassified.
+            self.unscored += 1
+            if self.unscored == 1 or self.unscored % 1000 == 0:
+                log.error("model %s gave non-finite probabilities for %d window(s) so far; published as unvoiced",
+                          self.model.id, self.unscored)
+            raw, voiced = None, False
         smoothed, top = self.smoother.update(raw)
         estimate = Estimate(
             index=self._index,

@@ -15,6 +15,11 @@ from streamemo.audio.sources import Chunk
 from streamemo.protocol import SCHEMA_VERSION, rounded
 from streamemo.stream.pipeline import Estimate, Pipeline
 
+# Float files may go a little past full scale; far beyond it is not sound but corruption, and
+# would overflow the frontend's float32 spectra into inf and NaN. Samples that are NaN or
+# infinite become silence, samples past this are clipped to it; both are counted.
+MAX_SAMPLE = 8.0  # +18 dBFS
+
 
 class Processor:
     def __init__(self, pipeline: Pipeline, source_rate: int, source_name: str):
@@ -25,11 +30,17 @@ class Processor:
         self.model_id = pipeline.model.id
         self.seq = 0
         self.samples_in = 0  # at the source's rate
+        self.repaired = 0  # source samples that were not finite or beyond MAX_SAMPLE
         self.proc_ms: list[float] = []  # per-hop processing times not yet collected by the caller
 
     def process(self, chunk: Chunk) -> list[tuple[Estimate, dict]]:
-        self.samples_in += len(chunk.samples)
-        out = self.resampler(chunk.samples)
+        samples = chunk.samples
+        self.samples_in += len(samples)
+        bad = ~(np.abs(samples) <= MAX_SAMPLE)  # NaN compares false: bad too
+        if bad.any():  # before the resampler, whose filter would smear one NaN over many samples
+            self.repaired += int(bad.sum())
+            samples = np.clip(np.where(np.isfinite(samples), samples, 0.0), -MAX_SAMPLE, MAX_SAMPLE).astype(np.float32)
+        out = self.resampler(samples)
         # The resampler holds back a few ms of output (its filter's delay): the last sample
         # out was captured that much before the chunk's last sample in.
         held_back_s = self.samples_in / self.resampler.in_rate - (self.pipeline.total + len(out)) / self.pipeline.rate

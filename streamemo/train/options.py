@@ -11,12 +11,32 @@ import sys
 from pathlib import Path
 
 from streamemo import StreamemoError
+from streamemo.config import Range
 from streamemo.features import FrontendSpec
+from streamemo.model import check_arch_params
 from streamemo.train.augment import AugmentConfig
 from streamemo.train.datasets import READERS, ReadResult, read_corpus
 from streamemo.train.recipe import TrainConfig, watches_validation
 
 DEFAULTS = TrainConfig()
+
+# The recipe's numbers and their ranges (config.Range, as for the daemon's keys).
+TRAIN_LIMITS = {
+    "window_s": Range(0.1, 60.0, "a window in seconds such as 2"),
+    "epochs": Range(1, 100_000, "e.g. --epochs 120", integer=True),
+    "batch_size": Range(1, 65_536, "e.g. --batch-size 32", integer=True),
+    "lr": Range(0.0, 10.0, "a peak learning rate such as 3e-3", above=True),
+    "weight_decay": Range(0.0, 10.0, "e.g. 1e-2"),
+    "early_stop": Range(0, 100_000, "epochs without gain, 0 for never", integer=True),
+    "average_last": Range(0, 100_000, "epochs to average, 0 for the last one", integer=True),
+    "corpus_sampling_power": Range(0.0, 1.0, "0 (corpora alike) to 1 (every clip once an epoch)"),
+    "mixup": Range(0.0, 100.0, "a Beta parameter such as 0.2, 0 for off"),
+    "label_smoothing": Range(0.0, 0.99, "e.g. 0.1, 0 for off"),
+    "wave_copies": Range(0, 100, "augmented copies per clip such as 2, 0 for off", integer=True),
+    "ensemble": Range(1, 16, "networks to train, e.g. 1", integer=True),
+    "val_fraction": Range(0.0, 0.9, "a share of speakers such as 0.15, 0 for none"),
+    "threads": Range(0, 1024, "torch CPU threads, 0 for torch's choice", integer=True),
+}
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
@@ -122,15 +142,17 @@ def config_from_args(args) -> TrainConfig:
         AugmentConfig.from_dict(config.augment.__dict__)
     except TypeError as e:
         raise StreamemoError(f"bad recipe field: {e}", 2) from None
-    if config.epochs < 1 or config.batch_size < 1 or config.ensemble < 1 or config.window_s <= 0:
-        raise StreamemoError("--epochs, --batch-size and --ensemble must be at least 1 and --window positive", 2)
+    # Every number checked now, not hours into a run (`recipe` when it came from --recipe).
+    for key, limit in TRAIN_LIMITS.items():
+        from_file = args.recipe is not None and flags.get(key) is None
+        flag = "--window" if key == "window_s" else "--" + key.replace("_", "-")
+        limit.check(key if from_file else flag, getattr(config, key), f"--recipe {args.recipe}" if from_file else None)
+    check_arch_params(config.arch, config.arch_params,
+                      "--arch-params" if args.arch_params is not None or not args.recipe else f"--recipe {args.recipe}")
     if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
         from streamemo.train.rooms import load_noise_set
 
         load_noise_set(config.augment.noise_dir, "train")
-    if not 0.0 <= config.corpus_sampling_power <= 1.0:
-        raise StreamemoError(f"--corpus-sampling-power {config.corpus_sampling_power:g}: expected a number "
-                             "from 0 (corpora alike) to 1 (every clip once an epoch)", 2)
     if config.val_fraction <= 0 and watches_validation(config):
         raise StreamemoError("--select best, --schedule plateau and --early-stop judge epochs on validation speakers, "
                              "and none are held out: add --val-fraction 0.15", 2)
