@@ -16,3 +16,7 @@ class StreamemoError(Exception):
     def __init__(self, message: str, exit_code: int = 1):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class ModelError(StreamemoError):
+    """A model file (weights or card) that cannot be used."""

@@ -149,3 +149,24 @@ def frame_windows(signal: np.ndarray, window: int, hop: int) -> np.ndarray:
         signal = np.pad(signal, (0, window - len(signal)))
     starts = window_starts(len(signal), window, hop)
     return np.stack([signal[s : s + window] for s in starts])
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """Per-band mean and spread of a feature map: a speaker's voice, or the training set's
+    average speaker that the model card carries (stream/adaptation.py uses them)."""
+
+    mean: np.ndarray  # (n_features,)
+    std: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"mean": [round(float(x), 6) for x in self.mean], "std": [round(float(x), 6) for x in self.std]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BandStats:
+        mean, std = np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64)
+        if mean.shape != std.shape or mean.ndim != 1:
+            raise ValueError("speaker_norm mean and std must be lists of one length")
+        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("speaker_norm mean must be finite and std finite and positive")
+        return cls(mean, std)

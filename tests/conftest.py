@@ -38,7 +38,7 @@ def random_model(tmp_path_factory) -> Path:
     from streamemo import EMOTIONS
     from streamemo.features import FrontendSpec
     from streamemo.model import Model, save_model
-    from streamemo.stream.adaptation import BandStats
+    from streamemo.features import BandStats
 
     torch.manual_seed(0)
     model = Model.create("random", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm")

@@ -13,15 +13,15 @@ from streamemo.config import Config, PipelineConfig
 from streamemo.features import Frontend
 from streamemo.model import load_model, save_model
 from streamemo.protocol import decode, encode
+from streamemo.features import BandStats
 from streamemo.stream.adaptation import (
-    BandStats,
     SpeakerAdapter,
     VoiceStats,
     active_frames,
     affine,
-    measure_voice,
 )
 from streamemo.stream.pipeline import Pipeline, file_probabilities
+from streamemo.train.sessions import measure_voice
 
 REF = BandStats(np.full(4, -6.0), np.full(4, 2.0))
 

@@ -8,7 +8,9 @@ import torch
 from streamemo import EMOTIONS, StreamemoError
 from streamemo.config import Config
 from streamemo.features import FrontendSpec
-from streamemo.model import Model, ModelError, inference_network, load_model, model_paths, save_model
+from streamemo.model import Model, load_model, model_paths, save_model
+from streamemo import ModelError
+from streamemo.stream.inference import inference_network
 from streamemo.protocol import ProtocolError, decode, encode
 
 

@@ -131,7 +131,8 @@ def test_ensemble_is_its_seeds_trained_apart_and_averages_their_probabilities(ti
         assert all(m.path == clip.path for m in members)
         np.testing.assert_allclose(clip.probabilities, np.mean([m.probabilities for m in members], axis=0),
                                    atol=1e-5)
-    from streamemo.model import inference_network, save_model
+    from streamemo.model import save_model
+    from streamemo.stream.inference import inference_network
 
     save_model(ensemble.model, tmp_path / "ens")
     loaded = load_model(tmp_path / "ens")
@@ -160,7 +161,7 @@ def test_feature_cache_second_run_computes_nothing(tiny_corpus, tmp_path):
 
 def test_voice_statistics_are_cached_and_equal_the_daemons_measure(tiny_corpus, tmp_path):
     from streamemo.config import PipelineConfig
-    from streamemo.stream.adaptation import measure_voice
+    from streamemo.train.sessions import measure_voice
 
     clip = read_ravdess(tiny_corpus).clips[0]
     cfg, gate = tiny_config(), PipelineConfig()

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
 
 import numpy as np
+
+from streamemo.features import BandStats
 
 # Frames whose mean log-mel lies more than this below the loudest frame of the same map are
 # pauses, not voice: 7 natural-log units of power, about 30 dB.
@@ -28,24 +29,6 @@ MIN_STD = 1e-3  # a band that never varies (digital silence) must not divide by 
 # A voice's spread is scaled onto the reference's by at most this factor either way: a band
 # a narrow-band microphone leaves empty would otherwise be amplified into pure noise.
 MAX_SCALE = 4.0
-
-
-@dataclass(frozen=True)
-class BandStats:
-    mean: np.ndarray  # (n_features,)
-    std: np.ndarray
-
-    def to_dict(self) -> dict:
-        return {"mean": [round(float(x), 6) for x in self.mean], "std": [round(float(x), 6) for x in self.std]}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BandStats:
-        mean, std = np.asarray(data["mean"], np.float64), np.asarray(data["std"], np.float64)
-        if mean.shape != std.shape or mean.ndim != 1:
-            raise ValueError("speaker_norm mean and std must be lists of one length")
-        if not (np.isfinite(mean).all() and np.isfinite(std).all() and (std > 0).all()):
-            raise ValueError("speaker_norm mean must be finite and std finite and positive")
-        return cls(mean, std)
 
 
 def active_frames(feats: np.ndarray) -> np.ndarray:
@@ -98,27 +81,6 @@ def shrunk(ref: BandStats, heard: VoiceStats, prior_frames: float) -> BandStats:
     own = heard.stats()
     return BandStats((k * ref.mean + n * own.mean) / (k + n),
                      np.sqrt((k * np.square(ref.std) + n * np.square(own.std)) / (k + n)))
-
-
-def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config) -> VoiceStats:
-    """A recording's statistics (mono float32 at the model rate), over exactly the windows
-    the daemon would adapt on: every `hop`, those the voice gate of `config` (a
-    PipelineConfig) accepts."""
-    import torch
-
-    from streamemo.features import frame_windows
-    from streamemo.stream.vad import is_voiced
-
-    rate, acc = frontend.spec.sample_rate, VoiceStats(frontend.spec.n_features)
-    windows = frame_windows(audio, window, hop)
-    windows = windows[[is_voiced(w, rate, config.vad_threshold_db, config.vad_min_voiced, config.vad_margin_db)
-                       for w in windows]]
-    if len(windows):
-        with torch.inference_mode():
-            maps = frontend(torch.from_numpy(windows)).numpy()
-        for m in maps:
-            acc.update(m, hop / window)
-    return acc
 
 
 def reference_stats(per_speaker: list[BandStats]) -> BandStats:

@@ -18,7 +18,9 @@ import torch
 from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
 from streamemo.features import MAX_FRAMES, Frontend
-from streamemo.model import Model, ModelError, inference_network
+from streamemo.model import Model
+from streamemo import ModelError
+from streamemo.stream.inference import inference_network
 from streamemo.stream.adaptation import SpeakerAdapter
 from streamemo.stream.smoothing import Smoother
 from streamemo.stream.vad import is_voiced, level_db

@@ -26,9 +26,10 @@ import torch
 from tqdm import tqdm
 
 from streamemo.features import Frontend, FrontendSpec
-from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats, measure_voice
+from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats
 from streamemo.train.audio import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.datasets import Clip
+from streamemo.train.sessions import measure_voice
 
 log = logging.getLogger(__name__)
 

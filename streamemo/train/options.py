@@ -13,7 +13,7 @@ from pathlib import Path
 from streamemo import StreamemoError
 from streamemo.config import Range
 from streamemo.features import FrontendSpec
-from streamemo.model import check_arch_params
+from streamemo.networks import check_arch_params
 from streamemo.train.augment import AugmentConfig
 from streamemo.train.datasets import READERS, ReadResult, read_corpus
 from streamemo.train.recipe import TrainConfig, watches_validation

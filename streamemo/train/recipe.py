@@ -92,7 +92,7 @@ def window_frames(config: TrainConfig) -> int:
 def resolved_arch_params(config: TrainConfig) -> dict:
     """The recipe's architecture parameters with the network's defaults filled in, so the
     card rebuilds the same network even if those defaults change later."""
-    from streamemo.model import ARCHITECTURES
+    from streamemo.networks import ARCHITECTURES
 
     if config.arch not in ARCHITECTURES:
         raise StreamemoError(f"unknown architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)

@@ -4,9 +4,12 @@ speaker's voice statistics as the daemon would hold them partway through a sessi
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from streamemo import StreamemoError
-from streamemo.stream.adaptation import BandStats, VoiceStats, affine, reference_stats, shrunk
+from streamemo.features import BandStats, frame_windows
+from streamemo.stream.adaptation import VoiceStats, affine, reference_stats, shrunk
+from streamemo.stream.vad import is_voiced
 from streamemo.train.datasets import Clip
 
 
@@ -85,3 +88,19 @@ class SpeakerSessions:
         out = VoiceStats(n)
         out.frames, out.sum, out.sum_sq = float(packed[0]), packed[1 : 1 + n], packed[1 + n :]
         return out
+
+
+def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config) -> VoiceStats:
+    """A recording's statistics (mono float32 at the model rate), over exactly the windows
+    the daemon would adapt on: every `hop`, those the voice gate of `config` (a
+    PipelineConfig) accepts."""
+    rate, acc = frontend.spec.sample_rate, VoiceStats(frontend.spec.n_features)
+    windows = frame_windows(audio, window, hop)
+    windows = windows[[is_voiced(w, rate, config.vad_threshold_db, config.vad_min_voiced, config.vad_margin_db)
+                       for w in windows]]
+    if len(windows):
+        with torch.inference_mode():
+            maps = frontend(torch.from_numpy(windows)).numpy()
+        for m in maps:
+            acc.update(m, hop / window)
+    return acc

@@ -1,0 +1,215 @@
+"""The networks. Each takes (batch, n_features, frames) features and returns (batch,
+n_classes) logits. Input normalisation (per-band mean/std fitted on the training set) is
+part of the network: one global statistic, not per-window, so loudness (an arousal cue)
+survives. No training code, no file format (model.py)."""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+from torch import nn
+
+from streamemo import ModelError
+from streamemo.config import Range
+
+
+
+class _Normalise(nn.Module):
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n_features))
+        self.register_buffer("std", torch.ones(n_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean[:, None]) / self.std[:, None]
+
+
+class _MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d (kernel = stride, floor mode), with a faster path for inference.
+
+    PyTorch's CPU max-pool kernel computes argmax indices even when nobody asks for them;
+    on this network's small maps it took 40 % of a window's scoring time. At inference the
+    same maxima come from elementwise maxima of strided views, about 10x faster. Training
+    keeps the stock kernel, whose backward pass is the faster one.
+    """
+
+    def __init__(self, kernel):
+        kernel = tuple(kernel)
+        super().__init__(kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training or torch.is_grad_enabled():
+            return super().forward(x)
+        kf, kt = self.kernel_size
+        f, t = x.shape[-2] // kf * kf, x.shape[-1] // kt * kt
+        x = x[..., :f, :t]
+        out = x[..., 0::kf, :]
+        for i in range(1, kf):
+            out = torch.maximum(out, x[..., i::kf, :])
+        x, out = out, out[..., 0::kt]
+        for i in range(1, kt):
+            out = torch.maximum(out, x[..., i::kt])
+        return out
+
+
+def _conv2d_block(c_in: int, c_out: int, pool: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        _MaxPool2d(pool),
+    )
+
+
+class CNNLSTM(nn.Module):
+    """2D conv blocks over the time-frequency map, a BiLSTM over time, attention pooling.
+
+    Shaped for a CPU budget of a few milliseconds per 2 s window: one 3x3 convolution per
+    block (not two) with pooling after each, so the costly full-resolution layer has few
+    channels. 2D kernels slide along frequency too, so a pattern learnt at one speaker's
+    pitch transfers to another's; treating the mel bands as channels of a 1D network
+    trains faster but generalised much worse across speakers here (benchmarks/RESULTS-train.md).
+    """
+
+    def __init__(self, n_features: int, n_classes: int, channels=(16, 32, 64),
+                 pools=((2, 2), (2, 2), (2, 1)), proj: int = 128, lstm_hidden: int = 64, dropout: float = 0.2):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        blocks, c_in, freq = [], 1, n_features
+        for c, pool in zip(channels, pools, strict=True):
+            blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       _MaxPool2d(pool)]
+            c_in, freq = c, freq // pool[0]
+        self.convs = nn.Sequential(*blocks)
+        self.proj = nn.Sequential(nn.Linear(c_in * freq, proj), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        self.lstm = nn.LSTM(proj, lstm_hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.Linear(2 * lstm_hidden, 1)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C*F')
+        x, _ = self.lstm(self.proj(x))
+        weights = torch.softmax(self.attention(x), dim=1)  # (B, T', 1)
+        return self.head((weights * x).sum(dim=1))
+
+
+class CNN2D(nn.Module):
+    """A 2D CNN on the log-mel image, global average pooled (the spectrogram-image notebooks)."""
+
+    def __init__(self, n_features: int, n_classes: int, channels=(32, 64, 128, 128), dropout: float = 0.3):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        blocks, c_in = [], 1
+        for c in channels:
+            blocks.append(_conv2d_block(c_in, c, (2, 2)))
+            c_in = c
+        self.convs = nn.Sequential(*blocks)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x).unsqueeze(1))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+class Conv1D(nn.Module):
+    """A 1D CNN over the MFCC (or mel) sequence, mean+max pooled over time (the MFCC notebooks)."""
+
+    def __init__(self, n_features: int, n_classes: int, channels=(128, 128, 256), kernel: int = 5,
+                 dropout: float = 0.3):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        layers, c_in = [], n_features
+        for c in channels:
+            layers += [nn.Conv1d(c_in, c, kernel, padding=kernel // 2, bias=False), nn.BatchNorm1d(c),
+                       nn.ReLU(inplace=True), nn.MaxPool1d(2)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x))
+        return self.head(torch.cat([x.mean(dim=2), x.amax(dim=2)], dim=1))
+
+
+class Ensemble(nn.Module):
+    """Several networks of one architecture, trained apart (different seeds), scored together.
+
+    Returns the log of the members' mean probability, so softmax of the output is that mean:
+    the daemon and the evaluation need not know they run an ensemble. Seeds alone move a
+    fold's UA by up to 3.5 points here; two seeds averaged gained 1.1 to 1.5 over one, at
+    twice the cost per window (benchmarks/RESULTS-train.md); `--ensemble N` trains one.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, member_arch: str = "cnn_lstm",
+                 member_params: dict | None = None, members: int = 2):
+        super().__init__()
+        if member_arch == "ensemble" or members < 1:
+            raise ModelError("an ensemble holds at least one member of a plain architecture", 2)
+        self.members = nn.ModuleList(build_network(member_arch, dict(member_params or {}), n_features, n_classes)
+                                     for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([torch.softmax(m(x).float(), dim=-1) for m in self.members]).mean(0)
+        return torch.log(probs.clamp_min(1e-12))
+
+
+ARCHITECTURES = {"cnn_lstm": CNNLSTM, "cnn2d": CNN2D, "conv1d": Conv1D, "ensemble": Ensemble}
+
+
+# Each network's hyper-parameters: a number, or a list (of lists) of numbers, each in range.
+# A card or `train --arch-params` naming one the network does not take, or a negative width,
+# is one line naming it, not a TypeError or a torch traceback from deep inside a layer.
+ARCH_LIMITS = {
+    "channels": Range(1, 1024, "channel counts such as [16, 32, 64]", integer=True),
+    "pools": Range(1, 16, "pooling factors (frequency, time) such as [[2, 2], [2, 2], [2, 1]]", integer=True),
+    "proj": Range(1, 4096, "a width such as 128", integer=True),
+    "lstm_hidden": Range(1, 4096, "a width such as 64", integer=True),
+    "kernel": Range(1, 63, "a kernel length such as 5", integer=True),
+    "dropout": Range(0.0, 0.95, "a probability such as 0.2"),
+    "members": Range(1, 16, "a number of networks such as 2", integer=True),
+}
+
+
+def check_arch_params(arch: str, params, where: str) -> None:
+    """Raises ModelError (exit 2) unless `params` are keyword arguments `arch` takes, each in
+    range; `where` names their origin (a card, --arch-params) in the message."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"{where}: unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    if not isinstance(params, dict):
+        raise ModelError(f"{where}: the parameters of {arch} must be a JSON object, got {type(params).__name__}", 2)
+    known = [k for k in inspect.signature(ARCHITECTURES[arch].__init__).parameters
+             if k not in ("self", "n_features", "n_classes")]
+    for key, value in params.items():
+        if key not in known:
+            raise ModelError(f"{where}: {arch} has no parameter {key!r}; it takes {', '.join(known)}", 2)
+        if key == "member_arch":
+            if value not in ARCHITECTURES or value == "ensemble":
+                raise ModelError(f"{where}: member_arch must be one of cnn_lstm, cnn2d, conv1d, got {value!r}", 2)
+        elif key == "member_params":
+            check_arch_params(params.get("member_arch", "cnn_lstm"), value, where)
+        else:
+            numbers = value if isinstance(value, list) else [value]
+            if key == "pools":  # pairs: (frequency, time)
+                if not all(isinstance(n, list) and len(n) == 2 for n in numbers):
+                    raise ModelError(f"{where}: pools must be a list of [frequency, time] pairs, got {value!r}", 2)
+                numbers = [n for pair in numbers for n in pair]
+            if not numbers or len(numbers) > 16:
+                raise ModelError(f"{where}: {key} must hold 1 to 16 values, got {value!r}", 2)
+            for n in numbers:
+                ARCH_LIMITS[key].check(f"{arch} parameter {key}", n, where, ModelError)
+    if "channels" in params and "pools" in params and len(params["channels"]) != len(params["pools"]):
+        raise ModelError(f"{where}: {arch} needs one pool per channel block: {len(params['channels'])} channels, "
+                         f"{len(params['pools'])} pools", 2)
+
+
+def build_network(arch: str, params: dict, n_features: int, n_classes: int) -> nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    return ARCHITECTURES[arch](n_features, n_classes, **params)
+
+
