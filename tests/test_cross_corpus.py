@@ -78,8 +78,8 @@ def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora,
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
                           "--leave-one-corpus-out", "--epochs", "1", "--window", "1", "--arch-params",
                           json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0",
-                          "--corpus-sampling-power", "0.5", "--degrade", "reverb", "--report", str(tmp_path / "rep")],
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+                          "--corpus-sampling-power", "0.5", "--corpus-classes-only", "--degrade", "reverb", "--report", str(tmp_path / "rep")],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "fold emodb: UA" in out.stdout and "fold ravdess: UA" in out.stdout
     assert "4 classes: UA" in out.stdout and "degraded (reverb): UA" in out.stdout
@@ -88,7 +88,7 @@ def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora,
     assert folds["emodb"]["test_speakers"] == ["emodb:03", "emodb:08"]
     assert folds["emodb"]["n_train"] == 24 and folds["ravdess"]["n_train"] == 16  # the other corpus, whole
     assert folds["ravdess"]["metrics"]["n_clips"] == 24 and folds["emodb"]["four_class"]["n_clips"] == 16
-    assert report["meta"]["recipe"]["corpus_sampling_power"] == 0.5
+    assert report["meta"]["recipe"]["corpus_sampling_power"] == 0.5 and report["meta"]["recipe"]["corpus_classes_only"]
     summary = report["summary"]
     assert summary["ua"]["per_fold"] == [folds["emodb"]["metrics"]["ua"], folds["ravdess"]["metrics"]["ua"]]
     assert summary["four_class"]["ua"]["mean"] == pytest.approx(
@@ -142,3 +142,20 @@ def test_the_card_says_what_each_corpus_license_means_for_the_weights():
     assert "every training corpus (ravdess, emodb, nemo, turev, korean)" in md
     alone = model_card_markdown({**card, "training": {"licenses": {"emodb": LICENSES["emodb"]}}}, None)
     assert "CC BY-NC-SA" not in alone and "no commercial use" not in alone  # EmoDB's copies are CC0
+
+
+def test_corpus_classes_only_scores_each_clip_over_its_own_corpus_classes():
+    from streamemo.train.batches import Batches
+    from streamemo.train.recipe import TrainConfig
+
+    clips = [Clip(Path("a"), "sad", "x:1", "x"), Clip(Path("b"), "angry", "x:1", "x"),
+             Clip(Path("c"), "sad", "y:1", "y"), Clip(Path("d"), "calm", "y:1", "y")]
+    y = np.array([0, 1, 0, 2])  # sad, angry, calm
+    feats = [np.zeros((4, 10), np.float32)] * 4
+    batches = Batches(TrainConfig(corpus_classes_only=True, wave_copies=0, spec_augment=False), clips, feats,
+                      [[]] * 4, y, 10, None)
+    assert batches.allowed.tolist() == [[True, True, False]] * 2 + [[True, False, True]] * 2
+    _, target, allowed = batches.make(np.array([3, 0]), np.zeros(4), np.zeros(4, int), np.random.default_rng(0),
+                                      None)
+    assert target.tolist() == [2, 0] and allowed.tolist() == [[True, False, True], [True, True, False]]
+    assert Batches(TrainConfig(wave_copies=0), clips, feats, [[]] * 4, y, 10, None).allowed is None

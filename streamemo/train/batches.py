@@ -46,6 +46,13 @@ class Batches:
         self.config, self.feats, self.copies, self.y = config, feats, copies, y
         self.width, self.sessions = width, sessions
         self.draw = corpus_draw_probabilities(clips, config.corpus_sampling_power)
+        self.allowed = None  # (n_clips, n_classes) bool: the classes each clip's corpus has
+        if config.corpus_classes_only:
+            n_classes = int(y.max()) + 1 if len(y) else 0
+            has = {}
+            for clip, label in zip(clips, y):
+                has.setdefault(clip.corpus, np.zeros(n_classes, bool))[label] = True
+            self.allowed = np.stack([has[c.corpus] for c in clips])
 
     def __len__(self) -> int:
         return len(self.y)
@@ -58,7 +65,8 @@ class Batches:
         return order, rng.random(n), rng.integers(0, self.config.wave_copies + 1, n)
 
     def make(self, batch: np.ndarray, starts: np.ndarray, pick: np.ndarray, session_rng: np.random.Generator,
-             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+             gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(features, targets, the classes each example may be scored over or None for all)."""
         x = np.stack([self._crop(self.copies[i][pick[i] - 1] if pick[i] else self.feats[i], starts[i])
                       for i in batch])
         if self.sessions is not None:
@@ -66,7 +74,8 @@ class Batches:
         x = torch.from_numpy(x)
         if self.config.spec_augment:
             x = spec_augment(x, self.config.augment, gen)
-        return x, torch.from_numpy(self.y[batch])
+        allowed = None if self.allowed is None else torch.from_numpy(self.allowed[batch])
+        return x, torch.from_numpy(self.y[batch]), allowed
 
     def _crop(self, feats: np.ndarray, where: float) -> np.ndarray:
         t = feats.shape[1]

@@ -81,6 +81,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"with --select last: keep the average of the last N epochs' weights, 0 = the last "
                         f"epoch's (default {d.average_last})")
     g.add_argument("--no-class-weighting", dest="class_weighting", action="store_false", default=None)
+    g.add_argument("--corpus-classes-only", action="store_true", default=None,
+                   help="score each training clip's softmax over its own corpus's classes only")
     g.add_argument("--corpus-sampling-power", type=float, metavar="P",
                    help="each corpus's share of an epoch's draws goes as its size to this power: 1 = every clip "
                         f"once, 0.5 = square root, 0 = corpora alike (default {d.corpus_sampling_power:g})")
@@ -119,6 +121,7 @@ def config_from_args(args) -> TrainConfig:
         "weight_decay": args.weight_decay, "schedule": args.schedule, "early_stop": args.early_stop,
         "select": args.select, "average_last": args.average_last, "class_weighting": args.class_weighting,
         "corpus_sampling_power": args.corpus_sampling_power,
+        "corpus_classes_only": args.corpus_classes_only,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
         "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
         "val_fraction": args.val_fraction, "seed": args.seed,
@@ -149,6 +152,8 @@ def config_from_args(args) -> TrainConfig:
         limit.check(key if from_file else flag, getattr(config, key), f"--recipe {args.recipe}" if from_file else None)
     check_arch_params(config.arch, config.arch_params,
                       "--arch-params" if args.arch_params is not None or not args.recipe else f"--recipe {args.recipe}")
+    if config.corpus_classes_only and config.label_smoothing > 0:  # smoothing would put mass on masked classes
+        raise StreamemoError("--corpus-classes-only and --label-smoothing cannot be combined: drop one", 2)
     if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
         from streamemo.train.rooms import load_noise_set
 

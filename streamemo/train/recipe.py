@@ -44,6 +44,10 @@ class TrainConfig:
     # the square root of its size; 0: every corpus alike). Below 1, a small corpus's clips
     # are drawn more than once an epoch and a large one's less.
     corpus_sampling_power: float = 1.0
+    # Each clip's softmax only over the classes its corpus has: a corpus without disgust
+    # (ASED, TurEV, the Korean sample) then never teaches "this corpus's room, microphone or
+    # language means not disgust", a prior that misleads on every other corpus.
+    corpus_classes_only: bool = False
     label_smoothing: float = 0.0
     mixup: float = 0.2  # Beta(a, a) mixup of pairs of examples; 0 = off
     augment: AugmentConfig = AugmentConfig()

@@ -166,9 +166,9 @@ class Trainer:
                 batch = shard[step * cfg.batch_size : (step + 1) * cfg.batch_size]
                 if len(batch) == 0:  # uneven shards: every rank must still take every step
                     batch = shard[: cfg.batch_size]
-                x, target = batches.make(batch, starts, pick, session_rng, gen)
+                x, target, allowed = batches.make(batch, starts, pick, session_rng, gen)
                 loss, correct = self._step(trainable, optimizer, x.to(self.device), target.to(self.device),
-                                           weights, gen)
+                                           weights, gen, None if allowed is None else allowed.to(self.device))
                 total_loss += loss * len(batch)
                 total_correct += correct
                 seen += len(batch)
@@ -279,16 +279,22 @@ class Trainer:
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-    def _step(self, network, optimizer, x, target, weights, gen) -> tuple[float, int]:
+    def _step(self, network, optimizer, x, target, weights, gen, allowed=None) -> tuple[float, int]:
+        """One optimiser step; `allowed` (batch, classes) limits each example's softmax to
+        those classes (a mixed pair: to either's)."""
         cfg = self.config
         if cfg.mixup > 0:
             lam = float(torch.distributions.Beta(cfg.mixup, cfg.mixup).sample())
             perm = torch.randperm(len(x), generator=gen).to(x.device)
             logits = network(lam * x + (1 - lam) * x[perm])
+            if allowed is not None:
+                logits = logits.masked_fill(~(allowed | allowed[perm]), float("-inf"))
             loss = lam * F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing) + (
                 1 - lam) * F.cross_entropy(logits, target[perm], weight=weights, label_smoothing=cfg.label_smoothing)
         else:
             logits = network(x)
+            if allowed is not None:
+                logits = logits.masked_fill(~allowed, float("-inf"))
             loss = F.cross_entropy(logits, target, weight=weights, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
