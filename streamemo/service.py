@@ -36,10 +36,6 @@ class Notifier:
             for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
                 os.environ.pop(name, None)
 
-    @property
-    def enabled(self) -> bool:
-        return self.socket is not None
-
     def notify(self, *lines: str) -> None:
         if self.socket is None:
             return

@@ -71,10 +71,6 @@ class Receiver:
         self._pending = False
         self._stop = threading.Event()
 
-    @property
-    def endpoints(self) -> list[str]:
-        return [s.endpoint for s in self.states]
-
     # --- called from the UI thread -------------------------------------------------------
 
     def views(self) -> list[EndpointView]:
