@@ -3,7 +3,6 @@ faces the network (0.0.0.0 with CURVE here; subscribers connect over loopback)."
 
 import socket
 import subprocess
-import time
 
 import zmq
 
@@ -57,9 +56,8 @@ def test_two_daemons_through_one_proxy(tmp_path, random_model, speech_wav, tone_
     finally:
         for daemon in daemons:
             assert _stop(daemon)[0] == 0
-        t0 = time.monotonic()
         code, err = _stop(proxy)
-    assert code == 0 and time.monotonic() - t0 < 2.5, err
+    assert code == 0, err  # _stop kills after 5 s, so a hang fails here too
     assert "forwarding" in err and "(CURVE)" in err
     for wav in upstream:
         seqs = [b["seq"] for t, b in messages if t == "emotion" and b["source"] == wav]
