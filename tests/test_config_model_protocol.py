@@ -5,11 +5,10 @@ import json
 import pytest
 import torch
 
-from streamemo import EMOTIONS, StreamemoError
+from streamemo import EMOTIONS, ModelError, StreamemoError
 from streamemo.config import Config
 from streamemo.features import FrontendSpec
 from streamemo.model import Model, load_model, model_paths, save_model
-from streamemo import ModelError
 from streamemo.stream.inference import inference_network
 from streamemo.protocol import ProtocolError, decode, encode
 

@@ -31,12 +31,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
-from streamemo import StreamemoError, cli
+from streamemo import ModelError, StreamemoError, cli
 from streamemo.config import LIMITS, Config
 from streamemo.dashboard.feedgen import emotion_body, one_hot, status_body
 from streamemo.dashboard.state import EndpointState
 from streamemo.model import load_model, model_paths
-from streamemo import ModelError
 from streamemo.protocol import ProtocolError, decode, encode, to_json
 from streamemo.publish import Publisher
 from streamemo.security import check_exposure

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from streamemo import StreamemoError
+from streamemo import ModelError, StreamemoError
 from streamemo.config import PipelineConfig
 from streamemo.features import MAX_FRAMES, Frontend
 from streamemo.model import Model
-from streamemo import ModelError
 from streamemo.stream.inference import inference_network
 from streamemo.stream.adaptation import SpeakerAdapter
 from streamemo.stream.smoothing import Smoother

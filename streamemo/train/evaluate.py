@@ -203,7 +203,7 @@ def held_out_result(model: Model, test: list[Clip], degrade=None, progress: bool
     }
     if degrade is not None:
         degraded, _ = score_clips(model, test, progress=progress, degrade=degrade)
-        out["degraded"] = {"condition": getattr(degrade, "spec", str(degrade)), **scored_views(degraded, model.labels)}
+        out["degraded"] = {"condition": degrade.spec, **scored_views(degraded, model.labels)}
     return out
 
 

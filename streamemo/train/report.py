@@ -109,8 +109,8 @@ def _views(summary: dict, folds: list[dict]) -> list[str]:
                  + " | ".join(cells) + " |")
     if "degraded" in summary:
         cost = summary["ua"]["mean"] - summary["degraded"]["ua"]["mean"]
-        lines += ["", f"Degraded ({condition}): the same held-out clips in simulated rooms never used in training, "
-                      f"with noise never used in training at 10 dB SNR; it costs {100 * cost:.1f} UA points."]
+        lines += ["", f"Degraded ({condition}): the same held-out clips under {condition}, with rooms and noises "
+                      f"that training never uses (noise at 10 dB SNR); it costs {100 * cost:.1f} UA points."]
     return lines + [""]
 
 
