@@ -153,9 +153,12 @@ def test_corpus_classes_only_scores_each_clip_over_its_own_corpus_classes():
     y = np.array([0, 1, 0, 2])  # sad, angry, calm
     feats = [np.zeros((4, 10), np.float32)] * 4
     batches = Batches(TrainConfig(corpus_classes_only=True, wave_copies=0, spec_augment=False), clips, feats,
-                      [[]] * 4, y, 10, None)
+                      [[]] * 4, y, 3, 10, None)
     assert batches.allowed.tolist() == [[True, True, False]] * 2 + [[True, False, True]] * 2
     _, target, allowed = batches.make(np.array([3, 0]), np.zeros(4), np.zeros(4, int), np.random.default_rng(0),
                                       None)
     assert target.tolist() == [2, 0] and allowed.tolist() == [[True, False, True], [True, True, False]]
-    assert Batches(TrainConfig(wave_copies=0), clips, feats, [[]] * 4, y, 10, None).allowed is None
+    assert Batches(TrainConfig(wave_copies=0), clips, feats, [[]] * 4, y, 3, 10, None).allowed is None
+    # Fine-tuning may give the model classes no training clip has: the masks are the model's width.
+    wider = Batches(TrainConfig(corpus_classes_only=True, wave_copies=0), clips, feats, [[]] * 4, y, 5, 10, None)
+    assert wider.allowed.shape == (4, 5) and not wider.allowed[:, 3:].any()

@@ -42,13 +42,13 @@ class Batches:
     the window, normalised for its speaker when `sessions` is given."""
 
     def __init__(self, config: TrainConfig, clips: list[Clip], feats: list[np.ndarray],
-                 copies: list[list[np.ndarray]], y: np.ndarray, width: int, sessions: SpeakerSessions | None):
+                 copies: list[list[np.ndarray]], y: np.ndarray, n_classes: int, width: int,
+                 sessions: SpeakerSessions | None):
         self.config, self.feats, self.copies, self.y = config, feats, copies, y
         self.width, self.sessions = width, sessions
         self.draw = corpus_draw_probabilities(clips, config.corpus_sampling_power)
         self.allowed = None  # (n_clips, n_classes) bool: the classes each clip's corpus has
-        if config.corpus_classes_only:
-            n_classes = int(y.max()) + 1 if len(y) else 0
+        if config.corpus_classes_only:  # n_classes: the model's, which fine-tuning may make more than y has
             has = {}
             for clip, label in zip(clips, y):
                 has.setdefault(clip.corpus, np.zeros(n_classes, bool))[label] = True

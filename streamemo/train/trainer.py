@@ -144,7 +144,7 @@ class Trainer:
         plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.plateau_factor,
                                                               patience=cfg.plateau_patience)
                    if cfg.schedule == "plateau" else None)
-        batches = Batches(cfg, train_clips, train_feats, copies, y, self.width, sessions)
+        batches = Batches(cfg, train_clips, train_feats, copies, y, len(labels), self.width, sessions)
         weights = class_weights(y, len(labels), batches.draw).to(self.device) if cfg.class_weighting else None
         rng = np.random.default_rng(cfg.seed)  # same stream on every rank: same permutations
         # Session sampling draws per example, so per rank: its own stream keeps `rng` in step.
