@@ -39,6 +39,9 @@ def configure(parser) -> None:
     parser.add_argument("--test", action="append", default=[], metavar="KIND:PATH",
                         help="a labelled test set (another corpus, or your own folder); repeatable")
     parser.add_argument("--model", metavar="MODEL", help="evaluate this model on --test instead of training")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="each fold fine-tunes this model instead of starting afresh (refused for a fold "
+                             "whose test corpus the model was trained on)")
     parser.add_argument("--report", type=Path, default=None, help="report folder (default reports/<mode>)")
     add_recipe_arguments(parser)
 
@@ -62,6 +65,9 @@ def main(args) -> int:
     if not folds_mode and not args.test:
         raise StreamemoError("nothing to evaluate: give --folds CORPUS, --leave-one-corpus-out, "
                              "or --test KIND:PATH", 2)
+    if args.init and not folds_mode:
+        raise StreamemoError("--init fine-tunes the folds of --folds or --leave-one-corpus-out; "
+                             "for a single model use `streamemo train --init`", 2)
     if not args.model and not args.data:
         raise StreamemoError("give --data to train on (or --model to evaluate an existing model)", 2)
     degrade = None
@@ -81,7 +87,7 @@ def main(args) -> int:
             raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
         folds = load_folds(args.folds_file or shared_data_dir() / "folds.json", args.folds)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
-                            use_cache=not args.no_cache, degrade=degrade)
+                            use_cache=not args.no_cache, degrade=degrade, init_path=args.init)
         counts["all training data"] = Counter(c.label for c in data.clips)
         counts[f"{args.folds} (test folds)"] = Counter(c.label for c in corpus_clips)
         title = f"{args.folds}: speaker-independent folds"
@@ -89,7 +95,8 @@ def main(args) -> int:
     elif args.leave_one_corpus_out:
         names, folds = corpus_folds(data.clips)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
-                            use_cache=not args.no_cache, names=names, degrade=degrade)
+                            use_cache=not args.no_cache, names=names, degrade=degrade,
+                            init_path=args.init)
         counts = {name: Counter(c.label for c in data.clips if c.corpus == name) for name in names}
         title = "leave one corpus out: each corpus tested by a model trained on the others"
         report_dir = args.report or Path("reports") / "leave-one-corpus-out"

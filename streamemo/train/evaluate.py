@@ -175,16 +175,39 @@ def corpus_folds(clips: list[Clip]) -> tuple[list[str], list[list[str]]]:
     return names, [sorted({c.speaker for c in clips if c.corpus == name}) for name in names]
 
 
+def init_corpora(model: Model) -> set[str]:
+    """The corpora a model was trained on, as its card records them (kinds of `--data`)."""
+    data = (model.card.get("training") or {}).get("data") or []
+    return {entry.split(":", 1)[0] for entry in data}
+
+
+def check_init_unseen(init: Model, init_path: str, test: list[Clip]) -> None:
+    """A fold may start from a trained model only if that model never heard the fold's test
+    corpus: otherwise its held-out speakers were in training, and the figure is a lie."""
+    seen = init_corpora(init) & {c.corpus for c in test}
+    if seen:
+        raise StreamemoError(f"--init {init_path} was trained on {', '.join(sorted(seen))}, which this fold "
+                             "tests on: start from a model that never heard it", 2)
+
+
 def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], cache_dir=None,
-             fold: int = 0, use_cache: bool = True, name: str | None = None, degrade=None) -> dict:
-    """Trains on every clip whose speaker is not held out, tests on those that are (and,
-    with `degrade`, on the same clips degraded)."""
+             fold: int = 0, use_cache: bool = True, name: str | None = None, degrade=None,
+             init_path: str | None = None) -> dict:
+    """Trains on every clip whose speaker is not held out (fine-tuning the model at
+    `init_path` when given), tests on those that are (and, with `degrade`, on the same clips
+    degraded)."""
     held = set(test_speakers)
     train = [c for c in clips if c.speaker not in held]
     test = [c for c in clips if c.speaker in held]
     if not test:
         raise StreamemoError(f"fold {fold}: no clips for speakers {', '.join(test_speakers)}", 1)
-    result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}")
+    init = None
+    if init_path is not None:
+        from streamemo.model import load_model
+
+        init = load_model(init_path)
+        check_init_unseen(init, init_path, test)
+    result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}", init=init)
     return {"fold": fold, "name": name, "n_train": len(result.train_clips), "n_val": len(result.val_clips),
             "val_speakers": sorted({c.speaker for c in result.val_clips}), "history": result.history,
             "chosen": result.chosen, "train_seconds": result.seconds,
@@ -208,10 +231,11 @@ def held_out_result(model: Model, test: list[Clip], degrade=None, progress: bool
 
 
 def _run_fold_worker(args) -> dict:
-    config_dict, clips, speakers, cache_dir, fold, threads, use_cache, name, degrade = args
+    config_dict, clips, speakers, cache_dir, fold, threads, use_cache, name, degrade, init_path = args
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
-    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache, name, degrade)
+    return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache, name, degrade,
+                    init_path)
 
 
 def _warm_worker(args) -> int:
@@ -250,18 +274,27 @@ def warm_cache(config: TrainConfig, clips: list[Clip], cache_dir=None, jobs: int
 
 def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], only: list[int] | None = None,
               jobs: int = 1, cache_dir=None, use_cache: bool = True, names: list[str] | None = None,
-              degrade=None) -> list[dict]:
+              degrade=None, init_path: str | None = None) -> list[dict]:
     """All (or `only` the 1-based numbered) folds, `jobs` of them at once in separate
-    processes sharing the CPU cores between them. `names` names the folds (corpora)."""
+    processes sharing the CPU cores between them. `names` names the folds (corpora); each
+    fold fine-tunes the model at `init_path` when given."""
     chosen = [i for i in range(1, len(folds) + 1) if not only or i in only]
     names = names or [None] * len(folds)
+    if init_path is not None:  # refuse before any fold trains, not after the others finished
+        from streamemo.model import load_model
+
+        init = load_model(init_path)
+        for i in chosen:
+            check_init_unseen(init, init_path, [c for c in clips if c.speaker in set(folds[i - 1])])
     if jobs <= 1:
-        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade) for i in chosen]
+        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade, init_path)
+                for i in chosen]
     if use_cache:
         warm_cache(config, clips, cache_dir, jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = replace(config, progress=False).to_dict()
-    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache, names[i - 1], degrade) for i in chosen]
+    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache, names[i - 1], degrade, init_path)
+            for i in chosen]
     results = []
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_fold_worker, w) for w in work]
