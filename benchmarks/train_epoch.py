@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from streamemo.train.datasets import read_corpus
+from streamemo.train.readers import read_corpus
 from streamemo.train.recipe import TrainConfig
 from streamemo.train.trainer import Trainer
 

@@ -249,10 +249,35 @@ def curve_client(server_public_file: str | None, secret_file: str | None) -> Cur
     return CurveClient(server_public_file, secret_file)
 
 
+# --- command-line flags: defined once, for every command that takes keys ------------------
+
+# A publisher's (daemon's or proxy's) access options: flag -> argparse keyword arguments.
+SERVER_FLAGS = {
+    "--curve-secret": dict(metavar="FILE", help="this publisher's secret key (NAME.key_secret from `streamemo keys`): "
+                                                "publish with CURVE encryption"),
+    "--curve-clients": dict(metavar="DIR", help="folder of allowed subscribers' public keys (NAME.key); "
+                                                "re-read on SIGHUP"),
+    "--insecure": dict(action="store_true", help="allow a bind reachable from other machines without CURVE "
+                                                 "(results in the clear)"),
+}
+
+# A subscriber's key options (`subscribe`, `dash`; the proxy towards CURVE daemons).
+CLIENT_FLAGS = {
+    "--curve-server": dict(metavar="FILE", help="the publisher's public key (its NAME.key) for an encrypted connection"),
+    "--curve-secret": dict(metavar="FILE", help="this client's secret key (NAME.key_secret, from `streamemo keys`); "
+                                                "its NAME.key must be in the publisher's allowed-clients folder"),
+}
+
+
+def add_server_arguments(parser, dests: dict[str, str] | None = None) -> None:
+    """The publisher-side key options; `dests` maps a flag to the attribute it fills (the
+    daemon's are config keys, so a TOML file can give them too)."""
+    for flag, kwargs in SERVER_FLAGS.items():
+        extra = {"dest": dests[flag], "default": None} if dests else {}
+        parser.add_argument(flag, **kwargs, **extra)
+
+
 def add_client_arguments(parser) -> None:
-    """The client-side key options, shared by `subscribe`, `dash` and `proxy`."""
-    parser.add_argument("--curve-server", metavar="FILE",
-                        help="the publisher's public key (its NAME.key) for an encrypted connection")
-    parser.add_argument("--curve-secret", metavar="FILE",
-                        help="this client's secret key (NAME.key_secret, from `streamemo keys`); "
-                             "its NAME.key must be in the publisher's allowed-clients folder")
+    """The client-side key options, shared by `subscribe` and `dash`."""
+    for flag, kwargs in CLIENT_FLAGS.items():
+        parser.add_argument(flag, **kwargs)

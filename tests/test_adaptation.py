@@ -171,6 +171,6 @@ def test_classify_treats_files_as_one_session_unless_asked(random_model, speech_
 
 
 def load_16k(path):
-    from streamemo.train.audio import load_audio
+    from streamemo.audio.files import load_audio
 
     return load_audio(path, 16000)

@@ -15,8 +15,8 @@ import pytest
 from streamemo.config import PipelineConfig
 from streamemo.model import load_model, save_model
 from streamemo.stream.pipeline import Pipeline, file_probabilities
-from streamemo.train.audio import load_audio
-from streamemo.train.datasets import read_ravdess
+from streamemo.audio.files import load_audio
+from streamemo.train.readers import read_ravdess
 from streamemo.train.evaluate import ClipScore, load_folds, score_clips, score_metrics, summarise
 from streamemo.train.metrics import classification_metrics
 from streamemo.train.trainer import Trainer

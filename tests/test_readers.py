@@ -13,11 +13,12 @@ import pytest
 import soundfile as sf
 
 from streamemo import StreamemoError
+from streamemo.audio.files import UnreadableAudio, load_audio, trim_silence
 from streamemo.features import FrontendSpec
-from streamemo.train.audio import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.cache import FeatureRecipe, FeatureStore
-from streamemo.train.datasets import (label_set, read_ased, read_corpus, read_cremad, read_emodb, read_folders,
-                                      read_korean, read_manifest, read_nemo, read_ravdess, read_savee, read_tess)
+from streamemo.train.datasets import label_set
+from streamemo.train.readers import (read_ased, read_corpus, read_cremad, read_emodb, read_folders, read_korean,
+                                     read_manifest, read_nemo, read_ravdess, read_savee, read_tess)
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import corpus  # noqa: E402

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import SHARED_DATA  # noqa: E402
 
 from streamemo import StreamemoError  # noqa: E402
+from streamemo.train import noise as background  # noqa: E402
 from streamemo.train import rooms  # noqa: E402
 from streamemo.train.augment import AugmentConfig, WaveAugmenter  # noqa: E402
 
@@ -118,15 +119,15 @@ def test_reverb_lengthens_the_decay_and_keeps_the_onset(cache):
 
 def test_noise_is_added_at_the_asked_snr_against_the_active_speech_level(noise_dir):
     speech = voice(3.0)
-    noises = rooms.load_noise_set(str(noise_dir), "train")
+    noises = background.load_noise_set(str(noise_dir), "train")
     noise = noises.excerpt(len(speech), RATE, np.random.default_rng(1))
-    mixed = rooms.add_noise(speech, noise, 10.0, RATE)
+    mixed = background.add_noise(speech, noise, 10.0, RATE)
     added = mixed.astype(np.float64) - speech
     assert 10 * np.log10(np.mean(speech ** 2.0) / np.mean(added**2)) == pytest.approx(10.0, abs=0.5)
     # Pauses do not lower the speech level: a clip half silent gets the same noise level.
     paused = speech.copy()
     paused[: len(paused) // 2] = 0
-    added = rooms.add_noise(paused, noise, 10.0, RATE).astype(np.float64) - paused
+    added = background.add_noise(paused, noise, 10.0, RATE).astype(np.float64) - paused
     active = paused[len(paused) // 2 :]
     assert 10 * np.log10(np.mean(active ** 2.0) / np.mean(added**2)) == pytest.approx(10.0, abs=0.5)
 
@@ -135,7 +136,7 @@ def test_noise_is_added_at_the_asked_snr_against_the_active_speech_level(noise_d
 def test_degraded_noise_is_a_test_noise_at_10_db_and_seeded():
     speech = voice(3.0)
     degrade = rooms.Degrader("noise")  # the default folder: ../shared/data/nonspeech
-    assert set(degrade.conditions.noise.files) == set(rooms.noise_split(NONSPEECH)[1])
+    assert set(degrade.conditions.noise.files) == set(background.noise_split(NONSPEECH)[1])
     for seed in (0, 1, 2):
         out = degrade(speech, RATE, seed)
         added = out.astype(np.float64) - speech
@@ -160,8 +161,8 @@ def test_telephone_band_removes_energy_above_4_khz():
 
 
 def test_noise_split_is_disjoint_stable_and_covers_each_category(noise_dir):
-    train, test = rooms.noise_split(noise_dir)
-    assert not set(train) & set(test) and (train, test) == rooms.noise_split(noise_dir)
+    train, test = background.noise_split(noise_dir)
+    assert not set(train) & set(test) and (train, test) == background.noise_split(noise_dir)
     everything = {p.relative_to(noise_dir).as_posix() for p in noise_dir.rglob("*.*") if p.suffix != ".txt"}
     assert set(train) | set(test) == {p for p in everything if "/speech/" not in p}
     train_categories = {n.rsplit("/", 1)[0] for n in train}
@@ -175,7 +176,7 @@ def test_noise_split_is_disjoint_stable_and_covers_each_category(noise_dir):
 
 @needs_nonspeech
 def test_shared_noise_folder_split_covers_its_categories_and_leaves_speech_out():
-    train, test = rooms.noise_split(NONSPEECH)
+    train, test = background.noise_split(NONSPEECH)
     assert not set(train) & set(test)
     for part in (train, test):
         assert {n.rsplit("/", 1)[0] for n in part} == CATEGORIES
@@ -231,7 +232,7 @@ def test_cache_keys_keep_old_copies_and_never_hold_the_noise_path(cache, noise_d
     assert a == b and str(noise_dir) not in a and "noise_files" in a
     (copy / "hum" / "f.wav").write_bytes((noise_dir / "hum" / "a.wav").read_bytes())
     # Another set of noises is another recipe (when the new file lands in training).
-    if "hum/f.wav" in rooms.noise_split(copy)[0]:
+    if "hum/f.wav" in background.noise_split(copy)[0]:
         assert WaveAugmenter(AugmentConfig(background=True, noise_dir=str(copy))).key() != a
 
 
@@ -266,7 +267,7 @@ def test_degrader_spec_is_checked_seeded_and_uses_the_test_rooms(cache, noise_di
     full = rooms.Degrader("channel+noise+reverb", noise_dir=str(noise_dir), cache_dir=cache)
     assert full.spec == "reverb+noise+channel" and full.key() == rooms.Degrader(
         "reverb+noise+channel", noise_dir=str(noise_dir), cache_dir=cache).key()
-    assert set(full.conditions.noise.files) == set(rooms.noise_split(noise_dir)[1])
+    assert set(full.conditions.noise.files) == set(background.noise_split(noise_dir)[1])
     a, b, c = full(x, RATE, 11), full(x, RATE, 11), full(x, RATE, 12)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.dtype == np.float32 and len(a) == len(x) and np.abs(a).max() <= 1.0

@@ -18,7 +18,7 @@ import torch
 
 from streamemo.model import load_model
 from streamemo.train.augment import AugmentConfig, WaveAugmenter, spec_augment
-from streamemo.train.datasets import read_ravdess
+from streamemo.train.readers import read_ravdess
 from streamemo.train.evaluate import run_folds, summarise
 from streamemo.train.report import PLOTS, write_report
 from streamemo.train.recipe import TrainConfig
@@ -169,7 +169,7 @@ def test_voice_statistics_are_cached_and_equal_the_daemons_measure(tiny_corpus, 
     entries = sorted((tmp_path / "cache").rglob("*.npy"))
     again = Trainer(cfg, tmp_path / "cache").store.voice(clip, 16000, 4000, gate)
     assert sorted((tmp_path / "cache").rglob("*.npy")) == entries and len(entries) == 1
-    from streamemo.train.audio import load_audio
+    from streamemo.audio.files import load_audio
 
     store = Trainer(cfg, tmp_path / "other").store
     direct = measure_voice(load_audio(clip.path, 16000), store.frontend, 16000, 4000, gate)

@@ -27,17 +27,16 @@ FLAGS = {
 }
 
 
-# The publisher's access options: for `run` only (classify publishes nothing).
-SECURITY_FLAGS = {
-    "--curve-secret": ("security.curve_secret", dict(metavar="FILE", help="this daemon's secret key (NAME.key_secret from `streamemo keys`): publish with CURVE encryption")),
-    "--curve-clients": ("security.curve_clients", dict(metavar="DIR", help="folder of allowed subscribers' public keys (NAME.key); re-read on SIGHUP")),
-    "--insecure": ("security.insecure", dict(action="store_true", help="allow a bind reachable from other machines without CURVE (results in the clear)")),
-}
+# The publisher's access options (flags defined in security.SERVER_FLAGS): for `run` only
+# (classify publishes nothing). Flag -> config key.
+SECURITY_KEYS = {"--curve-secret": "security.curve_secret", "--curve-clients": "security.curve_clients",
+                 "--insecure": "security.insecure"}
 
 
 def add_security_arguments(parser: argparse.ArgumentParser) -> None:
-    for flag, (key, kwargs) in SECURITY_FLAGS.items():
-        parser.add_argument(flag, dest=key, default=None, **kwargs)
+    from streamemo.security import add_server_arguments
+
+    add_server_arguments(parser, SECURITY_KEYS)
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -50,6 +49,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The config file with the flags applied, every value range-checked (config.LIMITS)."""
-    flags = {key: flag for flag, (key, _) in (*FLAGS.items(), *SECURITY_FLAGS.items())}
+    flags = {key: flag for flag, (key, _) in FLAGS.items()} | {key: flag for flag, key in SECURITY_KEYS.items()}
     overrides = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
     return Config.load(args.config, overrides, flags)

@@ -18,9 +18,10 @@ def main(args) -> int:
     import numpy as np
 
     from streamemo.config import DEFAULT_MODEL
-    from streamemo.features import FrontendSpec
-    from streamemo.train.audio import UnreadableAudio, load_audio
-    from streamemo.train.cache import FeatureRecipe, FeatureStore
+    import torch
+
+    from streamemo.audio.files import UnreadableAudio, load_audio
+    from streamemo.features import Frontend, FrontendSpec
 
     spec = FrontendSpec()
     model_path = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.with_suffix(".json").exists() else None)
@@ -32,7 +33,8 @@ def main(args) -> int:
         audio = load_audio(args.file, spec.sample_rate)
     except UnreadableAudio as e:
         raise StreamemoError(f"cannot read {e}") from None
-    feats = FeatureStore(FeatureRecipe(spec, 0), use_cache=False).features_of_audio(audio)
+    with torch.inference_mode():
+        feats = Frontend(spec)(torch.from_numpy(audio)[None])[0].numpy()
 
     import matplotlib
 

@@ -93,6 +93,7 @@ class WaveAugmenter:
         import audiomentations as am  # imported here: slow to import, unused at inference
 
         from streamemo.train import rooms
+        from streamemo.train.noise import load_noise_set
 
         c = config
         transforms = []
@@ -121,7 +122,7 @@ class WaveAugmenter:
                 rirs=partial(rooms.rir_bank, rooms.TRAIN_RIR_SEED, c.room_count, rt60_s=c.room_rt60_s,
                              distance_m=c.room_distance_m, cache_dir=cache_dir) if c.room else None,
                 room_p=c.room_p,
-                noise=rooms.load_noise_set(c.noise_dir, "train") if c.background else None,
+                noise=load_noise_set(c.noise_dir, "train") if c.background else None,
                 snr_db=c.background_snr_db, background_p=c.background_p,
                 channel=rooms.draw_channel if c.channel else None, channel_p=c.channel_p)
             if self.conditions.noise is not None:

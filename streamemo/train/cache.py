@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from streamemo.features import Frontend, FrontendSpec
 from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats
-from streamemo.train.audio import UnreadableAudio, load_audio, trim_silence
+from streamemo.audio.files import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.datasets import Clip
 from streamemo.train.sessions import measure_voice
 

@@ -35,7 +35,7 @@ from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
 from streamemo.model import Model
 from streamemo.stream.pipeline import Pipeline, Scorer, file_probabilities
-from streamemo.train.audio import UnreadableAudio, load_audio
+from streamemo.audio.files import UnreadableAudio, load_audio
 from streamemo.train.datasets import Clip
 from streamemo.train.metrics import classification_metrics
 from streamemo.train.augment import WaveAugmenter

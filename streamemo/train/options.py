@@ -15,7 +15,8 @@ from streamemo.config import Range
 from streamemo.features import FrontendSpec
 from streamemo.networks import check_arch_params
 from streamemo.train.augment import AugmentConfig
-from streamemo.train.datasets import READERS, ReadResult, read_corpus
+from streamemo.train.datasets import ReadResult
+from streamemo.train.readers import READERS, read_corpus
 from streamemo.train.recipe import TrainConfig, watches_validation
 
 DEFAULTS = TrainConfig()
@@ -155,7 +156,7 @@ def config_from_args(args) -> TrainConfig:
     if config.corpus_classes_only and config.label_smoothing > 0:  # smoothing would put mass on masked classes
         raise StreamemoError("--corpus-classes-only and --label-smoothing cannot be combined: drop one", 2)
     if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
-        from streamemo.train.rooms import load_noise_set
+        from streamemo.train.noise import load_noise_set
 
         load_noise_set(config.augment.noise_dir, "train")
     if config.val_fraction <= 0 and watches_validation(config):

@@ -1,6 +1,6 @@
-"""Reading corpus files: any format soundfile reads, any rate, any channel count -> mono
-float32 at the model rate. Optional silence trimming for corpora with long leading and
-trailing silence."""
+"""Reading audio files: any format soundfile reads, any rate, any channel count -> mono
+float32 at the model rate (classify, evaluation, the trainer, `spectrogram`). Optional
+silence trimming for corpora with long leading and trailing silence."""
 
 from __future__ import annotations
 
