@@ -5,7 +5,8 @@ survives. No training code, no file format (model.py)."""
 
 from __future__ import annotations
 
-import inspect
+import json
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -13,6 +14,39 @@ from torch import nn
 from streamemo import ModelError
 from streamemo.config import Range
 
+
+# Each network's hyper-parameters, typed, with the defaults the shipped model uses. A card
+# holds them as a JSON object (`resolved_params`), so a model rebuilds the same network even
+# if these defaults change later.
+
+
+@dataclass(frozen=True)
+class CNNLSTMParams:
+    channels: list = field(default_factory=lambda: [16, 32, 64])
+    pools: list = field(default_factory=lambda: [[2, 2], [2, 2], [2, 1]])  # (frequency, time) per block
+    proj: int = 128
+    lstm_hidden: int = 64
+    dropout: float = 0.2
+
+
+@dataclass(frozen=True)
+class CNN2DParams:
+    channels: list = field(default_factory=lambda: [32, 64, 128, 128])
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class Conv1DParams:
+    channels: list = field(default_factory=lambda: [128, 128, 256])
+    kernel: int = 5
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
+class EnsembleParams:
+    member_arch: str = "cnn_lstm"
+    member_params: dict = field(default_factory=dict)
+    members: int = 2
 
 
 class _Normalise(nn.Module):
@@ -75,20 +109,19 @@ class CNNLSTM(nn.Module):
     trains faster but generalised much worse across speakers here (benchmarks/RESULTS-train.md).
     """
 
-    def __init__(self, n_features: int, n_classes: int, channels=(16, 32, 64),
-                 pools=((2, 2), (2, 2), (2, 1)), proj: int = 128, lstm_hidden: int = 64, dropout: float = 0.2):
+    def __init__(self, n_features: int, n_classes: int, p: CNNLSTMParams):
         super().__init__()
         self.norm = _Normalise(n_features)
         blocks, c_in, freq = [], 1, n_features
-        for c, pool in zip(channels, pools, strict=True):
+        for c, pool in zip(p.channels, p.pools, strict=True):
             blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
                        _MaxPool2d(pool)]
             c_in, freq = c, freq // pool[0]
         self.convs = nn.Sequential(*blocks)
-        self.proj = nn.Sequential(nn.Linear(c_in * freq, proj), nn.ReLU(inplace=True), nn.Dropout(dropout))
-        self.lstm = nn.LSTM(proj, lstm_hidden, batch_first=True, bidirectional=True)
-        self.attention = nn.Linear(2 * lstm_hidden, 1)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * lstm_hidden, n_classes))
+        self.proj = nn.Sequential(nn.Linear(c_in * freq, p.proj), nn.ReLU(inplace=True), nn.Dropout(p.dropout))
+        self.lstm = nn.LSTM(p.proj, p.lstm_hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.Linear(2 * p.lstm_hidden, 1)
+        self.head = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(2 * p.lstm_hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
@@ -101,15 +134,15 @@ class CNNLSTM(nn.Module):
 class CNN2D(nn.Module):
     """A 2D CNN on the log-mel image, global average pooled (the spectrogram-image notebooks)."""
 
-    def __init__(self, n_features: int, n_classes: int, channels=(32, 64, 128, 128), dropout: float = 0.3):
+    def __init__(self, n_features: int, n_classes: int, p: CNN2DParams):
         super().__init__()
         self.norm = _Normalise(n_features)
         blocks, c_in = [], 1
-        for c in channels:
+        for c in p.channels:
             blocks.append(_conv2d_block(c_in, c, (2, 2)))
             c_in = c
         self.convs = nn.Sequential(*blocks)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(c_in, n_classes))
+        self.head = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(c_in, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.norm(x).unsqueeze(1))
@@ -119,17 +152,16 @@ class CNN2D(nn.Module):
 class Conv1D(nn.Module):
     """A 1D CNN over the MFCC (or mel) sequence, mean+max pooled over time (the MFCC notebooks)."""
 
-    def __init__(self, n_features: int, n_classes: int, channels=(128, 128, 256), kernel: int = 5,
-                 dropout: float = 0.3):
+    def __init__(self, n_features: int, n_classes: int, p: Conv1DParams):
         super().__init__()
         self.norm = _Normalise(n_features)
         layers, c_in = [], n_features
-        for c in channels:
-            layers += [nn.Conv1d(c_in, c, kernel, padding=kernel // 2, bias=False), nn.BatchNorm1d(c),
+        for c in p.channels:
+            layers += [nn.Conv1d(c_in, c, p.kernel, padding=p.kernel // 2, bias=False), nn.BatchNorm1d(c),
                        nn.ReLU(inplace=True), nn.MaxPool1d(2)]
             c_in = c
         self.convs = nn.Sequential(*layers)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * c_in, n_classes))
+        self.head = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(2 * c_in, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.convs(self.norm(x))
@@ -145,20 +177,21 @@ class Ensemble(nn.Module):
     twice the cost per window (benchmarks/RESULTS-train.md); `--ensemble N` trains one.
     """
 
-    def __init__(self, n_features: int, n_classes: int, member_arch: str = "cnn_lstm",
-                 member_params: dict | None = None, members: int = 2):
+    def __init__(self, n_features: int, n_classes: int, p: EnsembleParams):
         super().__init__()
-        if member_arch == "ensemble" or members < 1:
+        if p.member_arch == "ensemble" or p.members < 1:
             raise ModelError("an ensemble holds at least one member of a plain architecture", 2)
-        self.members = nn.ModuleList(build_network(member_arch, dict(member_params or {}), n_features, n_classes)
-                                     for _ in range(members))
+        self.members = nn.ModuleList(build_network(p.member_arch, dict(p.member_params), n_features, n_classes)
+                                     for _ in range(p.members))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         probs = torch.stack([torch.softmax(m(x).float(), dim=-1) for m in self.members]).mean(0)
         return torch.log(probs.clamp_min(1e-12))
 
 
-ARCHITECTURES = {"cnn_lstm": CNNLSTM, "cnn2d": CNN2D, "conv1d": Conv1D, "ensemble": Ensemble}
+# name -> (network, its hyper-parameters)
+ARCHITECTURES = {"cnn_lstm": (CNNLSTM, CNNLSTMParams), "cnn2d": (CNN2D, CNN2DParams),
+                 "conv1d": (Conv1D, Conv1DParams), "ensemble": (Ensemble, EnsembleParams)}
 
 
 # Each network's hyper-parameters: a number, or a list (of lists) of numbers, each in range.
@@ -182,8 +215,7 @@ def check_arch_params(arch: str, params, where: str) -> None:
         raise ModelError(f"{where}: unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
     if not isinstance(params, dict):
         raise ModelError(f"{where}: the parameters of {arch} must be a JSON object, got {type(params).__name__}", 2)
-    known = [k for k in inspect.signature(ARCHITECTURES[arch].__init__).parameters
-             if k not in ("self", "n_features", "n_classes")]
+    known = [f.name for f in fields(ARCHITECTURES[arch][1])]
     for key, value in params.items():
         if key not in known:
             raise ModelError(f"{where}: {arch} has no parameter {key!r}; it takes {', '.join(known)}", 2)
@@ -207,9 +239,17 @@ def check_arch_params(arch: str, params, where: str) -> None:
                          f"{len(params['pools'])} pools", 2)
 
 
+def resolved_params(arch: str, params: dict) -> dict:
+    """`params` with the network's defaults filled in, as plain JSON values (a card's form)."""
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
+    return json.loads(json.dumps(asdict(ARCHITECTURES[arch][1](**params))))
+
+
 def build_network(arch: str, params: dict, n_features: int, n_classes: int) -> nn.Module:
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
-    return ARCHITECTURES[arch](n_features, n_classes, **params)
+    network, typed = ARCHITECTURES[arch]
+    return network(n_features, n_classes, typed(**params))
 
 

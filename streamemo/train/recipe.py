@@ -3,11 +3,8 @@ Defaults are the shipped model's recipe; `streamemo train --help` shows them."""
 
 from __future__ import annotations
 
-import inspect
-import json
 from dataclasses import asdict, dataclass, field
 
-from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
 from streamemo.features import FrontendSpec
 from streamemo.train.augment import AugmentConfig
@@ -96,14 +93,6 @@ def window_frames(config: TrainConfig) -> int:
 def resolved_arch_params(config: TrainConfig) -> dict:
     """The recipe's architecture parameters with the network's defaults filled in, so the
     card rebuilds the same network even if those defaults change later."""
-    from streamemo.networks import ARCHITECTURES
+    from streamemo.networks import resolved_params
 
-    if config.arch not in ARCHITECTURES:
-        raise StreamemoError(f"unknown architecture {config.arch!r}; expected one of {', '.join(ARCHITECTURES)}", 2)
-    skip = {"self", "n_features", "n_classes"}
-    signature = inspect.signature(ARCHITECTURES[config.arch].__init__)
-    params = {k: p.default for k, p in signature.parameters.items() if k not in skip}
-    params.update(config.arch_params)
-    return json.loads(json.dumps(params))  # tuples -> lists, as the card will hold them
-
-
+    return resolved_params(config.arch, config.arch_params)
