@@ -115,6 +115,30 @@ def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
     assert report["summary"]["n_folds"] == 2
 
 
+def test_folds_fine_tune_a_model_only_if_it_never_heard_the_test_corpus(two_corpora, tmp_path):
+    ravdess, emodb = two_corpora
+    common = ["--window", "1", "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0", "--epochs", "1"]
+    # The shipped model heard RAVDESS and EmoDB: starting the folds from it would test on
+    # speakers it trained on, so the run stops before any fold trains.
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
+                          "--leave-one-corpus-out", "--init", str(ROOT / "models" / "default"), *common],
+                         env=_env(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "was trained on emodb, ravdess" in out.stderr, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    # A model of EmoDB alone may start the RAVDESS fold (fold 2: folds go by corpus name).
+    first = tmp_path / "emodb-only"
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"emodb:{emodb}", "-o", str(first), "--arch-params",
+                          json.dumps(TINY), *common], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
+                          "--leave-one-corpus-out", "--fold", "2", "--init", str(first), *common,
+                          "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    (fold,) = json.loads((tmp_path / "rep" / "report.json").read_text())["folds"]
+    assert fold["name"] == "ravdess" and fold["init"] == str(first) and fold["n_train"] == 16
+
+
 @pytest.mark.parametrize("args, says", [
     (["--folds", "ravdess", "--leave-one-corpus-out"], "run them separately"),
     (["--leave-one-corpus-out", "--degrade", "reverb+fog"], "unknown degradation 'fog'"),

@@ -186,8 +186,8 @@ def check_init_unseen(init: Model, init_path: str, test: list[Clip]) -> None:
     corpus: otherwise its held-out speakers were in training, and the figure is a lie."""
     seen = init_corpora(init) & {c.corpus for c in test}
     if seen:
-        raise StreamemoError(f"--init {init_path} was trained on {', '.join(sorted(seen))}, which this fold "
-                             "tests on: start from a model that never heard it", 2)
+        raise StreamemoError(f"--init {init_path} was trained on {', '.join(sorted(seen))}, which the folds "
+                             "test on: start from a model that never heard it (or choose other folds with --fold)", 2)
 
 
 def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], cache_dir=None,
@@ -210,7 +210,7 @@ def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], c
     result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}", init=init)
     return {"fold": fold, "name": name, "n_train": len(result.train_clips), "n_val": len(result.val_clips),
             "val_speakers": sorted({c.speaker for c in result.val_clips}), "history": result.history,
-            "chosen": result.chosen, "train_seconds": result.seconds,
+            "chosen": result.chosen, "train_seconds": result.seconds, "init": init_path,
             **held_out_result(result.model, test, degrade, config.progress, result.skipped)}
 
 
@@ -283,9 +283,8 @@ def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], on
     if init_path is not None:  # refuse before any fold trains, not after the others finished
         from streamemo.model import load_model
 
-        init = load_model(init_path)
-        for i in chosen:
-            check_init_unseen(init, init_path, [c for c in clips if c.speaker in set(folds[i - 1])])
+        held = {s for i in chosen for s in folds[i - 1]}
+        check_init_unseen(load_model(init_path), init_path, [c for c in clips if c.speaker in held])
     if jobs <= 1:
         return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade, init_path)
                 for i in chosen]
