@@ -125,18 +125,26 @@ def test_folds_fine_tune_a_model_only_if_it_never_heard_the_test_corpus(two_corp
                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "was trained on emodb, ravdess" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    # A model of EmoDB alone may start the RAVDESS fold (fold 2: folds go by corpus name).
-    first = tmp_path / "emodb-only"
-    out = subprocess.run([*STREAMEMO, "train", "--data", f"emodb:{emodb}", "-o", str(first), "--arch-params",
-                          json.dumps(TINY), *common], env=_env(tmp_path), capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
+    # A first stage keeps its fold models; fold 2 (RAVDESS held out: folds go by corpus name)
+    # trained on EmoDB alone, so it may start the second stage's fold 2, and fold 1 may not.
+    stage1 = tmp_path / "stage1"
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
-                          "--leave-one-corpus-out", "--fold", "2", "--init", str(first), *common,
-                          "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
-                         timeout=300)
+                          "--leave-one-corpus-out", "--save-models", str(stage1), "--arch-params", json.dumps(TINY),
+                          *common, "--report", str(tmp_path / "rep1")], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    (fold,) = json.loads((tmp_path / "rep" / "report.json").read_text())["folds"]
-    assert fold["name"] == "ravdess" and fold["init"] == str(first) and fold["n_train"] == 16
+    card = json.loads((stage1 / "fold2.json").read_text())["training"]
+    assert card["data"] == ["emodb"] and card["speaker_ids"] == ["emodb:03", "emodb:08"]
+    second = [*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
+              "--leave-one-corpus-out", "--fold", "2", *common, "--report", str(tmp_path / "rep2")]
+    out = subprocess.run([*second, "--init", str(stage1 / "fold1")], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "was trained on 3 of the test speakers (ravdess:01" in out.stderr, out.stderr
+    out = subprocess.run([*second, "--init", str(stage1 / "fold{fold}")], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    (fold,) = json.loads((tmp_path / "rep2" / "report.json").read_text())["folds"]
+    assert fold["name"] == "ravdess" and fold["init"] == str(stage1 / "fold2") and fold["n_train"] == 16
 
 
 @pytest.mark.parametrize("args, says", [

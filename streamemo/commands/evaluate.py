@@ -40,8 +40,10 @@ def configure(parser) -> None:
                         help="a labelled test set (another corpus, or your own folder); repeatable")
     parser.add_argument("--model", metavar="MODEL", help="evaluate this model on --test instead of training")
     parser.add_argument("--init", metavar="MODEL",
-                        help="each fold fine-tunes this model instead of starting afresh (refused for a fold "
-                             "whose test corpus the model was trained on)")
+                        help="each fold fine-tunes this model instead of starting afresh; {fold} in the path "
+                             "names each fold's own (refused for a fold whose test speakers the model heard)")
+    parser.add_argument("--save-models", metavar="DIR",
+                        help="keep each fold's model as DIR/fold<N> (e.g. to --init a second stage from)")
     parser.add_argument("--report", type=Path, default=None, help="report folder (default reports/<mode>)")
     add_recipe_arguments(parser)
 
@@ -65,9 +67,9 @@ def main(args) -> int:
     if not folds_mode and not args.test:
         raise StreamemoError("nothing to evaluate: give --folds CORPUS, --leave-one-corpus-out, "
                              "or --test KIND:PATH", 2)
-    if args.init and not folds_mode:
-        raise StreamemoError("--init fine-tunes the folds of --folds or --leave-one-corpus-out; "
-                             "for a single model use `streamemo train --init`", 2)
+    if (args.init or args.save_models) and not folds_mode:
+        raise StreamemoError("--init and --save-models are for the folds of --folds or --leave-one-corpus-out; "
+                             "for a single model use `streamemo train`", 2)
     if not args.model and not args.data:
         raise StreamemoError("give --data to train on (or --model to evaluate an existing model)", 2)
     degrade = None
@@ -76,6 +78,10 @@ def main(args) -> int:
 
         degrade = Degrader(args.degrade, cache_dir=args.cache_dir)  # checks the spec and noise folder first
     config = config_from_args(args)
+    if args.save_models:  # found unwritable after training, the folds' models would be lost
+        from streamemo.model import check_writable
+
+        check_writable(Path(args.save_models) / "fold1", "--save-models")
     meta = {"command": command_line(),
             "git_commit": git_commit(), "recipe": config.to_dict()}
     data = read_data(args.data, args) if args.data else None
@@ -87,7 +93,8 @@ def main(args) -> int:
             raise StreamemoError(f"--folds {args.folds}: no --data of that kind was given", 2)
         folds = load_folds(args.folds_file or shared_data_dir() / "folds.json", args.folds)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
-                            use_cache=not args.no_cache, degrade=degrade, init_path=args.init)
+                            use_cache=not args.no_cache, degrade=degrade, init_path=args.init,
+                            save_dir=args.save_models)
         counts["all training data"] = Counter(c.label for c in data.clips)
         counts[f"{args.folds} (test folds)"] = Counter(c.label for c in corpus_clips)
         title = f"{args.folds}: speaker-independent folds"
@@ -96,7 +103,7 @@ def main(args) -> int:
         names, folds = corpus_folds(data.clips)
         results = run_folds(config, data.clips, folds, only=args.fold, jobs=args.jobs, cache_dir=args.cache_dir,
                             use_cache=not args.no_cache, names=names, degrade=degrade,
-                            init_path=args.init)
+                            init_path=args.init, save_dir=args.save_models)
         counts = {name: Counter(c.label for c in data.clips if c.corpus == name) for name in names}
         title = "leave one corpus out: each corpus tested by a model trained on the others"
         report_dir = args.report or Path("reports") / "leave-one-corpus-out"

@@ -175,27 +175,35 @@ def corpus_folds(clips: list[Clip]) -> tuple[list[str], list[list[str]]]:
     return names, [sorted({c.speaker for c in clips if c.corpus == name}) for name in names]
 
 
-def init_corpora(model: Model) -> set[str]:
-    """The corpora a model was trained on, as its card records them (kinds of `--data`)."""
-    data = (model.card.get("training") or {}).get("data") or []
-    return {entry.split(":", 1)[0] for entry in data}
-
-
 def check_init_unseen(init: Model, init_path: str, test: list[Clip]) -> None:
     """A fold may start from a trained model only if that model never heard the fold's test
-    corpus: otherwise its held-out speakers were in training, and the figure is a lie."""
-    seen = init_corpora(init) & {c.corpus for c in test}
+    speakers: otherwise they were in training, and the figure is a lie. A fold model
+    (`--save-models`) lists the speakers it trained on; any other model's card names only
+    its corpora, so then no corpus it trained on may be tested."""
+    training = init.card.get("training") or {}
+    if "speaker_ids" in training:
+        seen = sorted(set(training["speaker_ids"]) & {c.speaker for c in test})
+        what = f"{len(seen)} of the test speakers ({', '.join(seen[:3])}{', …' if len(seen) > 3 else ''})"
+    else:
+        seen = sorted({entry.split(":", 1)[0] for entry in training.get("data") or []} & {c.corpus for c in test})
+        what = ", ".join(seen)
     if seen:
-        raise StreamemoError(f"--init {init_path} was trained on {', '.join(sorted(seen))}, which the folds "
-                             "test on: start from a model that never heard it (or choose other folds with --fold)", 2)
+        raise StreamemoError(f"--init {init_path} was trained on {what}, which the folds test on: start from "
+                             "a model that never heard them (or choose other folds with --fold)", 2)
+
+
+def fold_init(init_path: str | None, fold: int) -> str | None:
+    """`--init` for one fold: a path with `{fold}` names each fold's own starting model (the
+    folds of an earlier `evaluate --save-models DIR` run: DIR/fold{fold})."""
+    return None if init_path is None else init_path.replace("{fold}", str(fold))
 
 
 def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], cache_dir=None,
              fold: int = 0, use_cache: bool = True, name: str | None = None, degrade=None,
-             init_path: str | None = None) -> dict:
+             init_path: str | None = None, save_dir: str | None = None) -> dict:
     """Trains on every clip whose speaker is not held out (fine-tuning the model at
     `init_path` when given), tests on those that are (and, with `degrade`, on the same clips
-    degraded)."""
+    degraded). With `save_dir`, keeps the fold's model as save_dir/fold{fold}."""
     held = set(test_speakers)
     train = [c for c in clips if c.speaker not in held]
     test = [c for c in clips if c.speaker in held]
@@ -208,6 +216,13 @@ def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], c
         init = load_model(init_path)
         check_init_unseen(init, init_path, test)
     result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}", init=init)
+    if save_dir is not None:
+        from streamemo.model import save_model
+
+        trained = result.train_clips + result.val_clips
+        save_model(result.model, Path(save_dir) / f"fold{fold}", extra_card={"training": {
+            "data": sorted({c.corpus for c in trained}), "speaker_ids": sorted({c.speaker for c in trained}),
+            "recipe": config.to_dict(), "init": init_path, "fold": fold}})
     return {"fold": fold, "name": name, "n_train": len(result.train_clips), "n_val": len(result.val_clips),
             "val_speakers": sorted({c.speaker for c in result.val_clips}), "history": result.history,
             "chosen": result.chosen, "train_seconds": result.seconds, "init": init_path,
@@ -231,11 +246,11 @@ def held_out_result(model: Model, test: list[Clip], degrade=None, progress: bool
 
 
 def _run_fold_worker(args) -> dict:
-    config_dict, clips, speakers, cache_dir, fold, threads, use_cache, name, degrade, init_path = args
+    config_dict, clips, speakers, cache_dir, fold, threads, use_cache, name, degrade, init_path, save_dir = args
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     return run_fold(TrainConfig.from_dict(config_dict), clips, speakers, cache_dir, fold, use_cache, name, degrade,
-                    init_path)
+                    init_path, save_dir)
 
 
 def _warm_worker(args) -> int:
@@ -274,26 +289,30 @@ def warm_cache(config: TrainConfig, clips: list[Clip], cache_dir=None, jobs: int
 
 def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], only: list[int] | None = None,
               jobs: int = 1, cache_dir=None, use_cache: bool = True, names: list[str] | None = None,
-              degrade=None, init_path: str | None = None) -> list[dict]:
+              degrade=None, init_path: str | None = None, save_dir: str | None = None) -> list[dict]:
     """All (or `only` the 1-based numbered) folds, `jobs` of them at once in separate
     processes sharing the CPU cores between them. `names` names the folds (corpora); each
-    fold fine-tunes the model at `init_path` when given."""
+    fold fine-tunes the model at `init_path` when given (`fold_init`) and is kept in
+    `save_dir` when given."""
     chosen = [i for i in range(1, len(folds) + 1) if not only or i in only]
     names = names or [None] * len(folds)
     if init_path is not None:  # refuse before any fold trains, not after the others finished
         from streamemo.model import load_model
 
-        held = {s for i in chosen for s in folds[i - 1]}
-        check_init_unseen(load_model(init_path), init_path, [c for c in clips if c.speaker in held])
+        # One model for every fold is checked once, so the error names all it heard.
+        groups = [chosen] if "{fold}" not in init_path else [[i] for i in chosen]
+        for group in groups:
+            held, path = {s for i in group for s in folds[i - 1]}, fold_init(init_path, group[0])
+            check_init_unseen(load_model(path), path, [c for c in clips if c.speaker in held])
     if jobs <= 1:
-        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade, init_path)
-                for i in chosen]
+        return [run_fold(config, clips, folds[i - 1], cache_dir, i, use_cache, names[i - 1], degrade,
+                         fold_init(init_path, i), save_dir) for i in chosen]
     if use_cache:
         warm_cache(config, clips, cache_dir, jobs)
     threads = max(1, (os.cpu_count() or 1) // jobs)
     quiet = replace(config, progress=False).to_dict()
-    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache, names[i - 1], degrade, init_path)
-            for i in chosen]
+    work = [(quiet, clips, folds[i - 1], cache_dir, i, threads, use_cache, names[i - 1], degrade,
+             fold_init(init_path, i), save_dir) for i in chosen]
     results = []
     with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
         futures = [pool.submit(_run_fold_worker, w) for w in work]
