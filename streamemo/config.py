@@ -11,13 +11,15 @@ import math
 import tomllib
 import types
 import typing
+from importlib import resources
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from streamemo import StreamemoError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = PROJECT_ROOT / "models" / "default"
+# The bundled model is package data (streamemo/models links to the checkout's models/, and a
+# wheel carries the files themselves), so `pip install .` anywhere runs with it.
+DEFAULT_MODEL = Path(str(resources.files("streamemo") / "models" / "default"))
 
 
 @dataclass(frozen=True)
