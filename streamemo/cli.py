@@ -23,6 +23,7 @@ COMMANDS = {
     "spectrogram": "draw the log-mel image a model sees for an audio file",
     "proxy": "ZeroMQ forwarder: many daemons to many subscribers",
     "keys": "create CURVE key pairs for encrypted, authenticated publishing",
+    "report": "a recorded session (subscribe --record) -> timeline PNG and summary",
 }
 
 

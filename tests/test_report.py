@@ -1,0 +1,61 @@
+"""`streamemo report`: a session recorded from the real daemon over a real socket becomes a
+timeline PNG and a Markdown summary; a recording cut mid-line still reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
+from streamemo.dimensions import PLACES, arousal_valence
+
+
+def test_derived_arousal_and_valence_follow_the_published_places():
+    labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    assert arousal_valence(labels, np.eye(8)[4]) == PLACES["angry"][::-1]  # (arousal, valence)
+    angry, sad = arousal_valence(labels, np.eye(8)[4]), arousal_valence(labels, np.eye(8)[3])
+    assert angry[0] > 0.5 and sad[0] < 0 and sad[1] < 0
+    # A user's own class has no place: the rest is renormalised; nothing known gives None.
+    assert arousal_valence(["sad", "sarcastic"], [0.5, 0.5]) == arousal_valence(["sad"], [1.0])
+    assert arousal_valence(["sarcastic"], [1.0]) is None and arousal_valence(labels, None) is None
+
+
+def test_a_recorded_session_becomes_a_timeline_and_a_summary(tone_and_silence_wav, free_endpoint, tmp_path):
+    proc = _daemon("--source", str(tone_and_silence_wav), "--no-realtime", "--bind", free_endpoint,
+                   "--wait-subscriber", "20")
+    sock = _subscriber(free_endpoint)
+    messages = _collect(sock, lambda m: False, 60, proc)
+    code, err = _stop(proc)
+    assert code == 0, err
+    emotions = [body for topic, body in messages if topic == "emotion"]
+    assert any(m["voiced"] for m in emotions) and not all(m["voiced"] for m in emotions)
+    recording = tmp_path / "session.jsonl"
+    lines = [json.dumps({"topic": topic, **body}) for topic, body in messages]
+    # As a kill mid-write would leave it: the last line cut short.
+    recording.write_text("\n".join(lines) + "\n" + lines[-1][: len(lines[-1]) // 2])
+    out = subprocess.run([*STREAMEMO, "report", str(recording), "-o", str(tmp_path / "rep")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    png = (tmp_path / "rep" / "timeline.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "1 line(s) were not complete messages" in md and "![timeline](timeline.png)" in md
+    voiced_s = sum(m["voiced"] for m in emotions) * 0.25
+    assert f"with voice ({100 * voiced_s / (len(emotions) * 0.25):.0f} %)" in md
+    assert "| emotion | share of voiced time |" in md and emotions[0]["model"] in md
+
+
+def test_a_file_without_emotion_messages_is_one_line(tmp_path):
+    empty = tmp_path / "status-only.jsonl"
+    empty.write_text(json.dumps({"topic": "status", "v": 1}) + "\n")
+    out = subprocess.run([*STREAMEMO, "report", str(empty), "-o", str(tmp_path / "rep")], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 1 and "no emotion messages" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and not (tmp_path / "rep").exists()
+    out = subprocess.run([*STREAMEMO, "report", str(tmp_path / "missing.jsonl"), "-o", str(tmp_path / "rep")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "cannot read" in out.stderr
+    pytest.importorskip("matplotlib")
