@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 from textual import events
@@ -35,22 +36,27 @@ from textual.binding import Binding
 from streamemo.dashboard.app import DashboardApp
 from streamemo.dashboard.receiver import Receiver
 
+FEEDGEN = Path(__file__).resolve().parent.parent / "tests" / "feedgen.py"  # the scripted daemon
+
 
 class ProbeApp(DashboardApp):
-    """The real app plus one invisible key whose action notes when it ran."""
+    """The real app plus one invisible key whose action notes when it ran, counting frames."""
 
     BINDINGS = [Binding("z", "probe", show=False)]
 
     def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs, on_frame=self._frame)
+        super().__init__(*args, **kwargs)
         self.probed_at = 0.0
+        self.frames_drawn = 0
         self.display_ages: list[float] = []
 
     def action_probe(self) -> None:
         self.probed_at = time.perf_counter()
 
-    def _frame(self, views) -> None:
-        view = views[0]
+    def refresh_views(self) -> None:
+        super().refresh_views()
+        self.frames_drawn += 1
+        view = self.views[0]
         if view.received_at is not None:
             self.display_ages.append(time.time() - view.received_at)
 
@@ -63,7 +69,7 @@ def free_endpoint() -> str:
 
 async def measure(seconds: float = 10.0, rate: float = 200.0, size=(80, 24), key_every: float = 0.25) -> dict:
     endpoint = free_endpoint()
-    feed = subprocess.Popen([sys.executable, "-m", "streamemo.dashboard.feedgen", endpoint, "--rate", str(rate)],
+    feed = subprocess.Popen([sys.executable, str(FEEDGEN), endpoint, "--rate", str(rate)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     process = psutil.Process()
     try:

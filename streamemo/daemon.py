@@ -15,8 +15,6 @@ stop and systemd restarts the service, which a ping from a separate thread would
 from __future__ import annotations
 
 import collections
-import ctypes
-import gc
 import logging
 import time
 
@@ -24,52 +22,44 @@ import numpy as np
 import torch
 
 from streamemo import StreamemoError
-from streamemo.audio.sources import DeviceLost, EndOfStream, open_source, rescan_devices
+from streamemo.audio.input import POLL_S, Input, InputState
+from streamemo.audio.sources import DeviceLost, EndOfStream, open_source
 from streamemo.config import Config
 from streamemo.features import pick_device
 from streamemo.model import load_model
+from streamemo.protocol import StatusMessage
 from streamemo.publish import Publisher
-from streamemo.reload import plan_reload
+from streamemo.reload import prepare, release_freed_memory, swap
 from streamemo.security import CurveServer, curve_server
 from streamemo.service import Notifier, Signals
-from streamemo.stream.pipeline import Pipeline, Scorer
+from streamemo.stream.pipeline import Pipeline
 from streamemo.stream.processor import Processor
 
 log = logging.getLogger("streamemo.daemon")
 
-POLL_S = 0.1  # longest the loop sleeps waiting for audio
-RETRY_FIRST_S = 0.5  # first wait before reopening a lost input device
-RETRY_MAX_S = 5.0  # the wait doubles per failed attempt up to this
-
 
 class Daemon:
     def __init__(self, config: Config, reload_config=None, notifier: Notifier | None = None,
-                 signals: Signals | None = None, stall_after_s: float | None = None, curve: CurveServer | None = None):
+                 signals: Signals | None = None, curve: CurveServer | None = None, open_input=open_source):
         """`reload_config()` returns the config to use on SIGHUP (the file re-read, flags
         re-applied); without it a reload re-reads the model only. `signals`: the stop and
         reload flags, set by signal handlers installed before the daemon was built
-        (`Signals.install`); without them only `stop_requested.set()` stops it. `stall_after_s`
-        is a test hook: the loop hangs that long after it starts, as a stuck pipeline would, so
-        a test can see the watchdog pings stop (`streamemo run --debug-stall-after S`). `curve`:
-        the publisher's CURVE settings when already loaded; else they come from the config."""
+        (`Signals.install`); without them only `stop_requested.set()` stops it. `curve`: the
+        publisher's CURVE settings when already loaded; else they come from the config.
+        `open_input(config.audio)` opens the audio source (`audio.sources.open_source`)."""
         self.config = config
         self.reload_config = reload_config
         self.notifier = notifier or Notifier()
         signals = signals or Signals()
         self.stop_requested, self.reload_requested = signals.stop, signals.reload
         self.started = time.monotonic()
-        self.stall_after_s = stall_after_s
-        self.stall_at = None
         self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.25 s
         self.status_seq = 0
-        self.message = "starting"
-        self.source = None
-        self.processor: Processor | None = None
-        self.device_name = ""  # the last input device opened, still named while it is lost
-        self.lost = False  # the input was lost and no audio has arrived since
-        self.ready = False
-        self.retry_s = RETRY_FIRST_S
-        self.next_retry = 0.0
+        self.input = Input(config.audio, open_input)
+        self.processor: Processor | None = None  # made when the input first opens: it needs its rate
+        self.ready = False  # READY=1 sent: the model is loaded and audio has arrived
+        # The latest reload's outcome, shown until the input has news (lost, back, ended).
+        self.note: str | None = None
         if curve is None:
             curve = curve_server(config.security.curve_secret, config.security.curve_clients)
         self.publisher = Publisher(config.publish.bind, config.publish.hwm, curve=curve,
@@ -84,6 +74,11 @@ class Daemon:
             self.publisher.close(drain_s=0)
             raise
 
+    @property
+    def message(self) -> str:
+        """A line a person can read: what the daemon is doing or what went wrong."""
+        return self.note or self.input.message
+
     # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -91,29 +86,29 @@ class Daemon:
         try:
             if self.stop_requested.is_set():
                 return 0
-            self._open(open_source(self.config.audio))
-            self.message = f"waiting for audio from {self.device_name}"
+            self.input.open()
+            self._opened()
             self.notifier.status(self.message)
             now = time.monotonic()
             self.next_status, self.next_watchdog = now, now
-            if self.stall_after_s is not None:
-                self.stall_at = now + self.stall_after_s
             while not self.stop_requested.is_set():
                 self._housekeeping()
-                if self.source is None:
-                    self._retry_source()
+                if self.input.source is None:
+                    self._retry()
                     continue
                 try:
-                    chunk = self.source.read(POLL_S, want=self.processor.source_samples_wanted())
+                    chunk = self.input.read(POLL_S, want=self.processor.source_samples_wanted())
                 except EndOfStream:
                     self._publish(self.processor.finish())
-                    self.message = "source ended"
+                    self.note = None
                     break
-                except DeviceLost as e:
-                    self._lose_source(e)
+                except DeviceLost:
+                    self.note = None
+                    self._send_status()  # say so now, not at the next heartbeat
+                    self.notifier.status(self.message)
                     continue
                 if chunk is not None:
-                    if self.lost or not self.ready:
+                    if self.input.state is not InputState.LISTENING:
                         self._audio_flowing()
                     self._publish(self.processor.process(chunk))
             self._send_status()
@@ -124,8 +119,6 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
-        if self.stall_at is not None and now >= self.stall_at:
-            self._stall()
         if self.reload_requested.is_set():
             self.reload_requested.clear()
             self._reload()
@@ -138,38 +131,28 @@ class Daemon:
             # On schedule, but never a burst of heartbeats to catch up after a slow hop.
             self.next_status = max(self.next_status + self.config.publish.status_interval_s, now)
 
-    def _stall(self) -> None:
-        log.warning("debug: stalling the processing loop on purpose (--debug-stall-after)")
-        self.stall_at = None
-        while True:  # hung for good, like a deadlocked pipeline: only SIGKILL ends this
-            time.sleep(3600)
-
     def _publish(self, results) -> None:
-        for _, body in results:
-            body["t_publish"] = time.time()
-            self.publisher.send("emotion", body)
+        for _, message in results:
+            self.publisher.send(message)
         self.proc_ms.extend(self.processor.proc_ms)
         self.processor.proc_ms.clear()
 
-    # --- input device: open, lose, retry ---------------------------------------------------
+    # --- the input: opened, flowing, lost and reopened ---------------------------------------
 
-    def _open(self, source) -> None:
+    def _opened(self) -> None:
         """Starts a stream from a freshly opened source. After a loss the audio has a gap, so
         the pipeline starts afresh, but sequence numbers go on from where they were."""
-        if self.processor is not None:
-            self.pipeline.reset()
-        self.source = source
-        self.device_name = source.device
-        self._new_processor(self.pipeline)
+        source = self.input.source
+        if self.processor is None:
+            self.processor = Processor(self.pipeline, source.rate, self.config.audio.source)
+        else:
+            self.processor.reset(source.rate, self.pipeline)
         log.info("listening to %s at %d Hz; model %s on %s; publishing on %s", source.device,
                  source.rate, self.model.id, self.compute, self.publisher.endpoint)
 
     def _audio_flowing(self) -> None:
-        if self.lost:
-            log.info("input %s is back", self.device_name)
-            self.lost = False
-            self.retry_s = RETRY_FIRST_S
-        self.message = f"listening to {self.device_name}"
+        self.input.arrived()
+        self.note = None
         self._send_status()
         if not self.ready:
             self.ready = True  # the model is loaded and audio arrives: we do what we are for
@@ -177,34 +160,12 @@ class Daemon:
         else:
             self.notifier.status(self._summary())
 
-    def _lose_source(self, problem: Exception) -> None:
-        log.warning("%s; retrying in %.1f s", problem, self.retry_s)
-        self.source.close()
-        self.source = None
-        self.lost = True
-        self.message = f"input lost: {problem}; retrying"
-        self.next_retry = time.monotonic() + self.retry_s
-        self._send_status()  # say so now, not at the next heartbeat
-        self.notifier.status(self.message)
-
-    def _retry_source(self) -> None:
-        wait = self.next_retry - time.monotonic()
-        if wait > 0:
-            self.stop_requested.wait(min(wait, POLL_S))
-            return
-        try:
-            rescan_devices()  # only a microphone gets lost; PortAudio lists devices at init only
-            source = open_source(self.config.audio)
-        except (StreamemoError, DeviceLost) as e:
-            self.retry_s = min(self.retry_s * 2, RETRY_MAX_S)
-            self.next_retry = time.monotonic() + self.retry_s
-            self.message = f"input lost: {e}; retrying in {self.retry_s:.0f} s"
-            log.info("%s", self.message)
-            return
-        self._open(source)
-        # Not "back" until audio arrives: a reopened stream may still deliver nothing, and
-        # then it is lost again after the source's silence limit, with a longer wait.
-        self.retry_s = min(self.retry_s * 2, RETRY_MAX_S)
+    def _retry(self) -> None:
+        reopened = self.input.retry(self.stop_requested.wait)
+        if reopened:
+            self._opened()
+        elif reopened is False:
+            self.note = None  # the failed attempt is the news now
 
     # --- reload ----------------------------------------------------------------------------
 
@@ -214,114 +175,67 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = self.reload_config() if self.reload_config else self.config
-            config, waiting = plan_reload(self.config, new)
-            model = load_model(config.model.path, self.compute)
-            scorer = Scorer(model, self.compute)
-            # The new pipeline's self-test scores silence, a loud tone and the last window
-            # heard: a model that loads but cannot run, or gives NaN, is refused here.
-            pipeline = Pipeline(model, config.pipeline, self.compute, scorer=scorer,
-                                heard=self.pipeline.recent_audio())
+            reload = prepare(self.config, new, self.pipeline, self.compute)
             clients = self.publisher.curve.reload() if self.publisher.curve is not None else None
         except Exception as e:  # whatever is wrong with the new files, the old ones keep running
             why = str(e) or type(e).__name__
             # A mistake in the files is one line; anything else is a bug: its traceback goes to the log.
             log.error("reload failed, still running model %s: %s", self.model.id, why,
                       exc_info=not isinstance(e, StreamemoError))
-            self.message = f"reload failed, still running model {self.model.id}: {why}"
+            self.note = f"reload failed, still running model {self.model.id}: {why}"
             self._send_status()
             self.notifier.ready(self.message)
             return
-        when = self._swap(model, pipeline)
-        del pipeline, scorer
-        _release_freed_memory()
-        self.config = config
-        logging.getLogger().setLevel(config.log.level.upper())
+        self.pipeline, when = swap(reload, self.pipeline, self.processor)
+        self.model, self.config, waiting = reload.model, reload.config, reload.waiting
+        del reload
+        release_freed_memory()
+        logging.getLogger().setLevel(self.config.log.level.upper())
         for key in waiting:
             log.warning("%s changed in the config: it takes effect after a restart", key)
         note = f"; {', '.join(waiting)} need a restart" if waiting else ""
         allowed = "" if clients is None else f"; {clients} client key(s) allowed"
-        self.message = f"reloaded: model {model.id} from {when}{allowed}{note}"
-        log.info("%s", self.message)
+        self.note = f"reloaded: model {self.model.id} from {when}{allowed}{note}"
+        log.info("%s", self.note)
         self._send_status()
         self.notifier.ready(self._summary())
 
-    def _swap(self, model, pipeline: Pipeline) -> str:
-        """Puts the new model to work. With the same rate, window and settings it takes over
-        the running pipeline's audio history, so it scores the very next hop; otherwise the
-        windowing restarts and the first message comes one window later."""
-        old = self.pipeline
-        self.model = model
-        if (pipeline.rate, pipeline.window, pipeline.hop, pipeline.config) == (old.rate, old.window, old.hop, old.config):
-            old.swap_model(model, pipeline.scorer)
-            if self.processor is not None:
-                self.processor.labels, self.processor.model_id = list(model.labels), model.id
-            return "the next hop"
-        self.pipeline = pipeline
-        if self.source is not None:
-            self._new_processor(pipeline)
-        return "the next full window"
-
-    def _new_processor(self, pipeline: Pipeline) -> None:
-        """A processor for the current source; sequence numbers and counts go on."""
-        old = self.processor
-        self.processor = Processor(pipeline, self.source.rate, self.config.audio.source)
-        if old is not None:
-            self.processor.seq, self.processor.repaired = old.seq, old.repaired
-
     # --- reporting -------------------------------------------------------------------------
-
-    def _input_state(self) -> str:
-        if self.lost:
-            return "lost"
-        return self.source.state if self.source is not None else "starting"
 
     def _summary(self) -> str:
         """The line `systemctl status` shows."""
-        if self.lost or not self.ready:
+        if self.input.state is not InputState.LISTENING:
             return self.message
-        line = (f"listening to {self.device_name}; model {self.model.id}; "
+        line = (f"listening to {self.input.device}; model {self.model.id}; "
                 f"{self.publisher.sent['emotion']} messages on {self.publisher.endpoint}")
-        return line if self.message.startswith("listening") else f"{line}; {self.message}"
+        return line if self.note is None else f"{line}; {self.note}"
 
     def _send_status(self) -> None:
-        source = self.source
+        source = self.input.source
         times = np.asarray(self.proc_ms) if self.proc_ms else None
-        self.publisher.send("status", {
-            "seq": self.status_seq,
-            "t_publish": time.time(),
-            "source": self.config.audio.source,
-            "device": self.device_name,
-            "input_state": self._input_state(),
-            "sample_rate": source.rate if source else 0,
-            "model_rate": self.pipeline.rate,
-            "model": self.model.id,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "overflows": source.overflows if source else 0,
-            "dropped_samples": source.dropped if source else 0,
-            "repaired_samples": self.processor.repaired if self.processor else 0,
-            "messages_sent": self.publisher.sent["emotion"],
-            "hop_s": self.pipeline.config.hop_s,
-            "proc_ms_p50": None if times is None else round(float(np.percentile(times, 50)), 3),
-            "proc_ms_p99": None if times is None else round(float(np.percentile(times, 99)), 3),
-            "compute": str(self.compute),
-            "adapted_s": self.pipeline.adapted_s,
-            "message": self.message,
-        })
+        self.publisher.send(StatusMessage(
+            seq=self.status_seq,
+            source=self.config.audio.source,
+            device=self.input.device,
+            input_state=self.input.state.wire,
+            sample_rate=source.rate if source else 0,
+            model_rate=self.pipeline.rate,
+            model=self.model.id,
+            uptime_s=round(time.monotonic() - self.started, 3),
+            overflows=source.overflows if source else 0,
+            dropped_samples=source.dropped if source else 0,
+            repaired_samples=self.processor.repaired if self.processor else 0,
+            messages_sent=self.publisher.sent["emotion"],
+            hop_s=self.pipeline.config.hop_s,
+            proc_ms_p50=None if times is None else round(float(np.percentile(times, 50)), 3),
+            proc_ms_p99=None if times is None else round(float(np.percentile(times, 99)), 3),
+            compute=str(self.compute),
+            adapted_s=self.pipeline.adapted_s,
+            message=self.message,
+        ))
         self.status_seq += 1
 
     def close(self) -> None:
-        if self.source is not None:
-            self.source.close()
+        self.input.close()
         self.publisher.close()
         self.notifier.close()
-
-
-def _release_freed_memory() -> None:
-    """After a reload the old model is garbage. glibc keeps freed heap for reuse, so without
-    this, resident memory creeps up a few MB over many reloads without any leak, which is
-    what an operator watching for leaks would see. Not glibc: nothing to do."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass

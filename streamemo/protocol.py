@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, fields
+from typing import ClassVar
 
 SCHEMA_VERSION = 1
 TOPICS = ("emotion", "status")
@@ -73,6 +75,89 @@ MAX_LABELS = 256
 MAX_INT = 2**63  # ints other languages can hold (int64); one past about 10**308 is not even a float
 
 
+class _Message:
+    """A message as the program handles it: typed fields instead of a dict read by string keys.
+    The body on the wire is the same JSON object the protocol has always had."""
+
+    TOPIC: ClassVar[str]
+
+    def to_body(self, t_publish: float | None = None) -> dict:
+        """The wire body, fields in the protocol's order. `t_publish`: the moment of sending,
+        which only the sender knows (`Publisher.send` passes it); a received message keeps its own."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if t_publish is not None:
+            values["t_publish"] = t_publish
+        body = {"v": SCHEMA_VERSION}
+        for name in FIELDS[self.TOPIC]:
+            if name in values:
+                value = values[name]
+                body[name] = list(value) if isinstance(value, tuple) else value
+        return body
+
+    @classmethod
+    def from_body(cls, body: dict):
+        """The message of a wire body (with its `v`); raises ProtocolError saying what is wrong.
+        Fields a newer daemon adds are ignored; optional ones an older daemon lacks take their defaults."""
+        if not isinstance(body, dict):
+            raise ProtocolError("body is not a JSON object")
+        _validate(cls.TOPIC, body)
+        return cls(**{f.name: _frozen(body[f.name]) for f in fields(cls) if f.name in body})
+
+
+def _frozen(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class EmotionMessage(_Message):
+    """One hop's estimate; the fields are described in EMOTION_FIELDS."""
+
+    TOPIC: ClassVar[str] = "emotion"
+    seq: int
+    t_capture: float
+    t_audio: float
+    labels: tuple[str, ...]
+    probs: tuple[float, ...] | None
+    raw: tuple[float, ...] | None
+    top: str | None
+    confidence: float | None
+    voiced: bool
+    level_db: float
+    source: str
+    model: str
+    t_publish: float | None = None  # None until sent: the sender stamps it (to_body)
+
+
+@dataclass(frozen=True)
+class StatusMessage(_Message):
+    """The daemon's heartbeat; the fields are described in STATUS_FIELDS."""
+
+    TOPIC: ClassVar[str] = "status"
+    seq: int
+    source: str
+    device: str
+    input_state: str
+    sample_rate: int
+    model_rate: int
+    model: str
+    uptime_s: float
+    overflows: int
+    dropped_samples: int
+    messages_sent: int
+    hop_s: float
+    proc_ms_p50: float | None
+    proc_ms_p99: float | None
+    compute: str
+    message: str
+    repaired_samples: int = 0  # optional within version 1 (OPTIONAL): older daemons lack these
+    adapted_s: float | None = None
+    t_publish: float | None = None  # None until sent, as for EmotionMessage
+
+
+Message = EmotionMessage | StatusMessage
+MESSAGES = {m.TOPIC: m for m in (EmotionMessage, StatusMessage)}
+
+
 def to_json(value) -> str:
     """The one JSON writer (the wire, `classify --json`, `subscribe`): compact, and never NaN
     or Infinity, which are not JSON; a non-finite number here is a bug upstream and raises."""
@@ -85,8 +170,28 @@ def encode(topic: str, body: dict) -> list[bytes]:
     return [topic.encode(), to_json(body).encode()]
 
 
+def encode_message(message: Message, t_publish: float) -> list[bytes]:
+    """The frames of `message` sent at `t_publish`."""
+    return encode(message.TOPIC, message.to_body(t_publish))
+
+
+def decode_message(frames: list[bytes]) -> Message:
+    """Parses and validates one message into its type; raises ProtocolError saying what is wrong."""
+    topic, body = _parse(frames)
+    if topic not in MESSAGES:
+        raise ProtocolError(f"unknown topic {topic!r}")
+    return MESSAGES[topic].from_body(body)
+
+
 def decode(frames: list[bytes]) -> tuple[str, dict]:
     """Parses and validates one message; raises ProtocolError saying what is wrong."""
+    topic, body = _parse(frames)
+    _validate(topic, body)
+    return topic, body
+
+
+def _parse(frames: list[bytes]) -> tuple[str, dict]:
+    """[topic, body] frames -> (topic, a JSON object within the size and depth limits)."""
     if len(frames) != 2:
         raise ProtocolError(f"expected 2 frames [topic, body], got {len(frames)}")
     if len(frames[1]) > MAX_BODY_BYTES:
@@ -102,7 +207,6 @@ def decode(frames: list[bytes]) -> tuple[str, dict]:
         raise ProtocolError("body is not a JSON object")
     if _depth(body) > MAX_DEPTH:  # shallower than the parser's limit, but deep enough to hurt a writer
         raise ProtocolError(f"body nested deeper than {MAX_DEPTH} levels")
-    _validate(topic, body)
     return topic, body
 
 

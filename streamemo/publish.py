@@ -12,11 +12,12 @@ import logging
 import os
 import socket
 import stat
+import time
 
 import zmq
 
 from streamemo import StreamemoError
-from streamemo.protocol import ProtocolError, decode, encode
+from streamemo.protocol import Message, ProtocolError, decode, encode_message
 from streamemo.security import ADDRESS_FIX, CurveClient, CurveServer, check_address, check_exposure
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,11 @@ class Publisher:
             self.ipc_file = (path, os.stat(path).st_ino)
         self.sent = {"emotion": 0, "status": 0}
 
-    def send(self, topic: str, body: dict) -> None:
+    def send(self, message: Message) -> None:
+        """Sends `message` now, stamped with the time of sending (its `t_publish`)."""
         try:
-            self.socket.send_multipart(encode(topic, body), flags=zmq.NOBLOCK)
-            self.sent[topic] += 1
+            self.socket.send_multipart(encode_message(message, time.time()), flags=zmq.NOBLOCK)
+            self.sent[message.TOPIC] += 1
         except zmq.Again:  # PUB drops for a slow subscriber itself; this is never worth blocking for
             pass
 

@@ -149,7 +149,7 @@ def test_adaptation_settings_are_range_checked():
 
 
 def test_status_from_a_daemon_without_adapted_s_still_decodes():
-    from streamemo.dashboard.feedgen import status_body
+    from feedgen import status_body
 
     body = status_body(1, t_publish=1.0)
     del body["adapted_s"]

@@ -162,6 +162,22 @@ def test_encode_decode_round_trip():
     assert body["raw"] is None
 
 
+def test_typed_messages_keep_the_wire_body_and_refuse_a_bad_one():
+    import dataclasses
+
+    from streamemo.protocol import EmotionMessage, decode_message, encode_message
+
+    body = {"v": 1, **_emotion()}
+    message = EmotionMessage.from_body(body)
+    assert message.labels == ("a", "b") and message.to_body() == body
+    sent = decode_message(encode_message(message, t_publish=5.0))
+    assert sent.t_publish == 5.0 and sent.seq == message.seq
+    with pytest.raises(ProtocolError, match="lacks field 'voiced'"):
+        EmotionMessage.from_body({k: v for k, v in body.items() if k != "voiced"})
+    with pytest.raises(ProtocolError, match="wrong type"):  # an unsent message has no t_publish
+        encode("emotion", dataclasses.replace(message, t_publish=None).to_body())
+
+
 @pytest.mark.parametrize("frames, message", [
     ([b"emotion", b"{bad json"], "not UTF-8 JSON"),
     ([b"emotion", json.dumps({**_emotion(), "v": 99}).encode()], "schema version 99"),

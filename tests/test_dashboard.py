@@ -20,10 +20,11 @@ import pytest
 from streamemo import EMOTIONS
 from streamemo.dashboard.app import DashboardApp, HelpScreen
 from streamemo.dashboard.daemon_child import DaemonChild
-from streamemo.dashboard.feedgen import emotion_body, one_hot, status_body
 from streamemo.dashboard.receiver import Receiver
 from streamemo.dashboard.state import SILENCE
 from streamemo.publish import Publisher
+
+from feedgen import StillReceiver, emotion_body, emotion_message, one_hot, status_message  # tests/feedgen.py
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -56,10 +57,10 @@ class Feed:
         if not self.sending or self.publisher is None:
             return
         now = time.time()
-        self.publisher.send("emotion", emotion_body(self.seq, self.probs, voiced=self.voiced, t_capture=now - 0.05,
+        self.publisher.send(emotion_message(self.seq, self.probs, voiced=self.voiced, t_capture=now - 0.05,
                                                     level_db=-20.0 if self.voiced else -58.0))
         if self.seq % 10 == 0:
-            self.publisher.send("status", status_body(self.seq // 10, t_publish=now, input_state=self.input_state,
+            self.publisher.send(status_message(self.seq // 10, t_publish=now, input_state=self.input_state,
                                                       message=f"input {self.input_state}"))
         self.seq += 1
 
@@ -417,13 +418,13 @@ def test_receiver_coalesces_a_burst_into_few_notifications(free_endpoint):
     try:
         deadline = time.monotonic() + 10
         while receiver.views()[0].connection != "live" and time.monotonic() < deadline:
-            publisher.send("emotion", emotion_body(0, one_hot("neutral"), t_capture=time.time()))
+            publisher.send(emotion_message(0, one_hot("neutral"), t_capture=time.time()))
             receiver.acknowledge()
             time.sleep(0.05)
         receiver.acknowledge()
         before = len(notified)
         for seq in range(1, 501):
-            publisher.send("emotion", emotion_body(seq, one_hot(EMOTIONS[seq % 8]), t_capture=time.time()))
+            publisher.send(emotion_message(seq, one_hot(EMOTIONS[seq % 8]), t_capture=time.time()))
         deadline = time.monotonic() + 10
         while receiver.views()[0].seq != 500 and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -466,7 +467,7 @@ async def test_emotion_colours_keep_contrast_on_the_dark_and_the_light_theme(fre
         return (high + 0.05) / (low + 0.05)
 
     for theme in ("textual-dark", "textual-light"):
-        app = DashboardApp(Receiver([free_endpoint]), receive=False)
+        app = DashboardApp(StillReceiver([free_endpoint]))
         async with app.run_test(size=(80, 24)) as pilot:
             app.theme = theme
             await pilot.pause()

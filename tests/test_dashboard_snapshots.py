@@ -1,6 +1,6 @@
 """Snapshots of the main screen on a fixed feed (pytest-textual-snapshot).
 
-Deterministic by construction: the receiver's thread is not started, its states are fed a
+Deterministic by construction: the receiver receives nothing (`StillReceiver`), its states are fed a
 scripted minute of messages at fixed times, and its clock is frozen at the end of it, so
 every number on screen (rates, latency, timeline) is the same on every run.
 Update after an intended change with `pytest tests/test_dashboard_snapshots.py --snapshot-update`
@@ -15,9 +15,9 @@ import pytest
 
 from streamemo import EMOTIONS
 from streamemo.dashboard.app import DashboardApp
-from streamemo.dashboard.feedgen import emotion_body, status_body
-from streamemo.dashboard.receiver import Receiver
 from streamemo.protocol import encode
+
+from feedgen import StillReceiver, emotion_body, status_body  # tests/feedgen.py
 
 T0 = 1_763_700_000.0  # a fixed wall-clock second
 HOP_S = 0.2
@@ -34,7 +34,7 @@ def scripted_probs(t: float) -> list[float]:
 def fixed_app() -> DashboardApp:
     n = int(DURATION_S / HOP_S)
     end = T0 + (n - 1) * HOP_S + HOP_S / 2  # half a hop after the last message
-    receiver = Receiver(["tcp://127.0.0.1:5556", "tcp://192.0.2.7:5556"], clock=lambda: end)
+    receiver = StillReceiver(["tcp://127.0.0.1:5556", "tcp://192.0.2.7:5556"], clock=lambda: end)
     live = receiver.states[0]
     live.set_connected(True, T0)
     for seq in range(n):
@@ -49,7 +49,7 @@ def fixed_app() -> DashboardApp:
         if seq % 5 == 0:
             live.receive(encode("status", status_body(seq // 5, t_publish=received, uptime_s=312.0 + t)), received)
     live.receive([b"emotion", b'{"v": 2}'], end - 1)  # one malformed message, shown in the status
-    return DashboardApp(receiver, receive=False)
+    return DashboardApp(receiver)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

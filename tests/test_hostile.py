@@ -33,12 +33,13 @@ from hypothesis import strategies as st
 from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
 from streamemo import ModelError, StreamemoError, cli
 from streamemo.config import LIMITS, Config
-from streamemo.dashboard.feedgen import emotion_body, one_hot, status_body
 from streamemo.dashboard.state import EndpointState
 from streamemo.model import load_model, model_paths
 from streamemo.protocol import ProtocolError, decode, encode, to_json
 from streamemo.publish import Publisher
 from streamemo.security import check_exposure
+
+from feedgen import StillReceiver, emotion_body, emotion_message, one_hot, status_body  # tests/feedgen.py
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -450,7 +451,7 @@ def test_dashboard_outlives_hostile_messages(free_endpoint):
         async with app.run_test(size=(80, 24)) as pilot:
             state = app.receiver.states[0]
             deadline = time.monotonic() + 30
-            while state.malformed < len(HOSTILE_FRAMES) or state.emotion is None or state.emotion["seq"] != 9:
+            while state.malformed < len(HOSTILE_FRAMES) or state.emotion is None or state.emotion.seq != 9:
                 assert time.monotonic() < deadline, f"malformed {state.malformed}, last {state.last_error}"
                 for frames in [*HOSTILE_FRAMES, *extreme]:
                     pub.send_multipart(frames)
@@ -471,9 +472,8 @@ def test_dash_does_not_exit_0_after_a_crash():
     code 1, and `streamemo dash` passes that on instead of 0."""
     from streamemo.commands.dash import exit_status
     from streamemo.dashboard.app import DashboardApp
-    from streamemo.dashboard.receiver import Receiver
 
-    app = DashboardApp(Receiver(["tcp://127.0.0.1:1"]), receive=False)
+    app = DashboardApp(StillReceiver(["tcp://127.0.0.1:1"]))
 
     async def crash():
         async with app.run_test(size=(80, 24)) as pilot:
@@ -517,7 +517,7 @@ def test_the_endpoint_actually_bound_is_the_one_reported(bind):
         deadline = time.monotonic() + 10
         while not sub.poll(100):  # a SUB joins late: resend until one arrives
             assert time.monotonic() < deadline
-            publisher.send("emotion", emotion_body(0, one_hot("calm"), t_capture=time.time()))
+            publisher.send(emotion_message(0, one_hot("calm"), t_capture=time.time()))
         assert decode(sub.recv_multipart())[0] == "emotion"
         sub.close(linger=0)
     finally:

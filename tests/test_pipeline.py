@@ -19,7 +19,7 @@ def _published(model, signal, rate, chunk, config=PipelineConfig()):
     for start in range(0, len(signal), chunk):
         out += processor.process(Chunk(signal[start : start + chunk], 0.0))
     out += processor.finish()
-    return [body for _, body in out]
+    return [message.to_body() for _, message in out]
 
 
 @pytest.fixture(scope="module")

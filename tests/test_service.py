@@ -9,8 +9,11 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -235,10 +238,12 @@ def test_ready_status_watchdog_reload_and_stopping(notify, random_model, other_m
 
 
 def test_stalled_pipeline_stops_the_watchdog(notify, random_model, long_wav, free_endpoint):
-    """`--debug-stall-after` hangs the processing loop itself; the process lives on, but the
-    WATCHDOG pings stop, which is what makes systemd restart a hung daemon."""
-    proc = _daemon("--source", str(long_wav), "--model", str(random_model), "--bind", free_endpoint,
-                   "--debug-stall-after", "2", env=notify.env())
+    """An input whose read() hangs (tests/stalling_daemon.py) hangs the processing loop itself;
+    the process lives on, but the WATCHDOG pings stop, which is what makes systemd restart a
+    hung daemon."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("stalling_daemon.py")), "2",
+                             "--source", str(long_wav), "--model", str(random_model), "--bind", free_endpoint],
+                            env=notify.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     quiet = 3 * WATCHDOG_USEC / 1e6  # six missed pings
     try:
         t_ready, _ = notify.wait("READY", proc=proc)

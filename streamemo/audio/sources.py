@@ -130,7 +130,6 @@ class MicSource:
             self.stream.start()
         except sd.PortAudioError as e:
             raise StreamemoError(f"cannot open input device {self.device!r}: {e}") from None
-        self.state = "running"
 
     def _callback(self, indata, frames, time_info, status) -> None:
         # Runs on PortAudio's thread: copy and count only. No allocation beyond a tuple, no lock
@@ -170,7 +169,6 @@ class MicSource:
     def _check_alive(self) -> None:
         silent_for = time.monotonic() - self._last_callback
         if not self.stream.active or silent_for > max(2.0, 20 * self.block_s):
-            self.state = "lost"
             raise DeviceLost(f"input device {self.device!r} stopped delivering audio ({silent_for:.1f} s without a block)")
 
     def close(self) -> None:
@@ -224,7 +222,6 @@ class FileSource:
         self.block = max(1, int((block_s if realtime else 1.0) * self.rate))
         self.position = 0
         self.overflows = self.dropped = 0
-        self.state = "running"
         self._t0 = time.time()
         self._mono0 = time.monotonic()
 
@@ -236,7 +233,6 @@ class FileSource:
         except sf.LibsndfileError as e:
             raise StreamemoError(f"cannot read audio file {self.name}: {e.error_string}") from None
         if len(data) == 0:
-            self.state = "ended"
             raise EndOfStream
         self.position += len(data)
         samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
@@ -267,7 +263,6 @@ class StdinSource:
         self.block_bytes = max(1, int(block_s * rate)) * channels * 2
         self._pending = b""
         self.overflows = self.dropped = 0
-        self.state = "running"
 
     def read(self, timeout: float, want: int = 1) -> Chunk | None:
         ready, _, _ = select.select([self.fd], [], [], timeout)
@@ -275,7 +270,6 @@ class StdinSource:
             return None
         data = os.read(self.fd, self.block_bytes)
         if not data:
-            self.state = "ended"
             raise EndOfStream
         data = self._pending + data
         frame_bytes = 2 * self.channels

@@ -10,6 +10,7 @@ another: speaker adaptation carries from each file to the next, as it would live
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 
@@ -47,6 +48,7 @@ def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
         source.close()
     probs = file_probabilities([e for e, _ in results])
     labels = processor.labels
+    printed = time.time()  # this command's "publishing" is writing the windows out, all at once
     return {
         "file": path,
         "label": None if probs is None else labels[int(np.argmax(probs))],
@@ -54,7 +56,7 @@ def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
         "labels": labels,
         "duration_s": round(source.position / source.rate, 3),
         "repaired_samples": processor.repaired,  # NaN, infinite or far past full scale: silenced or clipped
-        "windows": [body for _, body in results],
+        "windows": [message.to_body(printed) for _, message in results],
     }
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import signal
 
@@ -13,9 +12,6 @@ from streamemo.commands._options import add_config_arguments, add_security_argum
 def configure(parser) -> None:
     add_config_arguments(parser)
     add_security_arguments(parser)
-    # Test hook, hidden from --help: hang the processing loop after S seconds, as a deadlocked
-    # pipeline would, so tests can watch the systemd watchdog pings stop. Never for production.
-    parser.add_argument("--debug-stall-after", type=float, metavar="S", help=argparse.SUPPRESS)
 
 
 def main(args) -> int:
@@ -38,8 +34,7 @@ def main(args) -> int:
     from streamemo.daemon import Daemon
 
     # On SIGHUP the daemon calls this again: the config file re-read, the flags re-applied.
-    daemon = Daemon(config, reload_config=lambda: config_from_args(args), signals=signals,
-                    stall_after_s=args.debug_stall_after, curve=curve)
+    daemon = Daemon(config, reload_config=lambda: config_from_args(args), signals=signals, curve=curve)
     wait = config.publish.wait_subscriber_s
     if wait > 0 and not daemon.publisher.wait_for_subscriber(wait):
         logging.getLogger("streamemo.daemon").warning("no subscriber within %.1f s; starting anyway", wait)

@@ -91,22 +91,16 @@ class DashboardApp(App[None]):
     daemon_problem: reactive[str] = reactive("")  # a started daemon that exited, and why
     daemon_starting: reactive[bool] = reactive(False)  # a started daemon not heard from yet
 
-    def __init__(self, receiver: Receiver, *, receive: bool = True, child=None,
-                 on_exit_signal: Callable[[int], None] | None = None,
-                 on_frame: Callable[[list[EndpointView]], None] | None = None):
-        """`receive=False` shows the receiver's states without starting its thread: the
-        snapshot tests fill the states themselves. `child` is a DaemonChild to watch.
-        `on_exit_signal(signum)`: given, SIGTERM and SIGHUP (terminal closed, tmux pane
-        killed) call it and then quit the app the normal way. `on_frame(views)` is called
-        after every redraw (the load benchmark measures with it)."""
+    def __init__(self, receiver: Receiver, *, child=None, on_exit_signal: Callable[[int], None] | None = None):
+        """`receiver` runs on a worker thread and holds the endpoints' states (`Receiver`, or
+        anything with its methods). `child` is a DaemonChild to watch. `on_exit_signal(signum)`:
+        given, SIGTERM and SIGHUP (terminal closed, tmux pane killed) call it and then quit
+        the app the normal way."""
         super().__init__()
         self.on_exit_signal = on_exit_signal
         self.receiver = receiver
-        self.receive = receive
         self.child = child
         self.views: list[EndpointView] = []
-        self.frames_drawn = 0
-        self.on_frame = on_frame
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than queried: App.query_one looks at the *active*
@@ -136,8 +130,7 @@ class DashboardApp(App[None]):
             loop = asyncio.get_running_loop()
             for signum in (signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(signum, self.exit_on_signal, signum)
-        if self.receive:
-            self.receive_feed()
+        self.receive_feed()
         if self.child is not None:
             self.check_child()
             self.set_interval(0.5, self.check_child)
@@ -165,9 +158,6 @@ class DashboardApp(App[None]):
         self.endpoint_bar.views = tuple(self.views)
         if not self.paused:
             self.show(self.views[self.selected])
-        self.frames_drawn += 1
-        if self.on_frame is not None:
-            self.on_frame(self.views)
 
     def show(self, view: EndpointView) -> None:
         for panel in self.panels:

@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from streamemo import EMOTIONS
-from streamemo.protocol import ProtocolError, decode
+from streamemo.protocol import EmotionMessage, ProtocolError, StatusMessage, decode_message
 
 STALE_AFTER_S = 2.0  # no message for this long while connected: the daemon is stuck or gone
 TIMELINE_S = 60.0
@@ -49,7 +49,7 @@ class EndpointView:
     level_db: float | None = None
     seq: int | None = None
     received_at: float | None = None  # when the latest emotion message arrived here
-    status: dict | None = None  # the latest status body, as received
+    status: StatusMessage | None = None  # the latest status, as received
     message_rate: float = 0.0  # emotion messages per second, measured here
     latency_ms: float | None = None  # t_capture -> receipt of the latest emotion message
     latency_p50_ms: float | None = None
@@ -68,8 +68,8 @@ class EndpointState:
         self.refused: str | None = None  # why the last handshake failed, until one succeeds
         self.connected_at: float | None = None
         self.last_message_at: float | None = None
-        self.emotion: dict | None = None
-        self.status: dict | None = None
+        self.emotion: EmotionMessage | None = None
+        self.status: StatusMessage | None = None
         self.malformed = 0
         self.last_error: str | None = None
         self.seq_gaps = 0
@@ -94,7 +94,7 @@ class EndpointState:
     def receive(self, frames: list[bytes], now: float) -> bool:
         """Applies one message as it came off the socket; False (and counted) when malformed."""
         try:
-            topic, body = decode(frames)  # the protocol guarantees finite numbers, string labels
+            message = decode_message(frames)  # the protocol guarantees finite numbers, string labels
         except ProtocolError as e:
             self.malformed += 1
             self.last_error = str(e)
@@ -102,25 +102,25 @@ class EndpointState:
         # A message proves the connection even if the monitor event has not been seen yet.
         self.set_connected(True, now)
         self.last_message_at = now
-        if topic == "status":
-            self.status = body
+        if isinstance(message, StatusMessage):
+            self.status = message
         else:
-            self._apply_emotion(body, now)
+            self._apply_emotion(message, now)
         return True
 
-    def _apply_emotion(self, body: dict, now: float) -> None:
+    def _apply_emotion(self, message: EmotionMessage, now: float) -> None:
         previous = self.emotion
-        if previous is not None and body["seq"] > previous["seq"] + 1:
-            self.seq_gaps += body["seq"] - previous["seq"] - 1
-        if previous is not None and previous["labels"] != body["labels"]:
+        if previous is not None and message.seq > previous.seq + 1:
+            self.seq_gaps += message.seq - previous.seq - 1
+        if previous is not None and previous.labels != message.labels:
             self._slots.clear()  # a daemon restarted with another model: old rows mean other labels
-        self.emotion = body
+        self.emotion = message
         self._arrivals.append(now)
-        self._latencies.append((now - body["t_capture"]) * 1000.0)
-        if not body["voiced"]:
+        self._latencies.append((now - message.t_capture) * 1000.0)
+        if not message.voiced:
             value = SILENCE
-        elif body["probs"] is not None:
-            value = tuple(body["probs"])
+        elif message.probs is not None:
+            value = message.probs
         else:
             value = None
         slot = math.floor(now / SLOT_S)
@@ -154,16 +154,16 @@ class EndpointState:
         return EndpointView(
             endpoint=self.endpoint,
             connection=self.connection(now),
-            labels=tuple(e["labels"]) if e else EMOTIONS,
-            probs=tuple(e["probs"]) if e and e["probs"] is not None else None,
-            raw=tuple(e["raw"]) if e and e["raw"] is not None else None,
-            top=e["top"] if e else None,
-            confidence=e["confidence"] if e else None,
-            voiced=bool(e and e["voiced"]),
-            level_db=e["level_db"] if e else None,
-            seq=e["seq"] if e else None,
+            labels=e.labels if e else EMOTIONS,
+            probs=e.probs if e else None,
+            raw=e.raw if e else None,
+            top=e.top if e else None,
+            confidence=e.confidence if e else None,
+            voiced=bool(e and e.voiced),
+            level_db=e.level_db if e else None,
+            seq=e.seq if e else None,
             received_at=self._arrivals[-1] if self._arrivals else None,
-            status=dict(self.status) if self.status else None,
+            status=self.status,  # frozen: safe to share across threads
             message_rate=rate,
             latency_ms=self._latencies[-1] if self._latencies else None,
             latency_p50_ms=statistics.median(self._latencies) if self._latencies else None,

@@ -79,7 +79,7 @@ class EndpointBar(EmotionWidget):
             name = view.endpoint.removeprefix("tcp://")
             entry = Text.assemble((f" {CONNECTION_MARKS[view.connection]} ", state), f"{name} ",
                                   (view.connection, state))
-            input_state = view.status["input_state"] if view.status else None
+            input_state = view.status.input_state if view.status else None
             if view.connection == LIVE and input_state not in (None, "running"):
                 # Messages flow but the microphone does not: say so where it is seen first.
                 entry.append(f" · input {input_state}", self.get_component_rich_style("connection--stale"))
@@ -264,18 +264,18 @@ class StatusPanel(Widget):
         if s is None:
             rows.append(("daemon", Text("no status yet", key)))
         else:
-            state_style = good if s["input_state"] == "running" else bad
+            state_style = good if s.input_state == "running" else bad
             rows += [
-                ("device", Text.assemble(s["device"], " ", (s["input_state"], state_style))),
-                ("rate", f"{s['sample_rate']} → {s['model_rate']} Hz · {s['compute']}"),
-                ("model", s["model"]),
-                ("uptime", _duration(s["uptime_s"])),
-                ("overflows", Text(f"{s['overflows']} ({s['dropped_samples']} samples lost)",
-                                   bad if s["overflows"] else "")),
-                ("process", f"p50 {_ms(s['proc_ms_p50'])} · p99 {_ms(s['proc_ms_p99'])}"),
+                ("device", Text.assemble(s.device, " ", (s.input_state, state_style))),
+                ("rate", f"{s.sample_rate} → {s.model_rate} Hz · {s.compute}"),
+                ("model", s.model),
+                ("uptime", _duration(s.uptime_s)),
+                ("overflows", Text(f"{s.overflows} ({s.dropped_samples} samples lost)",
+                                   bad if s.overflows else "")),
+                ("process", f"p50 {_ms(s.proc_ms_p50)} · p99 {_ms(s.proc_ms_p99)}"),
             ]
         if view is not None:
-            expected = f" of {1 / s['hop_s']:.1f}" if s and s["hop_s"] > 0 else ""
+            expected = f" of {1 / s.hop_s:.1f}" if s and s.hop_s > 0 else ""
             gaps = Text(f" · {view.seq_gaps} lost", bad) if view.seq_gaps else ""
             rows.append(("messages", Text.assemble(f"{view.message_rate:.1f}/s{expected}", gaps)))
             rows.append(("latency", f"{_ms(view.latency_ms)} · p50 {_ms(view.latency_p50_ms)}"))
@@ -283,12 +283,12 @@ class StatusPanel(Widget):
                 rows.append(("malformed", Text(f"{view.malformed}: {view.last_error}", bad)))
             else:
                 rows.append(("malformed", "0"))
-            if s is not None and s["message"]:
-                rows.append(("daemon", s["message"]))
+            if s is not None and s.message:
+                rows.append(("daemon", s.message))
             # Below the fold at 80x24, shown when the panel is taller.
             if s is not None:
-                rows.append(("source", s["source"]))
-                adapted = s.get("adapted_s")
+                rows.append(("source", s.source))
+                adapted = s.adapted_s
                 rows.append(("speaker", "no adaptation" if adapted is None else f"adapted on {adapted:.0f} s of voice"))
             if view.seq is not None:
                 rows.append(("last seq", str(view.seq)))

@@ -1,4 +1,4 @@
-"""Source chunks in, `emotion` message bodies out: resampling + pipeline + message fields.
+"""Source chunks in, `emotion` messages out: resampling + pipeline + message fields.
 
 The daemon publishes what this produces and `streamemo classify` prints it, so a file
 gives the same messages either way (only the wall-clock timestamps differ).
@@ -12,7 +12,7 @@ import numpy as np
 
 from streamemo.audio.resample import StreamResampler
 from streamemo.audio.sources import Chunk
-from streamemo.protocol import SCHEMA_VERSION, rounded
+from streamemo.protocol import EmotionMessage, rounded
 from streamemo.stream.pipeline import Estimate, Pipeline
 
 # Float files may go a little past full scale; far beyond it is not sound but corruption, and
@@ -26,14 +26,31 @@ class Processor:
         self.pipeline = pipeline
         self.resampler = StreamResampler(source_rate, pipeline.rate)
         self.source_name = source_name
-        self.labels = list(pipeline.model.labels)
-        self.model_id = pipeline.model.id
         self.seq = 0
         self.samples_in = 0  # at the source's rate
         self.repaired = 0  # source samples that were not finite or beyond MAX_SAMPLE
         self.proc_ms: list[float] = []  # per-hop processing times not yet collected by the caller
 
-    def process(self, chunk: Chunk) -> list[tuple[Estimate, dict]]:
+    def reset(self, source_rate: int, pipeline: Pipeline | None = None) -> None:
+        """A new stream after a gap in the audio (an input reopened, perhaps at another rate), or
+        into another `pipeline` (a reload that changes the windowing): the windowing starts
+        afresh, but sequence numbers and the repaired count go on, so a subscriber sees one
+        stream from one publisher."""
+        self.pipeline = pipeline or self.pipeline
+        self.pipeline.reset()
+        self.resampler = StreamResampler(source_rate, self.pipeline.rate)
+        self.samples_in = 0
+
+    @property
+    def source_rate(self) -> int:
+        return self.resampler.in_rate
+
+    @property
+    def labels(self) -> list[str]:
+        # Read from the running model each time: a reload may swap it under the same pipeline.
+        return list(self.pipeline.model.labels)
+
+    def process(self, chunk: Chunk) -> list[tuple[Estimate, EmotionMessage]]:
         samples = chunk.samples
         self.samples_in += len(samples)
         bad = ~(np.abs(samples) <= MAX_SAMPLE)  # NaN compares false: bad too
@@ -52,11 +69,11 @@ class Processor:
         needed = self.pipeline.samples_to_next_window * self.resampler.in_rate
         return -(-needed // self.pipeline.rate)  # rounded up: integer ceiling division
 
-    def finish(self) -> list[tuple[Estimate, dict]]:
+    def finish(self) -> list[tuple[Estimate, EmotionMessage]]:
         """End of stream: drains the resampler and lets a short stream have its one window."""
         return self._run(self.resampler(np.zeros(0, np.float32), last=True), time.time(), flush=True)
 
-    def _run(self, samples: np.ndarray, t_end: float, flush: bool) -> list[tuple[Estimate, dict]]:
+    def _run(self, samples: np.ndarray, t_end: float, flush: bool) -> list[tuple[Estimate, EmotionMessage]]:
         start = time.perf_counter()
         estimates = self.pipeline.feed(samples, t_end)
         if flush:
@@ -64,24 +81,24 @@ class Processor:
         if estimates:
             per_hop = (time.perf_counter() - start) * 1000.0 / len(estimates)
             self.proc_ms.extend([per_hop] * len(estimates))
-        return [(e, self._body(e)) for e in estimates]
+        return [(e, self._message(e)) for e in estimates]
 
-    def _body(self, e: Estimate) -> dict:
-        body = {
-            "v": SCHEMA_VERSION,
-            "seq": self.seq,
-            "t_capture": e.t_capture if e.t_capture is not None else time.time(),
-            "t_publish": 0.0,  # stamped by the publisher's caller right before sending
-            "t_audio": round(e.t_audio, 6),
-            "labels": self.labels,
-            "probs": rounded(e.smoothed),
-            "raw": rounded(e.raw),
-            "top": None if e.top is None else self.labels[e.top],
-            "confidence": None if e.top is None else round(float(e.smoothed[e.top]), 5),
-            "voiced": e.voiced,
-            "level_db": round(max(e.level_db, -120.0), 2),
-            "source": self.source_name,
-            "model": self.model_id,
-        }
+    def _message(self, e: Estimate) -> EmotionMessage:
+        model = self.pipeline.model
+        probs, raw = rounded(e.smoothed), rounded(e.raw)
+        message = EmotionMessage(
+            seq=self.seq,
+            t_capture=e.t_capture if e.t_capture is not None else time.time(),
+            t_audio=round(e.t_audio, 6),
+            labels=tuple(model.labels),
+            probs=None if probs is None else tuple(probs),
+            raw=None if raw is None else tuple(raw),
+            top=None if e.top is None else model.labels[e.top],
+            confidence=None if e.top is None else round(float(e.smoothed[e.top]), 5),
+            voiced=e.voiced,
+            level_db=round(max(e.level_db, -120.0), 2),
+            source=self.source_name,
+            model=model.id,
+        )
         self.seq += 1
-        return body
+        return message

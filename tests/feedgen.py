@@ -1,8 +1,10 @@
 """Scripted daemon messages: for the dashboard's tests, its benchmark, and for looking at it
-without a microphone (`python -m streamemo.dashboard.feedgen tcp://127.0.0.1:5556`).
+without a microphone (`.venv/bin/python tests/feedgen.py tcp://127.0.0.1:5556`).
 
-The bodies are exactly what `protocol.encode` accepts, so a feed sent through a real
-`Publisher` exercises the same path as the daemon's.
+The bodies are exactly what `protocol.encode` accepts (as dicts, so a test can spoil them;
+as typed messages, `*_message`, to send), so a feed sent through a real `Publisher`
+exercises the same path as the daemon's. `StillReceiver` is a dashboard receiver that
+receives nothing: a test fills its states itself.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import math
 import time
 
 from streamemo import EMOTIONS
+from streamemo.dashboard.receiver import Receiver
+from streamemo.protocol import SCHEMA_VERSION, EmotionMessage, StatusMessage
 
 MODEL = "test@0123456789ab"
 
@@ -68,6 +72,22 @@ def status_body(seq: int, *, t_publish: float, uptime_s: float = 12.0, message: 
     }
 
 
+def emotion_message(*args, **kwargs) -> EmotionMessage:
+    return EmotionMessage.from_body({"v": SCHEMA_VERSION, **emotion_body(*args, **kwargs)})
+
+
+def status_message(*args, **kwargs) -> StatusMessage:
+    return StatusMessage.from_body({"v": SCHEMA_VERSION, **status_body(*args, **kwargs)})
+
+
+class StillReceiver(Receiver):
+    """A dashboard receiver without sockets: the app starts it as always, and it returns at
+    once, leaving the states to the test (fixed times, a frozen clock: deterministic screens)."""
+
+    def run(self, notify, cancelled=lambda: False) -> None:
+        pass
+
+
 def wandering(t: float, labels=EMOTIONS) -> list[float]:
     """Smoothly drifting probabilities: each emotion takes a turn at the top."""
     weights = [math.exp(3.0 * math.cos(t / 4.0 - 2 * math.pi * i / len(labels))) for i in range(len(labels))]
@@ -93,10 +113,10 @@ def main() -> None:
             voiced = (t % 12.0) < 9.0  # 9 s of speech, 3 s of silence
             probs = wandering(t)
             raw = [max(0.0, p + 0.08 * math.sin(7 * t + i)) for i, p in enumerate(probs)]
-            publisher.send("emotion", emotion_body(seq, probs, raw=raw, voiced=voiced, t_capture=now - 0.03,
-                                                   level_db=-18 - 6 * math.sin(t) if voiced else -55.0))
+            publisher.send(emotion_message(seq, probs, raw=raw, voiced=voiced, t_capture=now - 0.03,
+                                           level_db=-18 - 6 * math.sin(t) if voiced else -55.0))
             if seq % max(1, round(args.rate)) == 0:
-                publisher.send("status", status_body(seq, t_publish=now, uptime_s=t, hop_s=1 / args.rate))
+                publisher.send(status_message(seq, t_publish=now, uptime_s=t, hop_s=1 / args.rate))
             seq += 1
             time.sleep(max(0.0, start + seq / args.rate - time.time()))
     except KeyboardInterrupt:
