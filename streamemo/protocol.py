@@ -33,6 +33,10 @@ EMOTION_FIELDS = {
     "raw": (list, None),  # this window's probabilities; null when unvoiced (not classified)
     "top": (str, None),  # top label after hysteresis; null when unvoiced
     "confidence": (*_NUMBER, None),  # smoothed probability of `top`
+    # -1 ... +1, derived from the smoothed probabilities with published places for each
+    # emotion (streamemo/dimensions.py: Russell & Mehrabian 1977); null when unvoiced
+    "arousal": (*_NUMBER, None),
+    "valence": (*_NUMBER, None),
     "voiced": bool,
     "level_db": _NUMBER,  # input level over the last hop, dBFS
     "source": str,
@@ -64,7 +68,7 @@ STATUS_FIELDS = {
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}
 # Fields added within schema version 1: a reader accepts messages from daemons that predate them.
-OPTIONAL = {"status": {"adapted_s", "repaired_samples"}}
+OPTIONAL = {"status": {"adapted_s", "repaired_samples"}, "emotion": {"arousal", "valence"}}
 
 # A real message is under a kilobyte and three levels deep. These bounds turn a hostile or
 # broken publisher's body (a megabyte of "[", a million labels) into one counted error
@@ -125,6 +129,8 @@ class EmotionMessage(_Message):
     level_db: float
     source: str
     model: str
+    arousal: float | None = None  # optional within version 1 (OPTIONAL): older daemons lack these
+    valence: float | None = None
     t_publish: float | None = None  # None until sent: the sender stamps it (to_body)
 
 

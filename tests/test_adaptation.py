@@ -156,18 +156,26 @@ def test_status_from_a_daemon_without_adapted_s_still_decodes():
     assert "adapted_s" not in decode(encode("status", body))[1]
 
 
-def test_classify_treats_files_as_one_session_unless_asked(random_model, speech_wav):
-    def labels_probs(*extra):
+def test_classify_treats_each_file_as_its_own_speaker_unless_asked(random_model, speech_wav, tmp_path):
+    def labels_probs(*extra, files=(speech_wav, speech_wav)):
         out = subprocess.run([*STREAMEMO, "classify", "--model", str(random_model), "--json", *extra,
-                              str(speech_wav), str(speech_wav)], capture_output=True, text=True, timeout=120)
+                              *map(str, files)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
         return [json.loads(line)["probs"] for line in out.stdout.splitlines()]
 
     first, second = labels_probs()
-    assert not np.allclose(first, second, atol=1e-4)  # the second time, adapted to the voice
-    first_alone, second_alone = labels_probs("--each-file-alone")
-    np.testing.assert_allclose(first_alone, second_alone, atol=1e-6)
-    np.testing.assert_allclose(first_alone, first, atol=1e-6)
+    np.testing.assert_allclose(first, second, atol=1e-6)  # the default: each file afresh
+    np.testing.assert_allclose(labels_probs("--each-file-alone"), [first, first], atol=1e-6)  # the old flag
+    first_session, second_session = labels_probs("--same-speaker")
+    np.testing.assert_allclose(first_session, first, atol=1e-6)
+    assert not np.allclose(first_session, second_session, atol=1e-4)  # the second time, adapted to the voice
+    # A list with a speaker column: rows of one speaker are one session, in order.
+    listing = tmp_path / "files.csv"
+    listing.write_text(f"path,speaker\n{speech_wav},ann\n{speech_wav},bob\n{speech_wav},ann\n")
+    ann1, ann2, bob = labels_probs("--list", str(listing), files=())
+    np.testing.assert_allclose(ann1, first, atol=1e-6)
+    np.testing.assert_allclose(ann2, second_session, atol=1e-6)
+    np.testing.assert_allclose(bob, first, atol=1e-6)
 
 
 def load_16k(path):

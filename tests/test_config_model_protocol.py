@@ -150,7 +150,8 @@ def test_loading_never_unpickles(saved):
 
 def _emotion(**overrides):
     body = dict(seq=1, t_capture=1.0, t_publish=1.01, t_audio=2.0, labels=["a", "b"], probs=[0.3, 0.7],
-                raw=[0.2, 0.8], top="b", confidence=0.7, voiced=True, level_db=-20.0, source="x", model="m@0")
+                raw=[0.2, 0.8], top="b", confidence=0.7, arousal=None, valence=None, voiced=True, level_db=-20.0,
+                source="x", model="m@0")  # labels a, b have no places: no arousal or valence
     body.update(overrides)
     return body
 
@@ -176,6 +177,9 @@ def test_typed_messages_keep_the_wire_body_and_refuse_a_bad_one():
         EmotionMessage.from_body({k: v for k, v in body.items() if k != "voiced"})
     with pytest.raises(ProtocolError, match="wrong type"):  # an unsent message has no t_publish
         encode("emotion", dataclasses.replace(message, t_publish=None).to_body())
+    # A daemon older than arousal and valence: its body still reads, the two as None.
+    old = {k: v for k, v in body.items() if k not in ("arousal", "valence")}
+    assert EmotionMessage.from_body(old).arousal is None
 
 
 @pytest.mark.parametrize("frames, message", [

@@ -101,7 +101,7 @@ def test_trained_model_gives_classify_the_evaluations_label(tmp_path):
     assert voiced, "expected at least one voiced clip among the test clips"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-m", "streamemo", "classify", "--model", str(tmp_path / "acc6"), "--json",
-                          *[s.path for s in voiced]], env=env, capture_output=True, text=True, timeout=120)
+                          "--same-speaker", *[s.path for s in voiced]], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     printed = [json.loads(line)["label"] for line in out.stdout.splitlines() if line.startswith("{")]
     assert printed == [s.predicted for s in voiced]

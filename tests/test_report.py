@@ -6,21 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 
-import numpy as np
 import pytest
 
 from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
-from streamemo.dimensions import PLACES, arousal_valence
-
-
-def test_derived_arousal_and_valence_follow_the_published_places():
-    labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
-    assert arousal_valence(labels, np.eye(8)[4]) == PLACES["angry"][::-1]  # (arousal, valence)
-    angry, sad = arousal_valence(labels, np.eye(8)[4]), arousal_valence(labels, np.eye(8)[3])
-    assert angry[0] > 0.5 and sad[0] < 0 and sad[1] < 0
-    # A user's own class has no place: the rest is renormalised; nothing known gives None.
-    assert arousal_valence(["sad", "sarcastic"], [0.5, 0.5]) == arousal_valence(["sad"], [1.0])
-    assert arousal_valence(["sarcastic"], [1.0]) is None and arousal_valence(labels, None) is None
 
 
 def test_a_recorded_session_becomes_a_timeline_and_a_summary(tone_and_silence_wav, free_endpoint, tmp_path):
@@ -32,6 +20,8 @@ def test_a_recorded_session_becomes_a_timeline_and_a_summary(tone_and_silence_wa
     assert code == 0, err
     emotions = [body for topic, body in messages if topic == "emotion"]
     assert any(m["voiced"] for m in emotions) and not all(m["voiced"] for m in emotions)
+    # Every voiced message carries arousal and valence; an unvoiced one has none (nothing heard).
+    assert all((m["arousal"] is not None) == m["voiced"] == (m["valence"] is not None) for m in emotions)
     recording = tmp_path / "session.jsonl"
     lines = [json.dumps({"topic": topic, **body}) for topic, body in messages]
     # As a kill mid-write would leave it: the last line cut short.

@@ -1,16 +1,23 @@
 """streamemo classify: score files offline, through exactly the daemon's processing.
 
 Prints each window's top label (the same messages `run --source FILE --no-realtime`
-publishes) and a whole-file label: the mean of the voiced windows' raw probabilities.
+publishes) and a whole-file label: the mean of the voiced windows' raw probabilities, with
+the arousal and valence derived from it.
 
-Several files are one session, in the order given, as if one person said them one after
-another: speaker adaptation carries from each file to the next, as it would live
-(`--each-file-alone` starts it afresh for every file)."""
+Each file is its own speaker: speaker adaptation starts afresh for every file, since a
+folder of clips is usually several people, and one voice's statistics would distort the
+next (a sad clip scored 0.60 alone and 0.28 after another voice's file). `--same-speaker`
+makes the files one person's session in the order given, adaptation carrying from each to
+the next as it would live; `--list FILE.csv` (path[,speaker] rows) makes the rows of each
+speaker one session."""
 
 from __future__ import annotations
 
+import argparse
+import csv
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -19,40 +26,58 @@ from streamemo.commands._options import add_config_arguments, config_from_args
 
 
 def configure(parser) -> None:
-    parser.add_argument("files", nargs="+", metavar="FILE", help="audio files (anything libsndfile reads)")
-    parser.add_argument("--json", action="store_true", help="one JSON object per file instead of a table")
-    parser.add_argument("--each-file-alone", action="store_true",
-                        help="speaker adaptation starts afresh for each file (default: the files are one "
-                             "speaker's session, in the order given)")
+    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (anything libsndfile reads)")
+    parser.add_argument("--list", type=Path, metavar="CSV",
+                        help="files to classify as CSV rows path[,speaker]: rows of one speaker are one session "
+                             "(printed together, speakers in order of first appearance)")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table",
+                        help="table (default): per-window timeline; json: one object per file with every window; "
+                             "csv: one row per file (label, confidence, arousal, valence, probabilities)")
+    parser.add_argument("--json", dest="format", action="store_const", const="json", help="same as --format json")
+    parser.add_argument("--same-speaker", action="store_true",
+                        help="the files are one speaker's session, in the order given: adaptation carries over "
+                             "(default: each file is its own speaker)")
+    # Kept so scripts written when sessions were the default still run: it is the default now.
+    parser.add_argument("--each-file-alone", action="store_true", help=argparse.SUPPRESS)
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 
 
-def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
-    """The messages the daemon would publish for `path`, and the whole-file result."""
+def classify_file(path: str, pipeline, new_speaker: bool = True, progress: bool = False) -> dict:
+    """The messages the daemon would publish for `path`, and the whole-file result.
+    `progress`: a percentage on stderr as the file is read (for long files on a terminal)."""
     from streamemo.audio.sources import EndOfStream, FileSource
     from streamemo.config import AudioConfig
+    from streamemo.dimensions import arousal_valence
     from streamemo.stream.pipeline import file_probabilities
     from streamemo.stream.processor import Processor
 
     source = FileSource(path, realtime=False, block_s=AudioConfig().block_s)
     pipeline.reset(speaker=new_speaker)
     processor = Processor(pipeline, source.rate, path)
-    results = []
+    results, total, shown = [], max(source.file.frames, 1), -1
     try:
         while True:
             results += processor.process(source.read(0))
+            if progress and (percent := 100 * source.position // total) != shown:
+                shown = percent
+                print(f"\r{Path(path).name}: {percent} %", end="", file=sys.stderr, flush=True)
     except EndOfStream:
         results += processor.finish()
     finally:
         source.close()
+        if progress and shown >= 0:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # the line goes once the file is done
     probs = file_probabilities([e for e, _ in results])
     labels = processor.labels
     printed = time.time()  # this command's "publishing" is writing the windows out, all at once
+    dims = arousal_valence(labels, probs)
     return {
         "file": path,
         "label": None if probs is None else labels[int(np.argmax(probs))],
         "probs": None if probs is None else [round(float(p), 5) for p in probs],
+        "arousal": None if dims is None else dims[0],
+        "valence": None if dims is None else dims[1],
         "labels": labels,
         "duration_s": round(source.position / source.rate, 3),
         "repaired_samples": processor.repaired,  # NaN, infinite or far past full scale: silenced or clipped
@@ -60,11 +85,37 @@ def classify_file(path: str, pipeline, new_speaker: bool = False) -> dict:
     }
 
 
+def sessions(args) -> list[tuple[str, bool]]:
+    """(file, whether speaker adaptation starts afresh for it), in the order to score them."""
+    if args.list is None:
+        if not args.files:
+            raise StreamemoError("no files: give FILE… or --list CSV", 2)
+        return [(f, args.same_speaker is False or i == 0) for i, f in enumerate(args.files)]
+    if args.files:
+        raise StreamemoError("give files either as arguments or in --list, not both", 2)
+    try:
+        with open(args.list, newline="", encoding="utf-8") as f:
+            rows = [row for row in csv.reader(f) if row and row[0].strip() and not row[0].startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        raise StreamemoError(f"--list {args.list}: cannot read it ({e}); give a CSV of path[,speaker] rows", 2) from None
+    if rows and rows[0][0].strip().lower() in ("path", "file"):
+        rows = rows[1:]  # a header row
+    base = args.list.parent
+    by_speaker: dict[str, list[str]] = {}
+    for i, row in enumerate(rows):
+        path = row[0].strip() if Path(row[0].strip()).is_absolute() else str(base / row[0].strip())
+        # No speaker column: each row its own speaker (unless --same-speaker: all one).
+        speaker = row[1].strip() if len(row) > 1 and row[1].strip() else ("all" if args.same_speaker else f"#{i}")
+        by_speaker.setdefault(speaker, []).append(path)
+    return [(path, j == 0) for paths in by_speaker.values() for j, path in enumerate(paths)]
+
+
 def main(args) -> int:
     config = config_from_args(args)
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
+    work = sessions(args)
     from streamemo.features import pick_device
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
@@ -75,20 +126,36 @@ def main(args) -> int:
     device = pick_device(config.pipeline.device)
     pipeline = Pipeline(load_model(config.model.path, device), config.pipeline, device)
     failures = 0
-    for path in args.files:
+    writer = None
+    for path, new_speaker in work:
         try:
-            result = classify_file(path, pipeline, new_speaker=args.each_file_alone)
+            result = classify_file(path, pipeline, new_speaker=new_speaker, progress=sys.stderr.isatty())
         except StreamemoError as e:
             print(f"streamemo classify: error: {e}", file=sys.stderr)
             failures += 1
             continue
-        if args.json:
+        if args.format == "json":
             from streamemo.protocol import to_json
 
             print(to_json(result))
+        elif args.format == "csv":
+            if writer is None:
+                writer = csv.writer(sys.stdout)
+                writer.writerow(["file", "duration_s", "label", "confidence", "arousal", "valence", "voiced_windows",
+                                 *result["labels"]])
+            writer.writerow(_csv_row(result))
+            sys.stdout.flush()
         else:
             _print_table(result)
     return 1 if failures else 0
+
+
+def _csv_row(result: dict) -> list:
+    probs = result["probs"] or [""] * len(result["labels"])
+    return [result["file"], result["duration_s"], result["label"] or "",
+            "" if result["probs"] is None else max(result["probs"]),
+            "" if result["arousal"] is None else result["arousal"], "" if result["valence"] is None else result["valence"],
+            sum(w["voiced"] for w in result["windows"]), *probs]
 
 
 def _print_table(result: dict) -> None:
@@ -105,5 +172,7 @@ def _print_table(result: dict) -> None:
         print("  whole file: no voiced window (silence or too quiet; see --vad-threshold)")
     else:
         best = max(result["probs"])
-        print(f"  whole file: {result['label']} ({best:.2f})")
+        dims = "" if result["arousal"] is None else \
+            f"; arousal {result['arousal']:+.2f}, valence {result['valence']:+.2f}"
+        print(f"  whole file: {result['label']} ({best:.2f}){dims}")
     print()

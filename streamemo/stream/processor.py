@@ -12,6 +12,7 @@ import numpy as np
 
 from streamemo.audio.resample import StreamResampler
 from streamemo.audio.sources import Chunk
+from streamemo.dimensions import arousal_valence
 from streamemo.protocol import EmotionMessage, rounded
 from streamemo.stream.pipeline import Estimate, Pipeline
 
@@ -86,6 +87,7 @@ class Processor:
     def _message(self, e: Estimate) -> EmotionMessage:
         model = self.pipeline.model
         probs, raw = rounded(e.smoothed), rounded(e.raw)
+        dims = None if e.top is None else arousal_valence(model.labels, e.smoothed)
         message = EmotionMessage(
             seq=self.seq,
             t_capture=e.t_capture if e.t_capture is not None else time.time(),
@@ -95,6 +97,8 @@ class Processor:
             raw=None if raw is None else tuple(raw),
             top=None if e.top is None else model.labels[e.top],
             confidence=None if e.top is None else round(float(e.smoothed[e.top]), 5),
+            arousal=None if dims is None else dims[0],
+            valence=None if dims is None else dims[1],
             voiced=e.voiced,
             level_db=round(max(e.level_db, -120.0), 2),
             source=self.source_name,
