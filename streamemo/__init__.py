@@ -20,3 +20,12 @@ class StreamemoError(Exception):
 
 class ModelError(StreamemoError):
     """A model file (weights or card) that cannot be used."""
+
+
+def __getattr__(name: str):
+    # `from streamemo import Client` without importing pyzmq for everyone who imports the package.
+    if name == "Client":
+        from streamemo.client import Client
+
+        return Client
+    raise AttributeError(f"module 'streamemo' has no attribute {name!r}")

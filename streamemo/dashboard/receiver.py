@@ -1,7 +1,8 @@
 """The dashboard's ears: one SUB socket per endpoint, read on one thread, newest wins.
 
-The thread drains every socket as fast as messages come and folds each into that
-endpoint's `EndpointState` (cheap: a JSON parse and a few assignments). It never queues
+The thread drains every socket (a `streamemo.Client` each: the one way to read the wire)
+as fast as messages come and folds each into that endpoint's `EndpointState` (cheap: a
+JSON parse and a few assignments). It never queues
 messages for the UI. Instead it calls `notify()` to say "something changed", at most
 `max_rate_hz` times a second and never again until the UI has called `acknowledge()`: so
 however fast the daemon publishes, at most one notification waits in the app's queue and
@@ -22,8 +23,8 @@ from collections.abc import Callable
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from streamemo.client import Client
 from streamemo.dashboard.state import EndpointState, EndpointView
-from streamemo.protocol import TOPICS
 
 HANDSHAKE_FAILURES = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the publisher refused this dashboard's CURVE key",
@@ -38,8 +39,6 @@ POLL_MS = 100  # how often the thread wakes when nothing arrives: bounds stop an
 HEARTBEAT_S = 0.5  # redraw at least this often, so the timeline scrolls and "stale" shows up
 DRAIN_MAX = 500  # messages taken from one socket before looking at the others and the clock
 RCVHWM = 100  # if this thread ever falls behind, ZeroMQ drops rather than buffers a backlog
-RECONNECT_IVL_MS = 250  # first retry soon after the daemon comes back …
-RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between retries
 
 
 def check_endpoint(endpoint: str) -> None:
@@ -94,34 +93,22 @@ class Receiver:
     def run(self, notify: Callable[[], object], cancelled: Callable[[], bool] = lambda: False) -> None:
         """Receives until `stop()` or `cancelled()`; sockets live and die on this thread."""
         context = zmq.Context()
-        sockets, monitors = [], []
+        clients: list[Client] = []
         poller = zmq.Poller()
         try:
             for state in self.states:
-                socket = context.socket(zmq.SUB)
-                socket.setsockopt(zmq.LINGER, 0)
-                socket.setsockopt(zmq.RCVHWM, RCVHWM)
-                socket.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL_MS)
-                socket.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX_MS)
-                for topic in TOPICS:
-                    socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-                if self.curve is not None:
-                    self.curve.secure(socket)
-                monitor = socket.get_monitor_socket(MONITORED)
-                socket.connect(state.endpoint)
-                poller.register(socket, zmq.POLLIN)
-                poller.register(monitor, zmq.POLLIN)
-                sockets.append(socket)
-                monitors.append(monitor)
-            self._loop(poller, sockets, monitors, notify, cancelled)
+                client = Client(state.endpoint, hwm=RCVHWM, context=context, curve=self.curve,
+                                monitor_events=MONITORED)
+                poller.register(client.socket, zmq.POLLIN)
+                poller.register(client.monitor, zmq.POLLIN)
+                clients.append(client)
+            self._loop(poller, clients, notify, cancelled)
         finally:
-            for socket in sockets:
-                socket.disable_monitor()
-            for s in sockets + monitors:
-                s.close(linger=0)
+            for client in clients:
+                client.close()
             context.term()
 
-    def _loop(self, poller, sockets, monitors, notify, cancelled) -> None:
+    def _loop(self, poller, clients: list[Client], notify, cancelled) -> None:
         last_notify = 0.0
         shown: list[str] = []  # connection states as last notified
         changed = True  # draw once at start
@@ -129,11 +116,11 @@ class Receiver:
             ready = dict(poller.poll(POLL_MS))
             now = self.clock()
             with self._lock:
-                for state, socket, monitor in zip(self.states, sockets, monitors):
-                    if monitor in ready:
-                        changed |= self._drain_monitor(monitor, state, now)
-                    if socket in ready:
-                        changed |= self._drain(socket, state, now)
+                for state, client in zip(self.states, clients):
+                    if client.monitor in ready:
+                        changed |= self._drain_monitor(client.monitor, state, now)
+                    if client.socket in ready:
+                        changed |= self._drain(client, state, now)
                 connections = [s.connection(now) for s in self.states]
             if connections != shown:
                 changed = True
@@ -143,17 +130,18 @@ class Receiver:
                 shown, last_notify, changed = connections, now, False
                 notify()
 
-    def _drain(self, socket, state: EndpointState, now: float) -> bool:
-        n = 0
+    def _drain(self, client: Client, state: EndpointState, now: float) -> bool:
+        n, malformed = 0, client.malformed
         while n < DRAIN_MAX:
-            try:
-                frames = socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            message = client.take()
+            if message is None:
                 break
-            state.receive(frames, now)
+            state.apply(message, now)
             n += 1
-        self.received += n
-        return n > 0
+        if client.malformed > malformed:
+            state.count_malformed(client.last_error, client.malformed - malformed)
+        self.received += n + client.malformed - malformed
+        return n > 0 or client.malformed > malformed
 
     @staticmethod
     def _drain_monitor(monitor, state: EndpointState, now: float) -> bool:
