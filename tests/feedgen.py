@@ -14,6 +14,7 @@ import math
 import time
 
 from streamemo import EMOTIONS
+from streamemo.dimensions import arousal_valence
 from streamemo.dashboard.receiver import Receiver
 from streamemo.protocol import SCHEMA_VERSION, EmotionMessage, StatusMessage
 
@@ -25,6 +26,7 @@ def emotion_body(seq: int, probs, *, raw=None, voiced: bool = True, t_capture: f
     """An emotion message whose top label is the argmax of `probs` (None when unvoiced)."""
     probs = [round(float(p), 5) for p in probs] if probs is not None else None
     top = labels[max(range(len(labels)), key=probs.__getitem__)] if voiced and probs else None
+    dims = arousal_valence(labels, probs) if top else None  # as the daemon derives them
     return {
         "seq": seq,
         "t_capture": t_capture,
@@ -35,6 +37,8 @@ def emotion_body(seq: int, probs, *, raw=None, voiced: bool = True, t_capture: f
         "raw": ([round(float(p), 5) for p in raw] if raw is not None else probs) if voiced else None,
         "top": top,
         "confidence": max(probs) if top else None,
+        "arousal": dims[0] if dims else None,
+        "valence": dims[1] if dims else None,
         "voiced": voiced,
         "level_db": level_db,
         "source": source,

@@ -45,6 +45,8 @@ class EndpointView:
     raw: tuple[float, ...] | None = None
     top: str | None = None
     confidence: float | None = None
+    arousal: float | None = None  # derived from probs (streamemo/dimensions.py); None when unvoiced
+    valence: float | None = None
     voiced: bool = False
     level_db: float | None = None
     seq: int | None = None
@@ -166,6 +168,8 @@ class EndpointState:
             raw=e.raw if e else None,
             top=e.top if e else None,
             confidence=e.confidence if e else None,
+            arousal=e.arousal if e else None,
+            valence=e.valence if e else None,
             voiced=bool(e and e.voiced),
             level_db=e.level_db if e else None,
             seq=e.seq if e else None,

@@ -136,10 +136,36 @@ class LevelMeter(EmotionWidget):
                              no_wrap=True)
 
 
+def axis_bar(value: float, width: int) -> str:
+    """-1 … +1 on `width` cells (odd) around a centre mark: "──┼██" is about +0.8."""
+    half = width // 2
+    cells = ["─"] * half + ["┼"] + ["─"] * half
+    reach = round(max(-1.0, min(1.0, value)) * half)
+    for k in range(1, abs(reach) + 1):
+        cells[half + (k if reach > 0 else -k)] = "█"
+    return "".join(cells)
+
+
 class EmotionBars(EmotionWidget):
-    """One bar per emotion: the smoothed probability, with the raw (this window's) value as ┃."""
+    """One bar per emotion: the smoothed probability, with the raw (this window's) value as ┃.
+    Arousal and valence, derived from the same probabilities, ride on the bottom frame."""
 
     LABEL_WIDTH = 11
+
+    def watch_view(self, view: EndpointView | None) -> None:
+        self.border_subtitle = self._dimensions(view)
+
+    def on_resize(self) -> None:  # the frame's width decides between bars with and without numbers
+        self.border_subtitle = self._dimensions(self.view)
+
+    def _dimensions(self, view: EndpointView | None) -> str:
+        """The bottom frame's text: two axis bars, with numbers where the frame has room."""
+        if view is None or view.arousal is None or view.valence is None:
+            return "arousal, valence: when voiced"
+        if self.size.width >= 60:
+            return (f"arousal {axis_bar(view.arousal, 9)} {view.arousal:+.2f}  "
+                    f"valence {axis_bar(view.valence, 9)} {view.valence:+.2f}")
+        return f"arousal {axis_bar(view.arousal, 7)}  valence {axis_bar(view.valence, 7)}"
 
     def render(self) -> Text:
         view = self.view
