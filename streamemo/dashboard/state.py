@@ -94,21 +94,13 @@ class EndpointState:
         self.connected = False
 
     def receive(self, frames: list[bytes], now: float) -> bool:
-        """Applies one message as it came off a socket; False (and counted) when malformed."""
+        """Applies one message as it came off the socket; False (and counted) when malformed."""
         try:
             message = decode_message(frames)  # the protocol guarantees finite numbers, string labels
         except ProtocolError as e:
-            self.count_malformed(str(e))
+            self.malformed += 1
+            self.last_error = str(e)
             return False
-        self.apply(message, now)
-        return True
-
-    def count_malformed(self, error: str, n: int = 1) -> None:
-        self.malformed += n
-        self.last_error = error
-
-    def apply(self, message: EmotionMessage | StatusMessage, now: float) -> None:
-        """Applies one decoded message (as `streamemo.Client` gives them)."""
         # A message proves the connection even if the monitor event has not been seen yet.
         self.set_connected(True, now)
         self.last_message_at = now
@@ -116,6 +108,7 @@ class EndpointState:
             self.status = message
         else:
             self._apply_emotion(message, now)
+        return True
 
     def _apply_emotion(self, message: EmotionMessage, now: float) -> None:
         previous = self.emotion
