@@ -45,6 +45,12 @@ def test_the_client_reads_typed_messages_and_survives_a_restart(random_model, to
         _, err = second.communicate(timeout=60)  # a file: it ends by itself
         assert second.returncode == 0, err
         assert len(again) == 3 and again[0].seq == 0 and client.restarts >= 1
+        time.sleep(0.5)
+        waiting = client.take()  # what the second daemon sent after those three, without blocking
+        assert isinstance(waiting, (EmotionMessage, StatusMessage))
+        while client.take() is not None:
+            pass
+        assert client.take() is None  # nothing left: None at once
     with Client(free_endpoint, timeout=0.5) as client, pytest.raises(TimeoutError, match="no message from"):
         next(iter(client))  # nobody publishes: iterating fails instead of hanging
 
