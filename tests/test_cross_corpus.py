@@ -159,6 +159,35 @@ def test_evaluation_mistakes_are_one_line_before_any_work(args, says, tmp_path):
     assert len(out.stderr.strip().splitlines()) == 1
 
 
+def test_the_card_gives_the_corpora_the_model_never_heard(two_corpora, tmp_path):
+    ravdess, emodb = two_corpora
+    model = tmp_path / "m"
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"emodb:{emodb}", "-o", str(model), "--arch-params",
+                          json.dumps(TINY), "--window", "1", "--batch-size", "8", "--quiet", "--threads", "1",
+                          "--wave-copies", "0", "--epochs", "1"], env=_env(tmp_path), capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+
+    def evaluate(test: str, report: str):
+        out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(model), "--test", test, "--degrade", "reverb",
+                              "--quiet", "--report", str(tmp_path / report)], env=_env(tmp_path),
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return tmp_path / report / "report.json"
+
+    unheard, heard = evaluate(f"ravdess:{ravdess}", "cross"), evaluate(f"emodb:{emodb}", "same")
+    card = [*STREAMEMO, "card", str(model), "--evaluation", str(unheard), "--card-md", str(tmp_path / "CARD.md")]
+    out = subprocess.run([*card, "--cross-corpus", str(heard)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "corpora it was not trained on" in out.stderr and "trained on emodb" in out.stderr
+    out = subprocess.run([*card, "--cross-corpus", str(unheard)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    cross = json.loads((tmp_path / "m.json").read_text())["cross_corpus"]
+    assert set(cross["corpora"]) == {"ravdess"} and cross["corpora"]["ravdess"]["clips"] == 24
+    assert "degraded" in cross["corpora"]["ravdess"] and cross["mean"]["ua"] == cross["corpora"]["ravdess"]["ua"]
+    md = (tmp_path / "CARD.md").read_text()
+    assert "## Across corpora: voices, languages and rooms it never heard" in md and "| ravdess |" in md
+
+
 def test_the_card_says_what_each_corpus_license_means_for_the_weights():
     from streamemo.train.licenses import LICENSES
     from streamemo.train.report import model_card_markdown

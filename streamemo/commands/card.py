@@ -10,6 +10,9 @@ def configure(parser) -> None:
     parser.add_argument("model", metavar="MODEL", help="the model to update: models/NAME (NAME.safetensors + NAME.json)")
     parser.add_argument("--evaluation", type=Path, required=True, metavar="REPORT_JSON",
                         help="an evaluate report.json of this model's recipe")
+    parser.add_argument("--cross-corpus", type=Path, metavar="REPORT_JSON",
+                        help="an evaluate report.json of this model on corpora it never heard "
+                             "(`evaluate --model MODEL --test KIND:PATH …`), for the card's cross-corpus part")
     parser.add_argument("--card-md", type=Path, metavar="MD",
                         help="also write a human-readable model card (e.g. models/MODEL_CARD.md)")
 
@@ -18,7 +21,7 @@ def main(args) -> int:
     from streamemo.model import model_paths
     from streamemo.train.card import attach_evaluation
 
-    attach_evaluation(args.model, args.evaluation, args.card_md)
+    attach_evaluation(args.model, args.evaluation, args.card_md, args.cross_corpus)
     print(f"wrote the evaluation from {args.evaluation} into {model_paths(args.model)[1]}"
           + (f" and {args.card_md}" if args.card_md else ""))
     return 0

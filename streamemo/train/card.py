@@ -11,13 +11,13 @@ from streamemo.model import load_model, save_model
 from streamemo.train.report import model_card_markdown
 
 
-def read_report(path: str | Path) -> dict:
+def read_report(path: str | Path, flag: str = "--evaluation") -> dict:
     """An evaluate report.json, checked enough to build a card from; one clear line if not."""
     try:
         report = json.loads(Path(path).read_text())
         report["summary"]["labels"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise StreamemoError(f"--evaluation {path}: not an evaluate report.json ({e})", 2) from None
+        raise StreamemoError(f"{flag} {path}: not an evaluate report.json ({e})", 2) from None
     return report
 
 
@@ -45,12 +45,39 @@ def evaluation_figures(report: dict) -> dict:
     }
 
 
-def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path | None = None) -> None:
+def cross_corpus_figures(report: dict) -> dict:
+    """An existing model's figures per test corpus it never heard (`evaluate --model M --test
+    …`): over each corpus's classes, the 4-class view and, when measured, degraded."""
+    s = report["summary"]
+    views = ("four_class", "degraded", "degraded_four_class")
+    return {
+        "title": report.get("title"),
+        "command": report.get("meta", {}).get("command"),
+        "corpora": {f["name"]: {"clips": f["metrics"]["n_clips"], "ua": f["metrics"]["ua"], "wa": f["metrics"]["wa"],
+                                "macro_f1": f["metrics"]["macro_f1"],
+                                **{v: s[v]["ua"]["per_fold"][i] for v in views if v in s}}
+                    for i, f in enumerate(report["folds"])},
+        "mean": {"ua": s["ua"]["mean"], **{v: s[v]["ua"]["mean"] for v in views if v in s}},
+    }
+
+
+def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path | None = None,
+                      cross_path: Path | None = None) -> None:
     """Rewrites the model's card with the report's figures (the weights file is rewritten
-    byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md."""
+    byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md. `cross_path`:
+    a report of this very model on corpora it never heard, for the card's cross-corpus part."""
     report = read_report(report_path)
+    cross = read_report(cross_path, "--cross-corpus") if cross_path else None
     model = load_model(model_path)
     check_labels(report, report_path, model.labels, str(model_path))
-    save_model(model, model_path, extra_card={"evaluation": evaluation_figures(report)})
+    extra = {"evaluation": evaluation_figures(report)}
+    if cross is not None:
+        heard = {entry.split(":", 1)[0] for entry in model.card.get("training", {}).get("data", [])}
+        if not all(f.get("name") for f in cross["folds"]) or heard & {f["name"] for f in cross["folds"]}:
+            raise StreamemoError(f"--cross-corpus {cross_path}: give a report of this model on corpora it was not "
+                                 f"trained on (`evaluate --model {model_path} --test KIND:PATH …`); it was trained "
+                                 f"on {', '.join(sorted(heard)) or 'nothing named'}", 2)
+        extra["cross_corpus"] = cross_corpus_figures(cross)
+    save_model(model, model_path, extra_card=extra)
     if card_md:
-        Path(card_md).write_text(model_card_markdown(model.card, report))
+        Path(card_md).write_text(model_card_markdown(load_model(model_path).card, report, cross=cross))

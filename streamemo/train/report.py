@@ -210,7 +210,7 @@ NO_DERIVATIVES = {"turev", "tess"}
 NON_COMMERCIAL = {"emovo", "korean", "ased", "savee"}  # research or non-commercial use only
 
 
-def model_card_markdown(card: dict, report: dict | None, latency: str | None = None) -> str:
+def model_card_markdown(card: dict, report: dict | None, latency: str | None = None, cross: dict | None = None) -> str:
     """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
     licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
     t = card.get("training", {})
@@ -277,6 +277,13 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
                       ""]
         md = markdown(report["title"], report["summary"], report["folds"], report.get("meta", {}))
         body = md.split("\n", 2)[2]  # drop the report's own title
+        lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
+    if cross:
+        lines += ["## Across corpora: voices, languages and rooms it never heard", "",
+                  "These very weights on whole corpora that no part of their training saw (other languages, "
+                  "studios and microphones), each scored over the classes it has; chance is 1 / (its classes). "
+                  "This is the figure closest to what a new live user gets.", ""]
+        body = markdown(cross["title"], cross["summary"], cross["folds"], cross.get("meta", {})).split("\n", 2)[2]
         lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
     lines += ["## Intended use and limits", "",
               "- Intended: research and demos of real-time speech-emotion estimation; a signal for "
