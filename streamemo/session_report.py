@@ -20,6 +20,11 @@ from streamemo import StreamemoError
 from streamemo.dimensions import arousal_valence
 
 
+# The dashboard's colours (dashboard/dashboard.tcss), so an emotion looks the same in both.
+COLOURS = {"neutral": "#93a1a1", "calm": "#2aa198", "happy": "#d9a400", "sad": "#268bd2", "angry": "#dc322f",
+           "fearful": "#8b7fd6", "disgust": "#859900", "surprised": "#d33682"}
+
+
 @dataclass
 class Session:
     """One source's emotion messages, in arrival order."""
@@ -129,8 +134,9 @@ def plot_timeline(session: Session, out: Path) -> None:
     unit, scale = ("min", 60.0) if t[-1] > 600 else ("s", 1.0)
     x = t / scale
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 6.5), sharex=True, height_ratios=[3, 2])
-    colours = plt.get_cmap("tab10").colors
-    top.stackplot(x, np.nan_to_num(probs).T, labels=labels, colors=colours[: len(labels)], alpha=0.85)
+    spare = iter(plt.get_cmap("tab10").colors)  # for a model's own classes
+    colours = [COLOURS.get(label) or next(spare) for label in labels]
+    top.stackplot(x, np.nan_to_num(probs).T, labels=labels, colors=colours, alpha=0.9)
     for ax in (top, bottom):
         # Silence: the daemon classifies nothing there; shade each silent stretch.
         for start, end in _runs(silent):
