@@ -168,7 +168,12 @@ def dash_on_a_file(random_model, free_endpoint, tmp_path):
             process.kill()
 
 
-def gone_within(endpoint: str, seconds: float) -> bool:
+# How long a daemon may take to go after its dashboard: a bound that says "it does go", not a
+# speed. 15 s failed once with the box at load 4.5 on 2 cores (the daemon alone goes in ~1 s).
+GONE_S = 30
+
+
+def gone_within(endpoint: str, seconds: float = GONE_S) -> bool:
     deadline = time.monotonic() + seconds
     while daemons_bound_to(endpoint):
         if time.monotonic() > deadline:
@@ -181,7 +186,7 @@ def gone_within(endpoint: str, seconds: float) -> bool:
 def test_closing_the_terminal_stops_the_started_daemon(dash_on_a_file):
     tmux, endpoint = dash_on_a_file
     tmux.kill()  # the terminal goes away: SIGHUP to the dashboard
-    assert gone_within(endpoint, 15), "the daemon outlived its dashboard's terminal"
+    assert gone_within(endpoint), "the daemon outlived its dashboard's terminal"
 
 
 @needs_tmux
@@ -189,14 +194,14 @@ def test_a_killed_dashboard_does_not_leave_its_daemon_behind(dash_on_a_file):
     tmux, endpoint = dash_on_a_file
     (dashboard,) = dashboards_watching(endpoint)
     dashboard.kill()  # SIGKILL: no cleanup code runs; the kernel's parent-death signal must do it
-    assert gone_within(endpoint, 15), "the daemon outlived a SIGKILLed dashboard"
+    assert gone_within(endpoint), "the daemon outlived a SIGKILLed dashboard"
 
 
 @needs_tmux
 def test_q_stops_the_started_daemon_and_exits_cleanly(dash_on_a_file):
     tmux, endpoint = dash_on_a_file
     tmux.run("send-keys", "-t", "dash", "q")
-    assert gone_within(endpoint, 15), "the daemon outlived the dashboard that started it"
+    assert gone_within(endpoint), "the daemon outlived the dashboard that started it"
     deadline = time.monotonic() + 10
     while "dash exited" not in tmux.screen() and time.monotonic() < deadline:
         time.sleep(0.2)
