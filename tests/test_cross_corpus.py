@@ -186,6 +186,12 @@ def test_the_card_gives_the_corpora_the_model_never_heard(two_corpora, tmp_path)
     assert "degraded" in cross["corpora"]["ravdess"] and cross["mean"]["ua"] == cross["corpora"]["ravdess"]["ua"]
     md = (tmp_path / "CARD.md").read_text()
     assert "## Across corpora: voices, languages and rooms it never heard" in md and "| ravdess |" in md
+    # Given alone, the cross-corpus part replaces its old self in the card and leaves the rest.
+    out = subprocess.run([*STREAMEMO, "card", str(model), "--cross-corpus", str(unheard), "--card-md",
+                          str(tmp_path / "CARD.md")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "CARD.md").read_text() == md
+    assert json.loads((tmp_path / "m.json").read_text())["evaluation"]["ua"]  # kept
 
 
 def test_the_card_says_what_each_corpus_license_means_for_the_weights():

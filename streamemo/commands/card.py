@@ -8,7 +8,7 @@ from pathlib import Path
 
 def configure(parser) -> None:
     parser.add_argument("model", metavar="MODEL", help="the model to update: models/NAME (NAME.safetensors + NAME.json)")
-    parser.add_argument("--evaluation", type=Path, required=True, metavar="REPORT_JSON",
+    parser.add_argument("--evaluation", type=Path, metavar="REPORT_JSON",
                         help="an evaluate report.json of this model's recipe")
     parser.add_argument("--cross-corpus", type=Path, metavar="REPORT_JSON",
                         help="an evaluate report.json of this model on corpora it never heard "
@@ -22,6 +22,7 @@ def main(args) -> int:
     from streamemo.train.card import attach_evaluation
 
     attach_evaluation(args.model, args.evaluation, args.card_md, args.cross_corpus)
-    print(f"wrote the evaluation from {args.evaluation} into {model_paths(args.model)[1]}"
+    print(f"wrote the figures from {', '.join(str(p) for p in (args.evaluation, args.cross_corpus) if p)} "
+          f"into {model_paths(args.model)[1]}"
           + (f" and {args.card_md}" if args.card_md else ""))
     return 0

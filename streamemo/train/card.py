@@ -8,7 +8,7 @@ from pathlib import Path
 
 from streamemo import StreamemoError
 from streamemo.model import load_model, save_model
-from streamemo.train.report import model_card_markdown
+from streamemo.train.report import model_card_markdown, splice_cross_corpus
 
 
 def read_report(path: str | Path, flag: str = "--evaluation") -> dict:
@@ -61,16 +61,21 @@ def cross_corpus_figures(report: dict) -> dict:
     }
 
 
-def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path | None = None,
+def attach_evaluation(model_path: str | Path, report_path: Path | None, card_md: Path | None = None,
                       cross_path: Path | None = None) -> None:
     """Rewrites the model's card with the report's figures (the weights file is rewritten
     byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md. `cross_path`:
-    a report of this very model on corpora it never heard, for the card's cross-corpus part."""
-    report = read_report(report_path)
+    a report of this very model on corpora it never heard, for the card's cross-corpus part;
+    given alone, the card keeps its evaluation and MODEL_CARD.md gets that part put in."""
+    if report_path is None and cross_path is None:
+        raise StreamemoError("nothing to attach: give --evaluation, --cross-corpus or both", 2)
+    report = read_report(report_path) if report_path else None
     cross = read_report(cross_path, "--cross-corpus") if cross_path else None
     model = load_model(model_path)
-    check_labels(report, report_path, model.labels, str(model_path))
-    extra = {"evaluation": evaluation_figures(report)}
+    extra = {}
+    if report is not None:
+        check_labels(report, report_path, model.labels, str(model_path))
+        extra["evaluation"] = evaluation_figures(report)
     if cross is not None:
         heard = {entry.split(":", 1)[0] for entry in model.card.get("training", {}).get("data", [])}
         if not all(f.get("name") for f in cross["folds"]) or heard & {f["name"] for f in cross["folds"]}:
@@ -79,5 +84,10 @@ def attach_evaluation(model_path: str | Path, report_path: Path, card_md: Path |
                                  f"on {', '.join(sorted(heard)) or 'nothing named'}", 2)
         extra["cross_corpus"] = cross_corpus_figures(cross)
     save_model(model, model_path, extra_card=extra)
-    if card_md:
+    if card_md and report is None:
+        if not Path(card_md).exists():
+            raise StreamemoError(f"--card-md {card_md}: no such card to add the cross-corpus part to; give "
+                                 "--evaluation too, to write it whole", 2)
+        Path(card_md).write_text(splice_cross_corpus(Path(card_md).read_text(), cross))
+    elif card_md:
         Path(card_md).write_text(model_card_markdown(load_model(model_path).card, report, cross=cross))

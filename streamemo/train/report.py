@@ -210,6 +210,31 @@ NO_DERIVATIVES = {"turev", "tess"}
 NON_COMMERCIAL = {"emovo", "korean", "ased", "savee"}  # research or non-commercial use only
 
 
+CROSS_HEADING = "## Across corpora: voices, languages and rooms it never heard"
+LIMITS_HEADING = "## Intended use and limits"
+
+
+def cross_corpus_markdown(cross: dict) -> list[str]:
+    """The model card's part for an `evaluate --model M --test …` report of corpora M never heard."""
+    body = markdown(cross["title"], cross["summary"], cross["folds"], cross.get("meta", {})).split("\n", 2)[2]
+    return [CROSS_HEADING, "",
+            "These very weights on whole corpora that no part of their training saw (other languages, "
+            "studios and microphones), each scored over the classes it has; chance is 1 / (its classes). "
+            "This is the figure closest to what a new live user gets.", "",
+            body.split("\nPlots:")[0].replace("## ", "### "), ""]
+
+
+def splice_cross_corpus(card_md: str, cross: dict) -> str:
+    """An existing MODEL_CARD.md with its cross-corpus part put in (or replaced), before its
+    limits: for a card whose own evaluation report is no longer at hand."""
+    section = "\n".join(cross_corpus_markdown(cross))
+    if CROSS_HEADING in card_md:
+        before, rest = card_md.split(CROSS_HEADING, 1)
+        card_md = before + rest[rest.index(LIMITS_HEADING):]
+    before, limits = card_md.split(LIMITS_HEADING, 1)
+    return before + section + "\n" + LIMITS_HEADING + limits
+
+
 def model_card_markdown(card: dict, report: dict | None, latency: str | None = None, cross: dict | None = None) -> str:
     """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
     licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
@@ -279,13 +304,8 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
         body = md.split("\n", 2)[2]  # drop the report's own title
         lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
     if cross:
-        lines += ["## Across corpora: voices, languages and rooms it never heard", "",
-                  "These very weights on whole corpora that no part of their training saw (other languages, "
-                  "studios and microphones), each scored over the classes it has; chance is 1 / (its classes). "
-                  "This is the figure closest to what a new live user gets.", ""]
-        body = markdown(cross["title"], cross["summary"], cross["folds"], cross.get("meta", {})).split("\n", 2)[2]
-        lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
-    lines += ["## Intended use and limits", "",
+        lines += cross_corpus_markdown(cross)
+    lines += [LIMITS_HEADING, "",
               "- Intended: research and demos of real-time speech-emotion estimation; a signal for "
               "dashboards, not a decision about a person.",
               f"- Acted emotions: every training corpus ({', '.join(corpora) or 'none named'}) is actors "
