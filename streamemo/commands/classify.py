@@ -90,7 +90,7 @@ def sessions(args) -> list[tuple[str, bool]]:
     if args.list is None:
         if not args.files:
             raise StreamemoError("no files: give FILE… or --list CSV", 2)
-        return [(f, args.same_speaker is False or i == 0) for i, f in enumerate(args.files)]
+        return [(f, not args.same_speaker or i == 0) for i, f in enumerate(args.files)]
     if args.files:
         raise StreamemoError("give files either as arguments or in --list, not both", 2)
     try:
