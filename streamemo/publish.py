@@ -1,4 +1,4 @@
-"""ZeroMQ publishing and subscribing.
+"""ZeroMQ publishing (readers use `streamemo.client.Client`), and the address checks both share.
 
 The publisher never blocks the pipeline: a PUB socket drops messages for a subscriber
 whose queue (high-water mark) is full, sends are non-blocking, and linger is 0 so closing
@@ -17,8 +17,8 @@ import time
 import zmq
 
 from streamemo import StreamemoError
-from streamemo.protocol import Message, ProtocolError, decode, encode_message
-from streamemo.security import ADDRESS_FIX, CurveClient, CurveServer, check_address, check_exposure
+from streamemo.protocol import Message, encode_message
+from streamemo.security import ADDRESS_FIX, CurveServer, check_address, check_exposure
 
 log = logging.getLogger(__name__)
 
@@ -125,43 +125,6 @@ def _bind_problem(bind: str, e: zmq.ZMQError) -> str:
     if e.errno == errno.EACCES:
         return f"cannot bind {bind}: permission denied; use a port above 1023 or a writable ipc path"
     return f"cannot bind {bind}: {e.strerror}"
-
-
-class Subscriber:
-    """A SUB socket that yields decoded messages; bad ones are counted, never raised."""
-
-    def __init__(self, connect: str | list[str], topics=("emotion", "status"), context: zmq.Context | None = None,
-                 hwm: int = 1000, curve: CurveClient | None = None):
-        self.context = context or zmq.Context.instance()
-        self.socket = self.context.socket(zmq.SUB)
-        self.socket.setsockopt(zmq.RCVHWM, hwm)
-        self.socket.setsockopt(zmq.LINGER, 0)
-        if curve is not None:  # the same keys for every endpoint: one server key per subscriber
-            curve.secure(self.socket)
-        for topic in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
-        for endpoint in [connect] if isinstance(connect, str) else connect:
-            try:
-                connect_checked(self.socket, endpoint)
-            except StreamemoError:
-                self.socket.close()
-                raise
-        self.malformed = 0
-
-    def receive(self, timeout_ms: int | None = None) -> tuple[str, dict] | None:
-        """The next valid message, or None when `timeout_ms` passes without one."""
-        while True:
-            if timeout_ms is not None and not self.socket.poll(timeout_ms):
-                return None
-            frames = self.socket.recv_multipart()
-            try:
-                return decode(frames)
-            except ProtocolError as e:
-                self.malformed += 1
-                log.warning("malformed message: %s", e)
-
-    def close(self) -> None:
-        self.socket.close(linger=0)
 
 
 def connect_checked(sock: zmq.Socket, endpoint: str) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ class Session:
     source: str
     messages: list[dict] = field(default_factory=list)
 
-    @property
+    @cached_property  # read after the session is complete, by several users
     def times(self) -> np.ndarray:
         """Seconds since the first message. Within one run of the daemon, its audio clock
         (`t_audio`, exact even for a file scored faster than real time); a restart (the audio
@@ -49,7 +50,7 @@ class Session:
             out[i] = audio[i] + offset
         return out
 
-    @property
+    @cached_property
     def hop_s(self) -> float:
         steps = np.diff(self.times)
         steps = steps[steps > 0]
@@ -113,9 +114,15 @@ def summarise(session: Session) -> dict:
         "duration_s": float(session.times[-1] + hop),
         "voiced_s": len(voiced) * hop,
         "shares": shares,
-        "arousal": float(np.nanmean(dims[:, 0])) if len(dims) and not np.all(np.isnan(dims[:, 0])) else None,
-        "valence": float(np.nanmean(dims[:, 1])) if len(dims) and not np.all(np.isnan(dims[:, 1])) else None,
+        "arousal": _mean(dims[:, 0]),
+        "valence": _mean(dims[:, 1]),
     }
+
+
+def _mean(values: np.ndarray) -> float | None:
+    """The mean of the non-NaN values; None when there are none."""
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if len(values) else None
 
 
 def plot_timeline(session: Session, out: Path) -> None:

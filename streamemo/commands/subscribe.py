@@ -72,6 +72,10 @@ class Recorder:
         os.close(self.fd)
 
 
+def _interrupt(*_) -> None:
+    raise KeyboardInterrupt
+
+
 def main(args) -> int:
     from streamemo.client import DEFAULT_ENDPOINT, Client
 
@@ -80,7 +84,7 @@ def main(args) -> int:
     client = Client(args.connect or [DEFAULT_ENDPOINT], args.topic or TOPICS, args.curve_server, args.curve_secret)
     recorder = Recorder(args.record, int(args.rotate_mb * 1e6), args.keep) if args.record else None
     if recorder is not None:  # SIGTERM (systemd, kill) ends a recording like Ctrl-C: between two lines
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        signal.signal(signal.SIGTERM, _interrupt)
     received = 0
     try:
         while args.count is None or received < args.count:

@@ -11,6 +11,11 @@ from streamemo.model import load_model, save_model
 from streamemo.train.report import model_card_markdown, splice_cross_corpus
 
 
+def trained_corpora(card: dict) -> set[str]:
+    """The corpora a model's card says it trained on (the kinds of its `--data`)."""
+    return {entry.split(":", 1)[0] for entry in (card.get("training") or {}).get("data") or []}
+
+
 def read_report(path: str | Path, flag: str = "--evaluation") -> dict:
     """An evaluate report.json, checked enough to build a card from; one clear line if not."""
     try:
@@ -77,7 +82,7 @@ def attach_evaluation(model_path: str | Path, report_path: Path | None, card_md:
         check_labels(report, report_path, model.labels, str(model_path))
         extra["evaluation"] = evaluation_figures(report)
     if cross is not None:
-        heard = {entry.split(":", 1)[0] for entry in model.card.get("training", {}).get("data", [])}
+        heard = trained_corpora(model.card)
         if not all(f.get("name") for f in cross["folds"]) or heard & {f["name"] for f in cross["folds"]}:
             raise StreamemoError(f"--cross-corpus {cross_path}: give a report of this model on corpora it was not "
                                  f"trained on (`evaluate --model {model_path} --test KIND:PATH …`); it was trained "

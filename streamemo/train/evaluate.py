@@ -39,6 +39,7 @@ from streamemo.audio.files import UnreadableAudio, load_audio
 from streamemo.train.datasets import Clip
 from streamemo.train.metrics import classification_metrics
 from streamemo.train.augment import WaveAugmenter
+from streamemo.train.card import trained_corpora
 from streamemo.train.recipe import DAEMON, TrainConfig
 from streamemo.train.trainer import Trainer
 
@@ -185,7 +186,7 @@ def check_init_unseen(init: Model, init_path: str, test: list[Clip]) -> None:
         seen = sorted(set(training["speaker_ids"]) & {c.speaker for c in test})
         what = f"{len(seen)} of the test speakers ({', '.join(seen[:3])}{', …' if len(seen) > 3 else ''})"
     else:
-        seen = sorted({entry.split(":", 1)[0] for entry in training.get("data") or []} & {c.corpus for c in test})
+        seen = sorted(trained_corpora(init.card) & {c.corpus for c in test})
         what = ", ".join(seen)
     if seen:
         raise StreamemoError(f"--init {init_path} was trained on {what}, which the folds test on: start from "
@@ -210,11 +211,10 @@ def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], c
     if not test:
         raise StreamemoError(f"fold {fold}: no clips for speakers {', '.join(test_speakers)}", 1)
     init = None
-    if init_path is not None:
+    if init_path is not None:  # run_folds has checked it never heard these speakers
         from streamemo.model import load_model
 
         init = load_model(init_path)
-        check_init_unseen(init, init_path, test)
     result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}", init=init)
     if save_dir is not None:
         from streamemo.model import save_model
