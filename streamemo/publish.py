@@ -1,4 +1,4 @@
-"""ZeroMQ publishing (readers use `streamemo.client.Client`), and the address checks both share.
+"""ZeroMQ publishing, and `connect_checked`, which readers (`streamemo.client.Client`, the proxy) use.
 
 The publisher never blocks the pipeline: a PUB socket drops messages for a subscriber
 whose queue (high-water mark) is full, sends are non-blocking, and linger is 0 so closing
