@@ -91,9 +91,13 @@ class PipelineConfig:
     device: str = "auto"  # torch device for frontend and model: auto | cpu | cuda
     threads: int = 1  # torch CPU threads: one window is too small to gain from more, and idle
     #                   worker threads spinning between hops cost CPU for nothing
-    vad_threshold_db: float = -55.0  # a 20 ms frame quieter than this (dBFS) never counts as voiced
-    vad_margin_db: float = 10.0  # ... and it must stand this far above the window's noise floor
-    vad_min_voiced: float = 0.15  # fraction of the window's frames that must be voiced
+    # The voice gate (stream/speech.py): a window is classified when at least `speech_share`
+    # of the 32 ms chunks in its newest `speech_lookback_s` seconds have a speech probability
+    # of at least `speech_threshold`. Chosen on music, noise and seven corpora's speech
+    # (benchmarks/RESULTS-gates.md); share 0 classifies every window.
+    speech_threshold: float = 0.7
+    speech_share: float = 0.2
+    speech_lookback_s: float = 0.75
     smoothing_tau_s: float = 1.0  # exponential smoothing time constant, in seconds
     hysteresis: float = 0.05  # a new top label must lead the current one by this much
     reset_after_s: float = 5.0  # after this long unvoiced, the smoother starts afresh
@@ -150,9 +154,9 @@ LIMITS = {
     "pipeline.window_s": Range(0.1, 60.0, "leave it unset for the model's own window, or give seconds such as 2"),
     "pipeline.hop_s": Range(0.01, 60.0, "seconds between messages, e.g. 0.25, and no longer than the window"),
     "pipeline.threads": Range(1, 256, "torch CPU threads, e.g. 1", integer=True),
-    "pipeline.vad_threshold_db": Range(-200.0, 0.0, "a level in dBFS, e.g. -55"),
-    "pipeline.vad_margin_db": Range(0.0, 120.0, "decibels above the window's noise floor, e.g. 10"),
-    "pipeline.vad_min_voiced": Range(0.0, 1.0, "a fraction of the window's frames, e.g. 0.15"),
+    "pipeline.speech_threshold": Range(0.0, 1.0, "a speech probability, e.g. 0.7"),
+    "pipeline.speech_share": Range(0.0, 1.0, "a fraction of the lookback's 32 ms chunks, e.g. 0.2"),
+    "pipeline.speech_lookback_s": Range(0.032, 60.0, f"{_SECONDS}, e.g. 0.75"),
     "pipeline.smoothing_tau_s": Range(0.0, 3600.0, f"{_SECONDS}, 0 for no smoothing, e.g. 1"),
     "pipeline.hysteresis": Range(0.0, 1.0, "a difference of probabilities, e.g. 0.05"),
     "pipeline.reset_after_s": Range(0.0, 86400.0, f"{_SECONDS} of silence, e.g. 5"),
@@ -162,6 +166,12 @@ LIMITS = {
     "publish.status_interval_s": Range(0.05, 3600.0, f"{_SECONDS}, e.g. 1"),
     "publish.wait_subscriber_s": Range(0.0, 86400.0, f"{_SECONDS}, 0 not to wait"),
 }
+
+# Keys earlier versions read, and what to do instead (an unknown key is an error, and this
+# one says why it went).
+_LOUDNESS_GATE = ("is gone: the voice gate now hears speech, not loudness (stream/speech.py); remove it, "
+                  "and tune pipeline.speech_threshold, speech_share or speech_lookback_s if needed")
+REMOVED = {f"pipeline.{key}": _LOUDNESS_GATE for key in ("vad_threshold_db", "vad_margin_db", "vad_min_voiced")}
 
 
 @dataclass(frozen=True)
@@ -209,6 +219,8 @@ class Config:
             known = {f.name: f for f in fields(section)}
             changes = {}
             for key, value in values.items():
+                if f"{section_name}.{key}" in REMOVED:
+                    raise StreamemoError(f"{origin}: {section_name}.{key} {REMOVED[f'{section_name}.{key}']}", 2)
                 if key not in known:
                     raise StreamemoError(
                         f"{origin}: unknown key '{section_name}.{key}'; "

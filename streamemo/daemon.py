@@ -231,6 +231,7 @@ class Daemon:
             proc_ms_p99=None if times is None else round(float(np.percentile(times, 99)), 3),
             compute=str(self.compute),
             adapted_s=self.pipeline.adapted_s,
+            speech_share=None if self.pipeline.gate.recent_share is None else round(self.pipeline.gate.recent_share, 4),
             message=self.message,
         ))
         self.status_seq += 1

@@ -1,8 +1,13 @@
-"""The wire format: ZeroMQ multipart messages [topic, JSON body], schema version 1.
+"""The wire format: ZeroMQ multipart messages [topic, JSON body], schema version 2.
 
 Two topics. `emotion`: one message per hop. `status`: a heartbeat about once a second.
 A subscriber in any language needs only this: subscribe to the topic prefix, read two
 frames, parse the second as UTF-8 JSON, check `v`. The README shows an example of each.
+
+Version 2 (issue 15): `voiced` means speech heard (it meant sound loud enough), and
+`emotion` carries `speech`, `status` carries `speech_share`. This build reads version 1
+messages too (their new fields are null); a version 1 reader refuses version 2 with its
+"schema version" error, which names the version it got.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 TOPICS = ("emotion", "status")
 
 
@@ -37,7 +43,8 @@ EMOTION_FIELDS = {
     # emotion (streamemo/dimensions.py: Russell & Mehrabian 1977); null when unvoiced
     "arousal": (*_NUMBER, None),
     "valence": (*_NUMBER, None),
-    "voiced": bool,
+    "voiced": bool,  # the voice gate heard speech: the window was classified
+    "speech": (*_NUMBER, None),  # mean speech probability (Silero VAD) over the gate's lookback, 0-1
     "level_db": _NUMBER,  # input level over the last hop, dBFS
     "source": str,
     "model": str,  # model name @ first 12 hex digits of its weights' SHA-256
@@ -62,13 +69,17 @@ STATUS_FIELDS = {
     "proc_ms_p50": (*_NUMBER, None),  # processing time per hop over the last ~30 s
     "proc_ms_p99": (*_NUMBER, None),
     "compute": str,  # torch device the frontend and model run on
+    "speech_share": (*_NUMBER, None),  # share of the last minute's audio that was speech, 0-1;
+    #                                    null before the first window
     "adapted_s": (*_NUMBER, None),  # seconds of voice speaker adaptation has learnt from (decaying);
     #                                null when the model or config has no speaker adaptation
     "message": str,  # a line a person can read: what the daemon is doing or what went wrong
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}
-# Fields added within schema version 1: a reader accepts messages from daemons that predate them.
-OPTIONAL = {"status": {"adapted_s", "repaired_samples"}, "emotion": {"arousal", "valence"}}
+# Fields a version 1 message may lack (added within version 1, or in version 2); a version 2
+# message has every field.
+OPTIONAL_V1 = {"status": {"adapted_s", "repaired_samples", "speech_share"},
+               "emotion": {"arousal", "valence", "speech"}}
 
 # A real message is under a kilobyte and three levels deep. These bounds turn a hostile or
 # broken publisher's body (a megabyte of "[", a million labels) into one counted error
@@ -129,8 +140,9 @@ class EmotionMessage(_Message):
     level_db: float
     source: str
     model: str
-    arousal: float | None = None  # optional within version 1 (OPTIONAL): older daemons lack these
+    arousal: float | None = None  # version 1 messages may lack these (OPTIONAL_V1)
     valence: float | None = None
+    speech: float | None = None
     t_publish: float | None = None  # None until sent: the sender stamps it (to_body)
 
 
@@ -155,8 +167,9 @@ class StatusMessage(_Message):
     proc_ms_p99: float | None
     compute: str
     message: str
-    repaired_samples: int = 0  # optional within version 1 (OPTIONAL): older daemons lack these
+    repaired_samples: int = 0  # version 1 messages may lack these (OPTIONAL_V1)
     adapted_s: float | None = None
+    speech_share: float | None = None
     t_publish: float | None = None  # None until sent, as for EmotionMessage
 
 
@@ -243,11 +256,13 @@ def _finite(value) -> bool:
 def _validate(topic: str, body: dict) -> None:
     if topic not in FIELDS:
         raise ProtocolError(f"unknown topic {topic!r}")
-    if body.get("v") != SCHEMA_VERSION:
-        raise ProtocolError(f"schema version {body.get('v')!r}, this build reads {SCHEMA_VERSION}")
+    version = body.get("v")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise ProtocolError(f"schema version {version!r}, this build reads "
+                            f"{' and '.join(map(str, READABLE_VERSIONS))}; update streamemo")
     for name, kind in FIELDS[topic].items():
         if name not in body:
-            if name in OPTIONAL.get(topic, ()):
+            if version == 1 and name in OPTIONAL_V1[topic]:
                 continue
             raise ProtocolError(f"{topic} message lacks field {name!r}")
         kinds = kind if isinstance(kind, tuple) else (kind,)
@@ -271,8 +286,9 @@ def _validate(topic: str, body: dict) -> None:
                 raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
             if not all(_finite(v) and 0 <= v <= 1 for v in values):
                 raise ProtocolError(f"emotion field {name!r} must hold finite numbers from 0 to 1")
-        if body["confidence"] is not None and not 0 <= body["confidence"] <= 1:
-            raise ProtocolError("emotion field 'confidence' must be from 0 to 1")
+        for name in ("confidence", "speech"):
+            if body.get(name) is not None and not 0 <= body[name] <= 1:
+                raise ProtocolError(f"emotion field {name!r} must be from 0 to 1")
 
 
 def _reject_constant(name: str):

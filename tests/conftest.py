@@ -60,16 +60,16 @@ def speech_wav(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tone_and_silence_wav(tmp_path_factory) -> Path:
-    """9 s at 16 kHz: 3 s silence, 3 s of a voice-like harmonic tone, 3 s silence."""
-    rate = 16000
-    t = np.arange(int(3 * rate)) / rate
-    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voice = sum(0.2 / k * np.sin(k * phase) for k in range(1, 8)).astype(np.float32)
-    silence = np.zeros(3 * rate, np.float32)
-    path = tmp_path_factory.mktemp("audio") / "tone.wav"
-    sf.write(path, np.concatenate([silence, voice, silence]), rate, subtype="PCM_16")
+def speech_and_silence_wav(tmp_path_factory, speech_wav) -> Path:
+    """3 s of silence, the espeak-ng speech, 3 s of silence: one 16 kHz file with windows the
+    voice gate lets through and windows it does not."""
+    import soxr
+
+    speech, rate = sf.read(speech_wav, dtype="float32")
+    speech = soxr.resample(speech, rate, 16000).astype(np.float32)
+    silence = np.zeros(3 * 16000, np.float32)
+    path = tmp_path_factory.mktemp("audio") / "speech_and_silence.wav"
+    sf.write(path, np.concatenate([silence, speech, silence]), 16000, subtype="PCM_16")
     return path
 
 

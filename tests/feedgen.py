@@ -40,6 +40,7 @@ def emotion_body(seq: int, probs, *, raw=None, voiced: bool = True, t_capture: f
         "arousal": dims[0] if dims else None,
         "valence": dims[1] if dims else None,
         "voiced": voiced,
+        "speech": 0.93 if voiced else 0.02,
         "level_db": level_db,
         "source": source,
         "model": MODEL,
@@ -66,12 +67,14 @@ def status_body(seq: int, *, t_publish: float, uptime_s: float = 12.0, message: 
         "uptime_s": uptime_s,
         "overflows": overflows,
         "dropped_samples": 0,
+        "repaired_samples": 0,
         "messages_sent": seq * 5,
         "hop_s": hop_s,
         "proc_ms_p50": 11.5,
         "proc_ms_p99": 23.0,
         "compute": "cpu",
         "adapted_s": 42.0,
+        "speech_share": 0.4,
         "message": message,
     }
 

@@ -26,8 +26,8 @@ def _emotions(client: Client, n: int, timeout: float = 60.0) -> list[EmotionMess
     return got
 
 
-def test_the_client_reads_typed_messages_and_survives_a_restart(random_model, tone_and_silence_wav, free_endpoint):
-    run = ("--source", str(tone_and_silence_wav), "--no-realtime", "--model", str(random_model), "--bind",
+def test_the_client_reads_typed_messages_and_survives_a_restart(random_model, speech_and_silence_wav, free_endpoint):
+    run = ("--source", str(speech_and_silence_wav), "--no-realtime", "--model", str(random_model), "--bind",
            free_endpoint, "--wait-subscriber", "20")
     with Client(free_endpoint) as client:
         first = _daemon(*run)
@@ -55,14 +55,14 @@ def test_the_client_reads_typed_messages_and_survives_a_restart(random_model, to
         next(iter(client))  # nobody publishes: iterating fails instead of hanging
 
 
-def test_the_client_honours_curve_keys(tmp_path, random_model, tone_and_silence_wav):
+def test_the_client_honours_curve_keys(tmp_path, random_model, speech_and_silence_wav):
     keys, clients = tmp_path / "keys", tmp_path / "clients"
     _keys(keys, "server", "alice", "mallory")
     clients.mkdir()
     (clients / "alice.key").write_bytes((keys / "alice.key").read_bytes())
     port = _free_port()
     endpoint = f"tcp://127.0.0.1:{port}"
-    proc = _daemon("--source", str(tone_and_silence_wav), "--model", str(random_model), "--bind",
+    proc = _daemon("--source", str(speech_and_silence_wav), "--model", str(random_model), "--bind",
                    f"tcp://0.0.0.0:{port}", "--curve-secret", str(keys / "server.key_secret"), "--curve-clients",
                    str(clients))
     try:
@@ -81,11 +81,11 @@ def test_the_client_honours_curve_keys(tmp_path, random_model, tone_and_silence_
         _stop(proc)
 
 
-def test_subscribe_records_whole_lines_and_rotates(random_model, tone_and_silence_wav, free_endpoint, tmp_path):
+def test_subscribe_records_whole_lines_and_rotates(random_model, speech_and_silence_wav, free_endpoint, tmp_path):
     record = tmp_path / "session.jsonl"
     recorder = subprocess.Popen([*STREAMEMO, "subscribe", "--connect", free_endpoint, "--record", str(record),
                                  "--rotate-mb", "0.004", "--keep", "2"], stderr=subprocess.PIPE, text=True)
-    daemon = _daemon("--source", str(tone_and_silence_wav), "--no-realtime", "--model", str(random_model),
+    daemon = _daemon("--source", str(speech_and_silence_wav), "--no-realtime", "--model", str(random_model),
                      "--bind", free_endpoint, "--wait-subscriber", "20")
     _, err = daemon.communicate(timeout=60)  # runs to the end of the file, then stops
     assert daemon.returncode == 0, err

@@ -150,7 +150,7 @@ def test_loading_never_unpickles(saved):
 
 def _emotion(**overrides):
     body = dict(seq=1, t_capture=1.0, t_publish=1.01, t_audio=2.0, labels=["a", "b"], probs=[0.3, 0.7],
-                raw=[0.2, 0.8], top="b", confidence=0.7, arousal=None, valence=None, voiced=True, level_db=-20.0,
+                raw=[0.2, 0.8], top="b", confidence=0.7, arousal=None, valence=None, voiced=True, speech=0.9, level_db=-20.0,
                 source="x", model="m@0")  # labels a, b have no places: no arousal or valence
     body.update(overrides)
     return body
@@ -158,7 +158,7 @@ def _emotion(**overrides):
 
 def test_encode_decode_round_trip():
     topic, body = decode(encode("emotion", _emotion()))
-    assert topic == "emotion" and body["v"] == 1 and body["probs"] == [0.3, 0.7]
+    assert topic == "emotion" and body["v"] == 2 and body["probs"] == [0.3, 0.7]
     topic, body = decode(encode("emotion", _emotion(raw=None, top=None, confidence=None, voiced=False)))
     assert body["raw"] is None
 
@@ -168,7 +168,7 @@ def test_typed_messages_keep_the_wire_body_and_refuse_a_bad_one():
 
     from streamemo.protocol import EmotionMessage, decode_message, encode_message
 
-    body = {"v": 1, **_emotion()}
+    body = {"v": 2, **_emotion()}
     message = EmotionMessage.from_body(body)
     assert message.labels == ("a", "b") and message.to_body() == body
     sent = decode_message(encode_message(message, t_publish=5.0))
@@ -177,14 +177,20 @@ def test_typed_messages_keep_the_wire_body_and_refuse_a_bad_one():
         EmotionMessage.from_body({k: v for k, v in body.items() if k != "voiced"})
     with pytest.raises(ProtocolError, match="wrong type"):  # an unsent message has no t_publish
         encode("emotion", dataclasses.replace(message, t_publish=None).to_body())
-    # A daemon older than arousal and valence: its body still reads, the two as None.
-    old = {k: v for k, v in body.items() if k not in ("arousal", "valence")}
-    assert EmotionMessage.from_body(old).arousal is None
+    # A version 1 daemon, older than arousal, valence and speech: its body still reads, those as None.
+    old = {k: v for k, v in body.items() if k not in ("arousal", "valence", "speech")} | {"v": 1}
+    assert EmotionMessage.from_body(old).arousal is None and EmotionMessage.from_body(old).speech is None
+    # Version 2 has every field.
+    with pytest.raises(ProtocolError, match="lacks field 'arousal'"):
+        EmotionMessage.from_body({**old, "v": 2})
+    assert message.speech == 0.9
 
 
 @pytest.mark.parametrize("frames, message", [
     ([b"emotion", b"{bad json"], "not UTF-8 JSON"),
-    ([b"emotion", json.dumps({**_emotion(), "v": 99}).encode()], "schema version 99"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 99}).encode()], "schema version 99, this build reads 1 and 2; update"),
+    ([b"emotion", json.dumps({**_emotion(), "v": True}).encode()], "schema version True"),
+    ([b"emotion", json.dumps({**_emotion(), "v": 2, "speech": 1.5}).encode()], "'speech' must be from 0 to 1"),
     ([b"emotion", json.dumps({k: v for k, v in {**_emotion(), "v": 1}.items() if k != "voiced"}).encode()], "lacks field 'voiced'"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "voiced": "yes"}).encode()], "wrong type"),
     ([b"emotion", json.dumps({**_emotion(), "v": 1, "probs": [1.0]}).encode()], "1 values for 2 labels"),

@@ -77,13 +77,13 @@ def test_half_a_key_setup_is_refused(tmp_path):
     assert result.returncode == 2 and "--curve-clients" in result.stderr, result.stderr
 
 
-def test_only_allowed_keys_receive(tmp_path, random_model, tone_and_silence_wav):
+def test_only_allowed_keys_receive(tmp_path, random_model, speech_and_silence_wav):
     keys, clients = tmp_path / "keys", tmp_path / "clients"
     _keys(keys, "server", "alice", "mallory")
     clients.mkdir()
     (clients / "alice.key").write_bytes((keys / "alice.key").read_bytes())
     port = _free_port()
-    proc = _daemon("--source", str(tone_and_silence_wav), "--model", str(random_model), "--bind", f"tcp://0.0.0.0:{port}",
+    proc = _daemon("--source", str(speech_and_silence_wav), "--model", str(random_model), "--bind", f"tcp://0.0.0.0:{port}",
                    "--curve-secret", str(keys / "server.key_secret"), "--curve-clients", str(clients))
     endpoint = f"tcp://127.0.0.1:{port}"
     alice = _sub(endpoint, CurveClient(keys / "server.key", keys / "alice.key_secret"))

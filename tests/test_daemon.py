@@ -9,7 +9,9 @@ import pytest
 import soundfile as sf
 import zmq
 
-from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
+from conftest import SHARED_DATA, STREAMEMO, _collect, _daemon, _stop, _subscriber
+
+MUSIC = SHARED_DATA / "nonspeech" / "gtzan" / "music" / "brahms.opus"  # orchestral: no voice in it
 
 
 @pytest.mark.pulse
@@ -50,6 +52,44 @@ def test_real_microphone_path(pulse, random_model, speech_wav, free_endpoint):
     assert all(-0.005 <= d < 2.0 for d in delays), [d for d in delays if not -0.005 <= d < 2.0]
 
 
+@pytest.mark.pulse
+@pytest.mark.corpus
+def test_music_into_the_microphone_is_not_classified_and_speech_is(pulse, random_model, speech_wav, free_endpoint,
+                                                                    tmp_path):
+    """Real music played into the virtual microphone: every window is published unvoiced, with
+    a low speech probability. Speech played the same way right after is classified."""
+    if not MUSIC.is_file():
+        pytest.skip(f"{MUSIC} is absent (the corpora live in ../shared/data beside the project)")
+    music, rate = sf.read(MUSIC, dtype="float32", frames=10 * 48000)  # 10 s is enough, and keeps the test short
+    excerpt = tmp_path / "music.wav"
+    sf.write(excerpt, music, rate)
+    proc = _daemon("--model", str(random_model), "--bind", free_endpoint, env=pulse.env)
+    sock = _subscriber(free_endpoint)
+    try:
+        _collect(sock, lambda m: sum(t == "emotion" for t, _ in m) >= 2, 40, proc)
+        assert proc.poll() is None, proc.stderr.read()
+        pulse.play(excerpt, wait=False)
+        during_music = _collect(sock, lambda m: False, 9.5, proc)
+        _collect(sock, lambda m: False, 1.0, proc)  # the end of the music and the gate's look-back
+        player = pulse.play(speech_wav, wait=False)
+        during_speech = _collect(sock, lambda m: False, sf.info(speech_wav).duration + 2.5, proc)
+        player.wait(timeout=10)
+    finally:
+        code, err = _stop(proc)
+    assert code == 0, err
+    music_msgs = [b for t, b in during_music if t == "emotion"]
+    loud = [b for b in music_msgs if b["level_db"] > -40]
+    assert len(loud) >= 20, "the music must have reached the daemon, loud"
+    assert not any(b["voiced"] for b in music_msgs), [round(b["speech"], 2) for b in music_msgs]
+    assert all(b["raw"] is None and b["top"] is None for b in music_msgs)
+    assert max(b["speech"] for b in music_msgs) < 0.5
+    speech_msgs = [b for t, b in during_speech if t == "emotion"]
+    assert sum(b["voiced"] for b in speech_msgs) >= 4, "speech played the same way is classified"
+    assert max(b["speech"] for b in speech_msgs) > 0.8
+    status = [b for t, b in during_speech if t == "status"]
+    assert status and 0 < status[-1]["speech_share"] < 1
+
+
 def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_endpoint):
     classified = subprocess.run([*STREAMEMO, "classify", str(speech_wav), "--model", str(random_model), "--json"],
                                 capture_output=True, text=True, check=True)
@@ -68,9 +108,9 @@ def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_end
         assert sent == offline
 
 
-def test_stdin_pcm_source(random_model, tone_and_silence_wav, free_endpoint, tmp_path):
+def test_stdin_pcm_source(random_model, speech_and_silence_wav, free_endpoint, tmp_path):
     """Raw s16le PCM on stdin, as from `arecord -f S16_LE -r 16000 -c 1 | streamemo run --source -`."""
-    signal_, rate = sf.read(tone_and_silence_wav, dtype="int16")
+    signal_, rate = sf.read(speech_and_silence_wav, dtype="int16")
     raw = tmp_path / "audio.s16le"
     raw.write_bytes(signal_.astype("<i2").tobytes())
     with raw.open("rb") as stdin:

@@ -179,8 +179,8 @@ async def test_a_silent_feed_shows_silence(feed):
     app = DashboardApp(Receiver([feed.endpoint]))
     async with app.run_test(size=(80, 24)) as pilot:
         feed.voiced = False
-        await until(pilot, lambda: "silence" in shown(app, "#top"), [feed], what="silence on top")
-        assert "silent" in shown(app, "#level") and "-58 dBFS" in shown(app, "#level")
+        await until(pilot, lambda: "no speech" in shown(app, "#top"), [feed], what="no speech on top")
+        assert "no speech" in shown(app, "#level") and "-58 dBFS" in shown(app, "#level")
         await until(pilot, lambda: SILENCE in app.query_one("#timeline").view.timeline, [feed],
                     what="silence in the timeline")
         assert "·" in shown(app, "#timeline")
@@ -189,7 +189,7 @@ async def test_a_silent_feed_shows_silence(feed):
         feed.voiced = True
         feed.probs = one_hot("fearful")
         await until(pilot, lambda: "FEARFUL" in shown(app, "#top"), [feed], what="voice again")
-        assert "voiced" in shown(app, "#level")
+        assert "● speech" in shown(app, "#level")
 
 
 @asynctest

@@ -56,7 +56,7 @@ def what_is_missing(screen: str) -> list[str]:
     missing = []
     if "live" not in first_line(screen):
         missing.append("not live")
-    if "● voiced" not in screen:
+    if "● speech" not in screen:
         missing.append("no voice shown")
     missing += [f"no percentage for {label}" for label in EMOTIONS if not re.search(rf"│ {label}\s.*\d+%", screen)]
     if not any(re.search(r"│ [a-z]+\s.*█", line) for line in screen.splitlines()):

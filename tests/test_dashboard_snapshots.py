@@ -48,7 +48,7 @@ def fixed_app() -> DashboardApp:
         live.receive(encode("emotion", body), received)
         if seq % 5 == 0:
             live.receive(encode("status", status_body(seq // 5, t_publish=received, uptime_s=312.0 + t)), received)
-    live.receive([b"emotion", b'{"v": 2}'], end - 1)  # one malformed message, shown in the status
+    live.receive([b"emotion", b'{"v": 3}'], end - 1)  # one malformed message, shown in the status
     return DashboardApp(receiver)
 
 
@@ -78,6 +78,6 @@ def test_the_fixed_feed_is_what_the_snapshot_shows():
     assert view.connection == "live" and view.top == "happy" and view.voiced
     assert view.message_rate == pytest.approx(1 / HOP_S, rel=0.01)
     assert view.latency_ms == pytest.approx(42.0, abs=0.5)
-    assert view.malformed == 1 and "schema version 2" in view.last_error
+    assert view.malformed == 1 and "schema version 3" in view.last_error
     assert "silence" in view.timeline and None not in view.timeline[1:]
     assert tuple(view.labels) == EMOTIONS

@@ -127,7 +127,9 @@ def test_a_binary_or_non_utf8_config_file_is_one_line(tmp_path_factory, data):
     ("[pipeline]\nwindow_s = 1e9\n", "pipeline.window_s"),  # once tried to allocate 58 TiB
     ("[pipeline]\nwindow_s = 0\n", "pipeline.window_s"),
     ("[pipeline]\nwindow_s = 1.0\nhop_s = 1.5\n", "longer than pipeline.window_s"),
-    ("[pipeline]\nvad_min_voiced = 5\n", "pipeline.vad_min_voiced"),
+    ("[pipeline]\nspeech_share = 5\n", "pipeline.speech_share"),
+    ("[pipeline]\nspeech_lookback_s = 0\n", "pipeline.speech_lookback_s"),
+    ("[pipeline]\nvad_min_voiced = 0.2\n", "pipeline.vad_min_voiced is gone"),  # an older config
     ("[pipeline]\nsmoothing_tau_s = -1\n", "pipeline.smoothing_tau_s"),
     ("[pipeline]\nthreads = 0\n", "pipeline.threads"),
     ("[publish]\nhwm = -5\n", "publish.hwm"),
@@ -140,6 +142,8 @@ def test_config_values_out_of_range_name_key_value_range_and_fix(tmp_path, capsy
     err = capsys.readouterr().err
     if "longer" in needle:  # two keys: both named, with their values
         _one_line(err, "streamemo run: error:", needle, "1.5 s", "1 s")
+    elif "gone" in needle:  # a key of the loudness gate: what to do instead
+        _one_line(err, "streamemo run: error:", str(path), needle, "remove it", "speech_threshold")
     else:
         _one_line(err, "streamemo run: error:", str(path), needle, "must be", "got")
 
@@ -227,9 +231,9 @@ def test_a_card_nested_100000_deep_a_binary_card_and_a_directory_are_one_line(ra
         _one_line(str(e.value), needle)
 
 
-def test_classify_with_a_bad_card_exits_2_with_one_line(random_model, tmp_path, tone_and_silence_wav, capsys):
+def test_classify_with_a_bad_card_exits_2_with_one_line(random_model, tmp_path, speech_and_silence_wav, capsys):
     path = _copy_model(random_model, tmp_path / "bad", _set("frontend.sample_rate", -16000))
-    assert cli.main(["classify", str(tone_and_silence_wav), "--model", str(path)]) == 2
+    assert cli.main(["classify", str(speech_and_silence_wav), "--model", str(path)]) == 2
     _one_line(capsys.readouterr().err, "frontend.sample_rate must be", "-16000")
 
 

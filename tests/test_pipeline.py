@@ -27,8 +27,8 @@ def model(random_model):
     return load_model(random_model)
 
 
-def test_chunk_size_does_not_change_published_probabilities(model, tone_and_silence_wav):
-    signal, rate = sf.read(tone_and_silence_wav, dtype="float32")
+def test_chunk_size_does_not_change_published_probabilities(model, speech_and_silence_wav):
+    signal, rate = sf.read(speech_and_silence_wav, dtype="float32")
     reference = _published(model, signal, rate, 48000)
     assert len(reference) == len(window_starts(len(signal), 32000, 4000))
     assert any(m["voiced"] for m in reference) and not all(m["voiced"] for m in reference)
@@ -75,8 +75,8 @@ def test_capture_time_of_a_window_is_that_of_its_last_sample(model):
     assert [round(e.t_capture, 6) for e in estimates] == [99.5, 99.75, 100.0]
 
 
-def test_file_probabilities_averages_voiced_windows_only(model, tone_and_silence_wav):
-    signal, _ = sf.read(tone_and_silence_wav, dtype="float32")
+def test_file_probabilities_averages_voiced_windows_only(model, speech_and_silence_wav):
+    signal, _ = sf.read(speech_and_silence_wav, dtype="float32")
     pipeline = Pipeline(model, PipelineConfig())
     estimates = pipeline.feed(signal) + pipeline.flush()
     voiced = [e.raw for e in estimates if e.voiced]
@@ -111,24 +111,3 @@ def test_long_silence_resets_the_smoother():
     assert state is None
     state, top = smoother.update(np.array([0.0, 1.0]))
     assert top == 1 and state[1] == 1.0  # a fresh start, not a blend with the last speaker
-
-
-def _noise(level_db: float, seconds: float, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (10 ** (level_db / 20) * rng.standard_normal(int(seconds * 16000))).astype(np.float32)
-
-
-def test_gate_follows_the_noise_floor():
-    from streamemo.stream.vad import is_voiced
-
-    cfg = PipelineConfig()
-    gate = lambda x: is_voiced(x, 16000, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db)  # noqa: E731
-    hiss = _noise(-48, 2.0)
-    assert not gate(hiss), "steady microphone hiss is not voice, however loud"
-    soft_speech = np.concatenate([_noise(-90, 1.2), _noise(-42, 0.8, seed=1)])  # studio: quiet voice, silent floor
-    assert gate(soft_speech)
-    speech_over_hiss = hiss.copy()
-    speech_over_hiss[8000:16000] += _noise(-28, 0.5, seed=2)
-    assert gate(speech_over_hiss)
-    assert not gate(np.zeros(32000, np.float32)) and not gate(_noise(-70, 2.0))
-    assert gate(_noise(-20, 2.0)), "continuous loud sound counts even with no quiet floor"

@@ -30,14 +30,14 @@ def _curve_sub(endpoint: str, curve: CurveClient) -> zmq.Socket:
     return sock
 
 
-def test_two_daemons_through_one_proxy(tmp_path, random_model, speech_wav, tone_and_silence_wav):
+def test_two_daemons_through_one_proxy(tmp_path, random_model, speech_wav, speech_and_silence_wav):
     """Every message of both daemons arrives, each stream whole and in order; an unknown key
     gets nothing; SIGTERM stops the proxy at once with exit 0."""
     keys, clients = tmp_path / "keys", tmp_path / "clients"
     _keys(keys, "proxy", "alice", "mallory")
     clients.mkdir()
     (clients / "alice.key").write_bytes((keys / "alice.key").read_bytes())
-    upstream = {str(speech_wav): _free_endpoint(), str(tone_and_silence_wav): _free_endpoint()}
+    upstream = {str(speech_wav): _free_endpoint(), str(speech_and_silence_wav): _free_endpoint()}
     # As fast as possible, once someone subscribes: the subscription travels through the proxy.
     daemons = [_daemon("--source", wav, "--no-realtime", "--wait-subscriber", "60", "--model", str(random_model),
                        "--bind", endpoint) for wav, endpoint in upstream.items()]

@@ -11,8 +11,8 @@ import pytest
 from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
 
 
-def test_a_recorded_session_becomes_a_timeline_and_a_summary(tone_and_silence_wav, free_endpoint, tmp_path):
-    proc = _daemon("--source", str(tone_and_silence_wav), "--no-realtime", "--bind", free_endpoint,
+def test_a_recorded_session_becomes_a_timeline_and_a_summary(speech_and_silence_wav, free_endpoint, tmp_path):
+    proc = _daemon("--source", str(speech_and_silence_wav), "--no-realtime", "--bind", free_endpoint,
                    "--wait-subscriber", "20")
     sock = _subscriber(free_endpoint)
     messages = _collect(sock, lambda m: False, 60, proc)

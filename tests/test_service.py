@@ -83,9 +83,9 @@ def notify(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def long_wav(tmp_path_factory, tone_and_silence_wav):
-    """About a minute of the tone-and-silence clip: a file source that outlives the test."""
-    audio, rate = sf.read(tone_and_silence_wav, dtype="float32")
+def long_wav(tmp_path_factory, speech_and_silence_wav):
+    """About a minute of the speech-and-silence clip: a file source that outlives the test."""
+    audio, rate = sf.read(speech_and_silence_wav, dtype="float32")
     path = tmp_path_factory.mktemp("audio") / "long.wav"
     sf.write(path, np.tile(audio, 7), rate, subtype="PCM_16")
     return path

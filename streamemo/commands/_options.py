@@ -19,7 +19,7 @@ FLAGS = {
     "--device": ("pipeline.device", dict(choices=["auto", "cpu", "cuda"], help="where the frontend and network run")),
     "--window": ("pipeline.window_s", dict(type=float, metavar="S", help="window length in seconds (default: the model's)")),
     "--hop": ("pipeline.hop_s", dict(type=float, metavar="S", help="seconds between messages")),
-    "--vad-threshold": ("pipeline.vad_threshold_db", dict(type=float, metavar="DB", help="quietest frame level (dBFS) that can count as voiced")),
+    "--speech-threshold": ("pipeline.speech_threshold", dict(type=float, metavar="P", help="speech probability a 32 ms chunk needs to count as speech (0.7)")),
     "--smoothing": ("pipeline.smoothing_tau_s", dict(type=float, metavar="S", help="smoothing time constant in seconds")),
     "--bind": ("publish.bind", dict(metavar="ENDPOINT", help="ZeroMQ endpoint to publish on (tcp://127.0.0.1:5556)")),
     "--wait-subscriber": ("publish.wait_subscriber_s", dict(type=float, metavar="S", help="wait this long for a first subscriber before starting")),

@@ -169,7 +169,7 @@ def _print_table(result: dict) -> None:
         print(f"  {result['repaired_samples']} samples were NaN, infinite or far past full scale: "
               "silenced or clipped before scoring")
     if result["label"] is None:
-        print("  whole file: no voiced window (silence or too quiet; see --vad-threshold)")
+        print("  whole file: no voiced window (no speech heard; see --speech-threshold)")
     else:
         best = max(result["probs"])
         dims = "" if result["arousal"] is None else \

@@ -112,12 +112,12 @@ class TopEmotion(EmotionWidget):
         if view is None or view.seq is None:
             return Text("no data yet")
         if view.top is None:
-            return Text("silence" if not view.voiced else "listening…")
+            return Text("no speech" if not view.voiced else "listening…")
         return Text.assemble((view.top.upper(), "bold"), f"  {percent(view.confidence).strip()}")
 
 
 class LevelMeter(EmotionWidget):
-    """Voiced/silent indicator and the input level in dBFS."""
+    """Speech indicator (the daemon's voice gate) and the input level in dBFS."""
 
     COMPONENT_CLASSES = EmotionWidget.COMPONENT_CLASSES | {"level--voiced", "level--bar"}
 
@@ -126,8 +126,8 @@ class LevelMeter(EmotionWidget):
         width = self.size.width
         if view is None or view.level_db is None:
             return Text("○ no input yet", self.muted())
-        indicator = ("● voiced ", self.get_component_rich_style("level--voiced")) if view.voiced \
-            else ("○ silent ", self.muted())
+        indicator = ("● speech ", self.get_component_rich_style("level--voiced")) if view.voiced \
+            else ("○ no speech ", self.muted())
         label = f" {view.level_db:5.0f} dBFS"
         bar_width = max(0, width - len(indicator[0]) - len(label))
         fraction = (view.level_db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB
@@ -316,6 +316,8 @@ class StatusPanel(Widget):
                 rows.append(("source", s.source))
                 adapted = s.adapted_s
                 rows.append(("speaker", "no adaptation" if adapted is None else f"adapted on {adapted:.0f} s of voice"))
+                if s.speech_share is not None:
+                    rows.append(("speech", f"{s.speech_share:.0%} of the last minute"))
             if view.seq is not None:
                 rows.append(("last seq", str(view.seq)))
         out = Text(no_wrap=True, overflow="ellipsis")

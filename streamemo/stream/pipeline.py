@@ -1,5 +1,5 @@
-"""Audio at the model rate in, one `Estimate` per hop out: windowing, frontend, network,
-voice-activity gate and smoother.
+"""Audio at the model rate in, one `Estimate` per hop out: windowing, voice gate (speech.py),
+frontend, network and smoother.
 
 Windows are cut at fixed sample offsets (`features.window_starts`) and each is scored on
 its own, so the output does not depend on how the audio was chunked: feeding 1 sample or
@@ -22,7 +22,7 @@ from streamemo.model import Model
 from streamemo.stream.inference import inference_network
 from streamemo.stream.adaptation import SpeakerAdapter
 from streamemo.stream.smoothing import Smoother
-from streamemo.stream.vad import is_voiced, level_db
+from streamemo.stream.speech import SpeechGate
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ class Estimate:
     index: int  # window number since the stream started, from 0
     t_audio: float  # seconds of audio from the stream's start to the window's last sample
     t_capture: float | None  # wall-clock time the window's last sample was captured
-    voiced: bool
+    voiced: bool  # the voice gate let the window through to the classifier
+    speech: float  # mean speech probability over the gate's lookback, 0-1
     level_db: float  # RMS level of the window's last hop, dBFS
     raw: np.ndarray | None  # this window's probabilities; None when unvoiced (not classified)
     smoothed: np.ndarray | None
@@ -89,6 +90,7 @@ class Pipeline:
         self.scorer = scorer or Scorer(model, device)
         self.smoother = Smoother(config.hop_s, config.smoothing_tau_s, config.hysteresis, config.reset_after_s)
         self.adapter = self._adapter(model)
+        self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
@@ -149,6 +151,8 @@ class Pipeline:
         if speaker and self.adapter is not None:
             self.adapter.reset()
         self._history[:] = 0.0
+        self.gate.reset()
+        self._gate_held = None  # flush's decision, while padding fills the one short window
         self._write = 0  # next write position in _history
         self.total = 0  # samples fed since reset
         self._next_end = self.window  # a window completes when `total` reaches this
@@ -187,11 +191,17 @@ class Pipeline:
         """End of stream. A stream shorter than one window still gets one (zero-padded) window,
         as `features.window_starts` defines; otherwise nothing is left to emit."""
         if self._index == 0 and self.total > 0:
-            missing = self.window - self.total
-            return self.feed(np.zeros(missing, dtype=np.float32), t_end)
+            # The padding is not audio: the gate judges the end of what was heard.
+            self._gate_held = self.gate.decide()
+            try:
+                return self.feed(np.zeros(self.window - self.total, dtype=np.float32), t_end)
+            finally:
+                self._gate_held = None
         return []
 
     def _append(self, samples: np.ndarray) -> None:
+        if self._gate_held is None:
+            self.gate.feed(samples)
         n = len(samples)
         if n >= self.window:
             self._history[:] = samples[-self.window :]
@@ -207,8 +217,7 @@ class Pipeline:
         return np.concatenate([self._history[self._write :], self._history[: self._write]])
 
     def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
-        cfg = self.config
-        voiced = is_voiced(window, self.rate, cfg.vad_threshold_db, cfg.vad_min_voiced, cfg.vad_margin_db)
+        voiced, speech = self._gate_held or self.gate.decide()
         raw = self._score(window) if voiced else None
         if raw is not None and not np.isfinite(raw).all():
             # The model passed its self-test, yet fails on this audio. NaN must not reach a
@@ -224,6 +233,7 @@ class Pipeline:
             t_audio=self.total / self.rate,
             t_capture=t_capture,
             voiced=voiced,
+            speech=round(speech, 4),
             level_db=level_db(window[-self.hop :]),
             raw=raw,
             smoothed=None if smoothed is None else smoothed.copy(),
@@ -239,6 +249,14 @@ class Pipeline:
         # The window's voice counts before it is scored: the first words already adapt.
         self.adapter.update(features[0].cpu().numpy(), weight=self.hop / self.window)
         return self.scorer.probabilities(features, self.adapter.affine())[0]
+
+
+def level_db(samples: np.ndarray) -> float:
+    """RMS level of a stretch of samples in dBFS (-200 for digital silence)."""
+    if len(samples) == 0:
+        return -200.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    return 20.0 * np.log10(rms + 1e-10)
 
 
 def file_probabilities(estimates: list[Estimate]) -> np.ndarray | None:

@@ -100,6 +100,7 @@ class Processor:
             arousal=None if dims is None else dims[0],
             valence=None if dims is None else dims[1],
             voiced=e.voiced,
+            speech=e.speech,
             level_db=round(max(e.level_db, -120.0), 2),
             source=self.source_name,
             model=model.id,

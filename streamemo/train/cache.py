@@ -103,7 +103,7 @@ class FeatureStore:
     def voice(self, clip: Clip, window: int, hop: int, pipeline) -> VoiceStats:
         """The clip's voice statistics as the daemon would measure them (untrimmed audio,
         voiced `window`s every `hop` by `pipeline`'s voice gate; stream/adaptation.py)."""
-        gate = (pipeline.vad_threshold_db, pipeline.vad_min_voiced, pipeline.vad_margin_db)
+        gate = ("silero-v6", pipeline.speech_threshold, pipeline.speech_share, pipeline.speech_lookback_s)
         extra = {"voice": {"window": window, "hop": hop, "gate": gate, "active_range": ACTIVE_RANGE}}
 
         def compute(_key: str) -> np.ndarray:

@@ -85,7 +85,7 @@ def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None =
     config = config or PipelineConfig()
     scorer = Scorer(model, "cpu")
     gated = Pipeline(model, config, scorer=scorer)
-    open_gate = Pipeline(model, replace(config, vad_min_voiced=0.0), scorer=scorer)  # every window counts
+    open_gate = Pipeline(model, replace(config, speech_share=0.0), scorer=scorer)  # every window counts
     open_gate.adapter = gated.adapter  # the same voice heard so far
     scores, skipped = [], []
     bar = tqdm(total=len(clips), desc="scoring", unit="clip", disable=not progress, leave=False)

@@ -9,7 +9,7 @@ import torch
 from streamemo import StreamemoError
 from streamemo.features import BandStats, frame_windows
 from streamemo.stream.adaptation import VoiceStats, affine, reference_stats, shrunk
-from streamemo.stream.vad import is_voiced
+from streamemo.stream.speech import SpeechGate
 from streamemo.train.datasets import Clip
 
 
@@ -95,9 +95,8 @@ def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config) ->
     the daemon would adapt on: every `hop`, those the voice gate of `config` (a
     PipelineConfig) accepts."""
     rate, acc = frontend.spec.sample_rate, VoiceStats(frontend.spec.n_features)
-    windows = frame_windows(audio, window, hop)
-    windows = windows[[is_voiced(w, rate, config.vad_threshold_db, config.vad_min_voiced, config.vad_margin_db)
-                       for w in windows]]
+    gate = SpeechGate(rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
+    windows = frame_windows(audio, window, hop)[gate.decisions(audio, window, hop)]
     if len(windows):
         with torch.inference_mode():
             maps = frontend(torch.from_numpy(windows)).numpy()

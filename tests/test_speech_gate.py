@@ -1,0 +1,117 @@
+"""The voice gate (stream/speech.py): Silero VAD as the package computes it, speech let
+through, sound held back, and the same decisions in the daemon's pipeline and the trainer."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+
+from streamemo.config import PipelineConfig
+from streamemo.model import load_model
+from streamemo.stream.pipeline import Pipeline
+from streamemo.stream.speech import CHUNK, CONTEXT, SileroVAD, SpeechGate
+
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def speech(speech_wav) -> np.ndarray:
+    audio, rate = sf.read(speech_wav, dtype="float32")
+    return soxr.resample(audio, rate, RATE).astype(np.float32)
+
+
+def _gate(config: PipelineConfig = PipelineConfig(), rate: int = RATE) -> SpeechGate:
+    return SpeechGate(rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
+
+
+def _sounds(seconds: float = 4.0) -> dict[str, np.ndarray]:
+    """Loud sounds that are not speech, made here: hiss, a buzzing tone, and a few bars of
+    chords with a melody (plucked harmonic notes)."""
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = 140 + 30 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    music = np.zeros_like(t)
+    for i, root in enumerate([220.0, 174.6, 261.6, 196.0] * 4):  # a chord every 0.25 s
+        start, end = int(i * 0.25 * RATE), int((i + 1) * 0.25 * RATE)
+        if start >= len(t):
+            break
+        tt = t[start:end] - t[start]
+        for ratio in (1.0, 1.26, 1.5, 2.0):
+            music[start:end] += np.exp(-4 * tt) * sum(np.sin(2 * np.pi * k * root * ratio * tt) / k for k in (1, 2, 3))
+    return {
+        "hiss at -20 dBFS": (0.1 * rng.standard_normal(len(t))).astype(np.float32),
+        "a buzzing harmonic tone": sum(0.2 / k * np.sin(k * phase) for k in range(1, 8)).astype(np.float32),
+        "chords": (0.3 * music / np.abs(music).max()).astype(np.float32),
+        "digital silence": np.zeros(len(t), np.float32),
+    }
+
+
+def test_our_silero_gives_the_packages_probabilities(speech):
+    """stream/speech.py runs the network itself; the package's TorchScript model is the reference."""
+    import silero_vad
+
+    audio = np.concatenate([speech, _sounds(1.0)["hiss at -20 dBFS"]])
+    n = len(audio) // CHUNK
+    stream = np.concatenate([np.zeros(CONTEXT, np.float32), audio[: n * CHUNK]])
+    chunks = stream[np.arange(n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None]]
+    vad = SileroVAD()
+    ours = np.concatenate([vad(chunks[:40]), vad(chunks[40:])])  # the LSTM state carries over calls
+    reference = silero_vad.load_silero_vad()
+    with torch.inference_mode():
+        theirs = np.array([float(reference(torch.from_numpy(audio[i * CHUNK : (i + 1) * CHUNK]), RATE))
+                           for i in range(n)])
+    assert theirs.max() > 0.9 and theirs.min() < 0.1, "the audio must hold both speech and non-speech"
+    np.testing.assert_allclose(ours, theirs, atol=1e-4)
+
+
+def test_speech_passes_and_loud_sounds_do_not(speech):
+    window, hop = 2 * RATE, RATE // 4
+    voiced = _gate().decisions(speech, window, hop)
+    assert np.mean(voiced) >= 0.9, voiced
+    for name, sound in _sounds().items():
+        assert not any(_gate().decisions(sound, window, hop)), f"{name} was let through"
+
+
+def test_the_trainer_measures_the_windows_the_pipeline_classifies(random_model, speech_and_silence_wav):
+    """train/sessions.measure_voice uses SpeechGate.decisions; the daemon, Pipeline.feed."""
+    model = load_model(random_model)
+    audio, _ = sf.read(speech_and_silence_wav, dtype="float32")
+    decided = []
+    for signal in (audio, audio[3 * RATE : 4 * RATE]):  # a recording; one shorter than a window (padded)
+        pipeline = Pipeline(model, PipelineConfig())
+        live = [e.voiced for e in pipeline.feed(signal) + pipeline.flush()]
+        assert _gate().decisions(signal, pipeline.window, pipeline.hop) == live
+        decided.append(live)
+    assert True in decided[0] and False in decided[0]
+    assert decided[1] == [True], "the first second of speech, padded to a window"
+
+
+def test_the_gate_looks_back_as_configured_and_opens_fully(speech):
+    window, hop = 2 * RATE, RATE // 4
+    audio = np.concatenate([np.zeros(2 * RATE, np.float32), speech, np.zeros(3 * RATE, np.float32)])
+    short = _gate(PipelineConfig(speech_lookback_s=0.25)).decisions(audio, window, hop)
+    long = _gate(PipelineConfig(speech_lookback_s=2.0)).decisions(audio, window, hop)
+    # A longer look-back keeps the gate open longer after the speech ends.
+    last = lambda flags: max(i for i, f in enumerate(flags) if f)  # noqa: E731
+    assert last(long) > last(short)
+    assert all(_gate(PipelineConfig(speech_share=0.0)).decisions(audio, window, hop)), "share 0: an open gate"
+
+
+def test_a_model_at_another_rate_gets_the_same_gate(speech):
+    """The gate resamples to Silero's 16 kHz; a model at 8 kHz hears speech the same."""
+    audio8k = soxr.resample(speech, RATE, 8000).astype(np.float32)
+    at_16k = _gate().decisions(speech, 2 * RATE, RATE // 4)
+    at_8k = _gate(rate=8000).decisions(audio8k, 2 * 8000, 8000 // 4)
+    assert len(at_8k) == len(at_16k)
+    assert np.mean(np.equal(at_8k, at_16k)) >= 0.85
+
+
+def test_recent_share_counts_the_last_minute(speech):
+    gate = _gate()
+    assert gate.recent_share is None
+    gate.decisions(np.zeros(4 * RATE, np.float32), 2 * RATE, RATE // 4)
+    assert gate.recent_share == 0.0
+    gate.decisions(speech, 2 * RATE, RATE // 4)
+    assert 0.3 < gate.recent_share < 0.9
