@@ -518,13 +518,16 @@ def main() -> None:
                   + " | ".join(fmt(pooled[c]) for c in CHOICE_CONDITIONS) + " |")
 
     print("\nMusic files where the chosen silero gates pass the most windows (both halves):")
-    print("| file | half | windows | " + " | ".join(n for n in gates if n.startswith("silero")) + " | energy (removed) |")
-    print("|---|---|---|" + "---|" * (1 + sum(n.startswith("silero") for n in gates)))
+    shown = ["shipped (streamemo)"] + [n for n in gates if n.startswith("silero")]
+    print("| file | half | windows | " + " | ".join(shown) + " | energy (removed) |")
+    print("|---|---|---|" + "---|" * (1 + len(shown)))
     music_streams = [st for st in streams if st.condition == "music"]
     rows = []
     for st in music_streams:
-        rates = [float(np.mean(gates[n][0](st.results))) for n in gates if n.startswith("silero")]
+        rates = [float(np.mean(gates[n][0](st.results))) for n in shown]
         rows.append((max(rates), st, rates))
+    held_music = sum(len(st.results["shipped"]) for st in music_streams if st.half == 1)
+    print(f"(held-out music windows in all: {held_music})")
     for _, st, rates in sorted(rows, key=lambda t: -t[0])[:8]:
         print(f"| {st.name or '(joined short files)'} | {st.half} | {len(st.results['energy'])} | "
               + " | ".join(fmt(x) for x in rates) + f" | {fmt(float(np.mean(st.results['energy'])))} |")

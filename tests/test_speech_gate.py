@@ -115,3 +115,12 @@ def test_recent_share_counts_the_last_minute(speech):
     assert gate.recent_share == 0.0
     gate.decisions(speech, 2 * RATE, RATE // 4)
     assert 0.3 < gate.recent_share < 0.9
+
+
+def test_words_at_the_very_start_of_a_stream_are_heard(speech):
+    """No later window's look-back covers a stream's first 1.25 s: its first window is judged
+    on all of its audio (ASED's clips often hold one word, then silence)."""
+    word = speech[: RATE]
+    audio = np.concatenate([word, np.zeros(2 * RATE, np.float32)])
+    decided = _gate().decisions(audio, 2 * RATE, RATE // 4)
+    assert decided[0] and not any(decided[1:])

@@ -12,11 +12,14 @@ safetensors file holds other, older weights). They are copied out once into nump
 this module runs the network itself: the 16 kHz branch, on 512-sample chunks each
 preceded by the 64 samples before it, as the package does. The encoder sees one chunk at
 a time, so a hop's chunks go through it as one batch and only the LSTM steps chunk by
-chunk; that costs about 0.4 ms per 0.25 s hop on one core, less than the loudness gate
-did. Each chunk is scored once, when the window that ends after it is decided.
+chunk; that costs about 0.7 ms per 0.25 s hop on one core (0.5 ms more than the loudness
+gate, a seventh of the package's own TorchScript model). Each chunk is scored once, when
+the window that ends after it is decided.
 
 The decision for a window: at least `share` of the chunks in the newest `lookback_s`
-seconds have a speech probability of at least `threshold`. Defaults were chosen on data
+seconds have a speech probability of at least `threshold`. A stream's first window is
+judged on all of its audio, which no later window's look-back covers: a recording whose
+only words are in its first second is classified. Defaults were chosen on data
 (benchmarks/voice_gates.py). Everything depends only on the samples and on where windows
 end, so chunking the input cannot change a decision.
 """
@@ -29,6 +32,7 @@ import itertools
 import math
 
 import numpy as np
+from scipy.special import expit as _sigmoid  # one ufunc: cheaper than 1 / (1 + exp(-x))
 
 from streamemo.audio.resample import StreamResampler
 
@@ -41,9 +45,8 @@ SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) look
 @functools.cache
 def _weights() -> dict[str, np.ndarray]:
     """The 16 kHz network's weights, as the arrays `SileroVAD` multiplies by."""
-    from importlib.resources import as_file, files
-
     import warnings
+    from importlib.resources import as_file, files
 
     import torch
 
@@ -140,9 +143,6 @@ def _relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0, out=x)
 
 
-from scipy.special import expit as _sigmoid  # noqa: E402  (one ufunc: cheaper than 1 / (1 + exp(-x)))
-
-
 class SpeechGate:
     """Audio at `rate` in (`feed`), one decision per window out (`decide`, called when a
     window ends): (voiced, speech), `speech` being the mean speech probability over the
@@ -171,10 +171,12 @@ class SpeechGate:
         self._pending.append(np.asarray(samples, dtype=np.float32))
 
     def decide(self) -> tuple[bool, float]:
-        self._score_pending()
+        new = self._score_pending()
         if not self._probs:
             return self.share <= 0, 0.0
-        probs = np.fromiter(self._probs, np.float32)
+        # Judged: the newest look-back, or everything since the last decision when that is
+        # longer (a stream's first window), so no stretch of audio escapes every decision.
+        probs = new if len(new) > self.lookback else np.fromiter(self._probs, np.float32)
         speech_share = float(np.mean(probs >= self.threshold))
         return speech_share >= self.share, float(probs.mean())
 
@@ -200,19 +202,21 @@ class SpeechGate:
             out.append(self.decide()[0])
         return out
 
-    def _score_pending(self) -> None:
+    def _score_pending(self) -> np.ndarray:
+        """Scores the whole chunks fed since the last call; returns their probabilities."""
         if not self._pending:
-            return
+            return np.zeros(0, np.float32)
         audio = np.concatenate(self._pending)
         self._pending = []
         audio = np.concatenate([self._rest, self._resampler(audio)])
         n = len(audio) // CHUNK
         self._rest = audio[n * CHUNK :]
         if n == 0:
-            return
+            return np.zeros(0, np.float32)
         stream = np.concatenate([self._tail, audio[: n * CHUNK]])
         chunks = stream[np.arange(n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None]]
         self._tail = stream[-CONTEXT:].copy()
         probs = self.vad(chunks)
         self._probs.extend(probs.tolist())
         self._recent.extend((probs >= self.threshold).tolist())
+        return probs
