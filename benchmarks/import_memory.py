@@ -1,0 +1,59 @@
+"""What the daemon's imports cost in resident memory (issue 16): a fresh interpreter imports
+the daemon's dependencies one after another, in the order `streamemo run` first needs them,
+and reports the resident set after each; then it builds the running objects (model,
+pipeline with its voice gate, publisher) and lists which heavy libraries ended up loaded.
+
+    .venv/bin/python benchmarks/import_memory.py
+
+Each step's cost includes what it drags in that earlier steps had not (torch's own
+libraries with torch, scipy with nnAudio). Linux only (reads /proc/self/status).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+STEPS = [
+    ("python", "pass"),
+    ("numpy", "import numpy"),
+    ("torch", "import torch"),
+    ("nnAudio (scipy)", "import nnAudio.features"),
+    ("soxr, soundfile, sounddevice", "import soxr, soundfile, sounddevice"),
+    ("pyzmq", "import zmq"),
+    ("streamemo.daemon", "import streamemo.daemon"),
+    ("the model loaded", "from streamemo.model import load_model; m = load_model('models/default')"),
+    ("its pipeline (frontend, network, voice gate)",
+     "from streamemo.stream.pipeline import Pipeline; from streamemo.config import PipelineConfig; "
+     "p = Pipeline(m, PipelineConfig())"),
+    ("a window scored", "import numpy as np; p.feed(np.zeros(40000, np.float32))"),
+]
+HEAVY = ("matplotlib", "pandas", "sklearn", "librosa", "numba", "audiomentations", "pyroomacoustics", "pedalboard",
+         "textual", "tqdm", "scipy", "torch", "nnAudio", "silero_vad")
+
+CHILD = """
+import sys
+def rss():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) / 1024
+before = rss()
+for name, code in STEPS:
+    exec(code)
+    now = rss()
+    print(f"| {name} | {now - before:.0f} | {now:.0f} |")
+    before = now
+print()
+print("heavy libraries loaded: " + ", ".join(h for h in HEAVY if h in sys.modules))
+"""
+
+
+def main() -> None:
+    print("| step | MB added | resident MB |")
+    print("|---|---|---|")
+    code = f"STEPS = {STEPS!r}\nHEAVY = {HEAVY!r}\n" + CHILD
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+if __name__ == "__main__":
+    main()
