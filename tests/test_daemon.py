@@ -56,11 +56,11 @@ def test_real_microphone_path(pulse, random_model, speech_wav, free_endpoint):
 @pytest.mark.corpus
 def test_music_into_the_microphone_is_not_classified_and_speech_is(pulse, random_model, speech_wav, free_endpoint,
                                                                     tmp_path):
-    """Real music played into the virtual microphone: every window is published unvoiced, with
+    """Real music (6 s of an orchestra) played into the virtual microphone: every window is published unvoiced, with
     a low speech probability. Speech played the same way right after is classified."""
     if not MUSIC.is_file():
         pytest.skip(f"{MUSIC} is absent (the corpora live in ../shared/data beside the project)")
-    music, rate = sf.read(MUSIC, dtype="float32", frames=10 * 48000)  # 10 s is enough, and keeps the test short
+    music, rate = sf.read(MUSIC, dtype="float32", frames=6 * sf.info(MUSIC).samplerate)  # 6 s: enough, and short
     excerpt = tmp_path / "music.wav"
     sf.write(excerpt, music, rate)
     proc = _daemon("--model", str(random_model), "--bind", free_endpoint, env=pulse.env)
@@ -68,23 +68,25 @@ def test_music_into_the_microphone_is_not_classified_and_speech_is(pulse, random
     try:
         _collect(sock, lambda m: sum(t == "emotion" for t, _ in m) >= 2, 40, proc)
         assert proc.poll() is None, proc.stderr.read()
-        pulse.play(excerpt, wait=False)
-        during_music = _collect(sock, lambda m: False, 9.5, proc)
-        _collect(sock, lambda m: False, 1.0, proc)  # the end of the music and the gate's look-back
+        music_player = pulse.play(excerpt, wait=False)
+        during_music = _collect(sock, lambda m: False, 5.5, proc)
+        music_player.wait(timeout=20)
+        _collect(sock, lambda m: False, 1.0, proc)  # the gate's look-back past the music's end
         player = pulse.play(speech_wav, wait=False)
-        during_speech = _collect(sock, lambda m: False, sf.info(speech_wav).duration + 2.5, proc)
+        during_speech = _collect(sock, lambda m: False, sf.info(speech_wav).duration + 4.0, proc)
         player.wait(timeout=10)
     finally:
         code, err = _stop(proc)
     assert code == 0, err
     music_msgs = [b for t, b in during_music if t == "emotion"]
     loud = [b for b in music_msgs if b["level_db"] > -40]
-    assert len(loud) >= 20, "the music must have reached the daemon, loud"
+    assert len(loud) >= 12, "the music must have reached the daemon, loud"
     assert not any(b["voiced"] for b in music_msgs), [round(b["speech"], 2) for b in music_msgs]
     assert all(b["raw"] is None and b["top"] is None for b in music_msgs)
     assert max(b["speech"] for b in music_msgs) < 0.5
     speech_msgs = [b for t, b in during_speech if t == "emotion"]
-    assert sum(b["voiced"] for b in speech_msgs) >= 4, "speech played the same way is classified"
+    assert sum(b["voiced"] for b in speech_msgs) >= 4, \
+        ("speech played the same way is classified", [(b["speech"], round(b["level_db"])) for b in speech_msgs])
     assert max(b["speech"] for b in speech_msgs) > 0.8
     status = [b for t, b in during_speech if t == "status"]
     assert status and 0 < status[-1]["speech_share"] < 1
