@@ -4,7 +4,9 @@ Runs `streamemo run` on a private PulseAudio null sink (the test suite's recipe)
 espeak-ng speech with pauses into it on a loop, subscribes over ZeroMQ, and reports:
 - latency from a window's last captured sample (`t_capture`) to its message arriving at
   a subscriber, p50/p99;
-- the daemon's CPU use in percent of one core, and its resident memory over time.
+- the daemon's CPU use in percent of one core, thread by thread (the main loop runs the
+  pipeline; PortAudio's callback, PulseAudio's client, ZeroMQ's I/O and torch have their
+  own threads), and its resident memory over time.
 
     .venv/bin/python benchmarks/latency.py --seconds 300 --model models/default
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -45,6 +48,21 @@ def speech_loop_file(directory: Path) -> Path:
         parts.append(str(silence))
     out = directory / "loop.wav"
     subprocess.run(["sox", *parts, str(out)], check=True)
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each of the process's threads, by name (threads of one name summed;
+    the main thread, which runs the pipeline, as "main")."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = "main" if task.name == str(pid) else (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return out
 
 
@@ -89,7 +107,7 @@ def main() -> None:
         player = threading.Thread(target=play_forever, daemon=True)
         player.start()
         latencies, voiced, statuses, rss = [], 0, [], []
-        cpu0, t0 = proc.cpu_times(), time.monotonic()
+        cpu0, threads0, t0 = proc.cpu_times(), thread_cpu(daemon.pid), time.monotonic()
         next_sample = t0
         while time.monotonic() - t0 < args.seconds:
             if sub.poll(100):
@@ -104,7 +122,7 @@ def main() -> None:
             if time.monotonic() >= next_sample:
                 rss.append((round(time.monotonic() - t0, 1), proc.memory_info().rss / 2**20))
                 next_sample += 10.0
-        cpu1, t1 = proc.cpu_times(), time.monotonic()
+        cpu1, threads1, t1 = proc.cpu_times(), thread_cpu(daemon.pid), time.monotonic()
         daemon.terminate()
         daemon.wait(10)
     finally:
@@ -129,6 +147,9 @@ def main() -> None:
         "proc_ms_p99_daemon": statuses[-1]["proc_ms_p99"] if statuses else None,
         "overflows": statuses[-1]["overflows"] if statuses else None,
         "cpu_percent_of_one_core": round(cpu_percent, 2),
+        "cpu_percent_by_thread": {name: round(100.0 * (t - threads0.get(name, 0.0)) / (t1 - t0), 2)
+                                  for name, t in sorted(threads1.items(), key=lambda kv: -kv[1])
+                                  if t - threads0.get(name, 0.0) > 0},
         "rss_mib_first": round(rss[0][1], 1),
         "rss_mib_last": round(rss[-1][1], 1),
         "rss_mib_series": [(t, round(m, 1)) for t, m in rss],
@@ -144,6 +165,8 @@ def main() -> None:
     print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | RSS start -> end |\n|---|---|---|---|---|\n"
           f"| {result['messages']} | {result['latency_ms_p50']} ms | {result['latency_ms_p99']} ms | "
           f"{result['cpu_percent_of_one_core']} % | {result['rss_mib_first']} -> {result['rss_mib_last']} MiB |")
+    print("CPU by thread (% of one core): "
+          + ", ".join(f"{name} {pct}" for name, pct in result["cpu_percent_by_thread"].items()))
     print(f"written to {out.relative_to(ROOT)}")
 
 
