@@ -63,7 +63,7 @@ from streamemo.audio.files import load_audio
 from streamemo.config import PipelineConfig
 from streamemo.model import load_model
 from streamemo.stream.pipeline import Pipeline
-from streamemo.stream.speech import SileroVAD
+from streamemo.stream.speech import SileroVAD, chunks
 
 RATE = 16000
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ CONDITIONS = ["music", "noise", "speech", "speech+music 10dB", "speech+noise 10d
 CHOICE_CONDITIONS = CONDITIONS[:5]
 TARGETS = {"music": "<= 3 %", "noise": "<= 3 %", "speech": ">= 95 %", "speech+music 10dB": ">= 85 %",
            "speech+noise 10dB": ">= 85 %", "GTZAN speech": "-"}
-SILERO_CHUNK, SILERO_CONTEXT = 512, 64
+SILERO_CHUNK = 512
 WEBRTC_FRAME = 160  # 10 ms
 GAP_S, ROOM_DB = 0.5, -75.0
 SNR_DB = 10.0
@@ -96,18 +96,10 @@ def loudness_gate(window: np.ndarray, threshold_db: float = -55.0, min_fraction:
     return float(np.mean(levels > frame_threshold)) >= min_fraction
 
 
-def silero_chunks(audio: np.ndarray) -> np.ndarray:
-    """(n, 576): chunk i is samples [512 i, 512 (i+1)) after the 64 samples before it."""
-    n = len(audio) // SILERO_CHUNK
-    padded = np.concatenate([np.zeros(SILERO_CONTEXT, np.float32), audio[: n * SILERO_CHUNK]])
-    idx = np.arange(n)[:, None] * SILERO_CHUNK + np.arange(SILERO_CHUNK + SILERO_CONTEXT)[None]
-    return padded[idx]
-
-
 def silero_probs(model: SileroVAD, audio: np.ndarray) -> np.ndarray:
-    chunks = silero_chunks(audio)
+    pieces = chunks(audio)
     model.reset()
-    out = [model(chunks[i : i + 4096]) for i in range(0, len(chunks), 4096)]
+    out = [model(pieces[i : i + 4096]) for i in range(0, len(pieces), 4096)]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 

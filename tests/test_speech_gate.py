@@ -10,7 +10,7 @@ import torch
 from streamemo.config import PipelineConfig
 from streamemo.model import load_model
 from streamemo.stream.pipeline import Pipeline
-from streamemo.stream.speech import CHUNK, CONTEXT, SileroVAD, SpeechGate
+from streamemo.stream.speech import CHUNK, SileroVAD, SpeechGate, chunks
 
 RATE = 16000
 
@@ -53,11 +53,10 @@ def test_our_silero_gives_the_packages_probabilities(speech):
     import silero_vad
 
     audio = np.concatenate([speech, _sounds(1.0)["hiss at -20 dBFS"]])
-    n = len(audio) // CHUNK
-    stream = np.concatenate([np.zeros(CONTEXT, np.float32), audio[: n * CHUNK]])
-    chunks = stream[np.arange(n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None]]
+    pieces = chunks(audio)
+    n = len(pieces)
     vad = SileroVAD()
-    ours = np.concatenate([vad(chunks[:40]), vad(chunks[40:])])  # the LSTM state carries over calls
+    ours = np.concatenate([vad(pieces[:40]), vad(pieces[40:])])  # the LSTM state carries over calls
     reference = silero_vad.load_silero_vad()
     with torch.inference_mode():
         theirs = np.array([float(reference(torch.from_numpy(audio[i * CHUNK : (i + 1) * CHUNK]), RATE))

@@ -91,6 +91,14 @@ _FRAMES = np.arange(4)[:, None] * 128 + np.arange(256)[None]
 _FRAMES = np.where(_FRAMES < CHUNK + CONTEXT, _FRAMES, 2 * (CHUNK + CONTEXT - 1) - _FRAMES)
 
 
+def chunks(audio: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+    """(n, 576): each whole 512-sample chunk of 16 kHz `audio`, after the 64 samples before
+    it (`context` for the first chunk: zeros at a stream's start), as the network takes them."""
+    n = len(audio) // CHUNK
+    stream = np.concatenate([np.zeros(CONTEXT, np.float32) if context is None else context, audio[: n * CHUNK]])
+    return stream[np.arange(n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None]]
+
+
 class SileroVAD:
     """The network, streaming: consecutive (n, 576) chunks -> n speech probabilities, with the
     LSTM state carried from call to call until `reset`."""
@@ -213,10 +221,9 @@ class SpeechGate:
         self._rest = audio[n * CHUNK :]
         if n == 0:
             return np.zeros(0, np.float32)
-        stream = np.concatenate([self._tail, audio[: n * CHUNK]])
-        chunks = stream[np.arange(n)[:, None] * CHUNK + np.arange(CHUNK + CONTEXT)[None]]
-        self._tail = stream[-CONTEXT:].copy()
-        probs = self.vad(chunks)
+        scored = chunks(audio, self._tail)
+        self._tail = scored[-1, -CONTEXT:].copy()
+        probs = self.vad(scored)
         self._probs.extend(probs.tolist())
         self._recent.extend((probs >= self.threshold).tolist())
         return probs
