@@ -35,6 +35,11 @@ class FrontendSpec:
     fmin: float = 50.0  # below the lowest voice fundamental: mains hum stays out
     fmax: float = 8000.0
     n_mfcc: int = 40  # used when kind == "mfcc"
+    # Where a window's frames sit. "end": whole FFT spans only, the newest ending on the
+    # window's last sample, so a frame is the same in every window that holds it and a stream
+    # computes each frame once (stream/columns.py). "center": nnAudio's centred frames with
+    # the window's edges reflect-padded (models trained before streaming; LEGACY_FRONTEND).
+    align: str = "end"
 
     @classmethod
     def from_dict(cls, data: dict) -> FrontendSpec:
@@ -53,8 +58,18 @@ class FrontendSpec:
         return self.hop_length / self.sample_rate
 
     def frames(self, n_samples: int) -> int:
-        """Frames the frontend yields for a window of `n_samples` (centred STFT)."""
-        return n_samples // self.hop_length + 1
+        """Frames the frontend yields for a window of `n_samples`."""
+        if self.align == "center":
+            return n_samples // self.hop_length + 1
+        return max(0, (n_samples - self.n_fft) // self.hop_length + 1)
+
+    def span(self, frames: int) -> int:
+        """Samples that make exactly `frames` end-aligned frames."""
+        return self.n_fft + (frames - 1) * self.hop_length
+
+
+# What a card of format 1 (written before frames could be aligned) meant by leaving it out.
+LEGACY_FRONTEND = {"align": "center"}
 
 
 class Frontend(torch.nn.Module):
@@ -64,6 +79,8 @@ class Frontend(torch.nn.Module):
         super().__init__()
         if spec.kind not in ("logmel", "mfcc"):
             raise ValueError(f"unknown frontend kind {spec.kind!r}; expected logmel or mfcc")
+        if spec.align not in ("end", "center"):
+            raise ValueError(f"unknown frontend align {spec.align!r}; expected end or center")
         self.spec = spec
         common = dict(
             sr=spec.sample_rate,
@@ -100,11 +117,16 @@ class Frontend(torch.nn.Module):
 
     def power_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, n_mels, frames) mel power, as nnAudio's MelSpectrogram(power=2)."""
-        n_fft, pad = self.spec.n_fft, self.spec.n_fft // 2
-        if waveform.shape[-1] <= pad:
-            raise ValueError(f"a window of {waveform.shape[-1]} samples is too short for n_fft {n_fft}")
-        padded = torch.nn.functional.pad(waveform.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
-        frames = padded.unfold(-1, n_fft, self.spec.hop_length) * self.window  # (batch, frames, n_fft)
+        n_fft, pad, hop = self.spec.n_fft, self.spec.n_fft // 2, self.spec.hop_length
+        if self.spec.align == "end":
+            if waveform.shape[-1] < n_fft:
+                raise ValueError(f"a window of {waveform.shape[-1]} samples is shorter than n_fft {n_fft}")
+            padded = waveform[..., (waveform.shape[-1] - n_fft) % hop :]  # the newest frame ends on the last sample
+        else:
+            if waveform.shape[-1] <= pad:
+                raise ValueError(f"a window of {waveform.shape[-1]} samples is too short for n_fft {n_fft}")
+            padded = torch.nn.functional.pad(waveform.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+        frames = padded.unfold(-1, n_fft, hop) * self.window  # (batch, frames, n_fft)
         spectrum = torch.fft.rfft(frames, dim=-1)  # (batch, frames, bins)
         power = spectrum.real.square() + spectrum.imag.square()
         return (power @ self.mel_basis_t).transpose(1, 2).contiguous()

@@ -6,6 +6,7 @@ survives. No training code, no file format (model.py)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -27,6 +28,11 @@ class CNNLSTMParams:
     proj: int = 128
     lstm_hidden: int = 64
     dropout: float = 0.2
+    # "valid": in time, convolutions never reach past a window's edges and pooling groups
+    # frames from the newest back, so a column of the conv stack is the same in every window
+    # that holds it and a stream computes each once (stream/columns.py). "same": zero-padded
+    # in time, pooled from the oldest (models trained before streaming; LEGACY_PARAMS).
+    time_padding: str = "valid"
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,8 @@ class _Normalise(nn.Module):
 
 class _MaxPool2d(nn.MaxPool2d):
     """nn.MaxPool2d (kernel = stride, floor mode), with a faster path for inference.
+    `from_end`: the frames left over in time are the oldest, not the newest, so the newest
+    frame is always pooled (and windows a whole stride apart pool the same groups).
 
     PyTorch's CPU max-pool kernel computes argmax indices even when nobody asks for them;
     on this network's small maps it took 40 % of a window's scoring time. At inference the
@@ -68,11 +76,14 @@ class _MaxPool2d(nn.MaxPool2d):
     keeps the stock kernel, whose backward pass is the faster one.
     """
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, from_end: bool = False):
         kernel = tuple(kernel)
         super().__init__(kernel)
+        self.from_end = from_end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.from_end:
+            x = x[..., x.shape[-1] % self.kernel_size[1] :]
         if self.training or torch.is_grad_enabled():
             return super().forward(x)
         kf, kt = self.kernel_size
@@ -111,12 +122,17 @@ class CNNLSTM(nn.Module):
 
     def __init__(self, n_features: int, n_classes: int, p: CNNLSTMParams):
         super().__init__()
+        if p.time_padding not in ("valid", "same"):
+            raise ModelError(f"cnn_lstm time_padding must be valid or same, got {p.time_padding!r}", 2)
+        self.streams = p.time_padding == "valid"  # see CNNLSTMParams.time_padding
         self.norm = _Normalise(n_features)
         blocks, c_in, freq = [], 1, n_features
         for c, pool in zip(p.channels, p.pools, strict=True):
-            blocks += [nn.Conv2d(c_in, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       _MaxPool2d(pool)]
+            padding = (1, 0) if self.streams else 1  # (frequency, time)
+            blocks += [nn.Conv2d(c_in, c, 3, padding=padding, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       _MaxPool2d(pool, from_end=self.streams)]
             c_in, freq = c, freq // pool[0]
+        self.time_stride = math.prod(pool[1] for pool in p.pools)  # frames per column
         self.convs = nn.Sequential(*blocks)
         self.proj = nn.Sequential(nn.Linear(c_in * freq, p.proj), nn.ReLU(inplace=True), nn.Dropout(p.dropout))
         self.lstm = nn.LSTM(p.proj, p.lstm_hidden, batch_first=True, bidirectional=True)
@@ -124,9 +140,16 @@ class CNNLSTM(nn.Module):
         self.head = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(2 * p.lstm_hidden, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sequence(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, n_features, frames) -> (B, T', proj) columns: the per-frame part."""
         x = self.convs(self.norm(x).unsqueeze(1))  # (B, C, F', T')
-        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C*F')
-        x, _ = self.lstm(self.proj(x))
+        return self.proj(x.flatten(1, 2).transpose(1, 2))  # (B, T', C*F') -> (B, T', proj)
+
+    def sequence(self, columns: torch.Tensor) -> torch.Tensor:
+        """(B, T', proj) columns -> (B, n_classes) logits: the part that sees the whole window."""
+        x, _ = self.lstm(columns)
         weights = torch.softmax(self.attention(x), dim=1)  # (B, T', 1)
         return self.head((weights * x).sum(dim=1))
 
@@ -208,6 +231,20 @@ ARCH_LIMITS = {
 }
 
 
+# What a card of format 1 (written before streaming) meant by leaving a parameter out.
+LEGACY_PARAMS = {"cnn_lstm": {"time_padding": "same"}}
+CHOICES = {"time_padding": ("valid", "same")}
+
+
+def legacy_params(arch: str, params: dict) -> dict:
+    """A format-1 card's parameters, with what it left out meaning what it meant then."""
+    params = {**LEGACY_PARAMS.get(arch, {}), **params}
+    member, member_params = params.get("member_arch", "cnn_lstm"), params.get("member_params", {})
+    if arch == "ensemble" and isinstance(member, str) and isinstance(member_params, dict):
+        params["member_params"] = {**LEGACY_PARAMS.get(member, {}), **member_params}
+    return params
+
+
 def check_arch_params(arch: str, params, where: str) -> None:
     """Raises ModelError (exit 2) unless `params` are keyword arguments `arch` takes, each in
     range; `where` names their origin (a card, --arch-params) in the message."""
@@ -224,6 +261,10 @@ def check_arch_params(arch: str, params, where: str) -> None:
                 raise ModelError(f"{where}: member_arch must be one of cnn_lstm, cnn2d, conv1d, got {value!r}", 2)
         elif key == "member_params":
             check_arch_params(params.get("member_arch", "cnn_lstm"), value, where)
+        elif key in CHOICES:
+            if value not in CHOICES[key]:
+                raise ModelError(f"{where}: {arch} parameter {key} must be one of {', '.join(CHOICES[key])}, "
+                                 f"got {value!r}", 2)
         else:
             numbers = value if isinstance(value, list) else [value]
             if key == "pools":  # pairs: (frequency, time)

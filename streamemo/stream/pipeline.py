@@ -5,6 +5,12 @@ Windows are cut at fixed sample offsets (`features.window_starts`) and each is s
 its own, so the output does not depend on how the audio was chunked: feeding 1 sample or
 48000 at a time gives the same numbers. The daemon, `streamemo classify` and the trainer's
 evaluation all score audio through this module.
+
+A streaming model (stream/columns.py) at a hop that is a whole number of its column
+strides computes each frame and each column of its conv stack once, as hops arrive, and
+runs only its sequence part per window; any other model, or hop, has each window scored
+whole. Speaker adaptation then maps each hop's frames as it knows the voice when they
+arrive, rather than a whole window at once by what it knows at the window's end.
 """
 
 from __future__ import annotations
@@ -19,8 +25,9 @@ from streamemo import ModelError, StreamemoError
 from streamemo.config import PipelineConfig
 from streamemo.features import MAX_FRAMES, Frontend
 from streamemo.model import Model
-from streamemo.stream.inference import inference_network
 from streamemo.stream.adaptation import SpeakerAdapter
+from streamemo.stream.columns import ColumnStream, can_stream
+from streamemo.stream.inference import inference_network
 from streamemo.stream.smoothing import Smoother
 from streamemo.stream.speech import SpeechGate
 
@@ -91,6 +98,7 @@ class Pipeline:
         self.smoother = Smoother(config.hop_s, config.smoothing_tau_s, config.hysteresis, config.reset_after_s)
         self.adapter = self._adapter(model)
         self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
+        self.columns = self._column_stream()
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
@@ -132,12 +140,25 @@ class Pipeline:
         return SpeakerAdapter(model.speaker_norm, self.config.adaptation_prior_s / frame_s,
                               self.config.adaptation_memory_s / frame_s)
 
+    def _column_stream(self) -> ColumnStream | None:
+        """The model's column stream, or None when it is scored a window at a time: not a
+        streaming network, MFCC (whose dB floor follows each window's loudest frame), or a
+        hop that is not a whole number of its columns."""
+        spec = self.model.frontend
+        if spec.align != "end" or spec.kind != "logmel" or self.hop % spec.hop_length:
+            return None
+        if not can_stream(self.scorer.network, self.hop // spec.hop_length):
+            return None
+        return ColumnStream(self.scorer.network, spec.frames(self.window))
+
     def swap_model(self, model: Model, scorer: Scorer) -> None:
         """Scores from the next window on with another model of the same rate and window,
         keeping the audio history (no gap in messages) and what speaker adaptation has heard.
         The smoother starts afresh: the old model's averages mean nothing to the new one."""
         same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
+        self.columns = self._column_stream()  # empty: the next window is encoded whole
+        self._frames = None
         self.smoother.reset()
         if self.adapter is not None and model.speaker_norm is not None and same_features:
             self.adapter.ref = model.speaker_norm  # what was heard is in the same feature space
@@ -152,6 +173,9 @@ class Pipeline:
             self.adapter.reset()
         self._history[:] = 0.0
         self.gate.reset()
+        if self.columns is not None:
+            self.columns.reset()
+        self._frames = None  # with a column stream: the current window's frames (n_features, frames)
         self._gate_held = None  # flush's decision, while padding fills the one short window
         self._write = 0  # next write position in _history
         self.total = 0  # samples fed since reset
@@ -218,7 +242,10 @@ class Pipeline:
 
     def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
         voiced, speech = self._gate_held or self.gate.decide()
-        raw = self._score(window) if voiced else None
+        if self.columns is not None:
+            raw = self._stream(window, voiced)
+        else:
+            raw = self._score(window) if voiced else None
         if raw is not None and not np.isfinite(raw).all():
             # The model passed its self-test, yet fails on this audio. NaN must not reach a
             # subscriber (JSON has none) nor stop the daemon: the window counts as unclassified.
@@ -241,6 +268,22 @@ class Pipeline:
         )
         self._index += 1
         return estimate
+
+    def _stream(self, window: np.ndarray, voiced: bool) -> np.ndarray | None:
+        """Pushes the window's new frames (all of them after a reset, else a hop's) through
+        the column stream; scores the window when voiced."""
+        spec = self.model.frontend
+        fresh = spec.frames(self.window) if self.columns.empty else self.hop // spec.hop_length
+        new = self.scorer.features(window[None, len(window) - spec.span(fresh) :])[0]  # (F, fresh)
+        self._frames = new if self.columns.empty else torch.cat([self._frames, new], dim=1)[:, fresh:]
+        if self.adapter is not None:
+            if voiced:  # the window's voice counts before it is scored, as in _score
+                self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
+            scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
+                            for a in self.adapter.affine())
+            new = new * scale + shift
+        self.columns.push(new)
+        return self.columns.probabilities().cpu().numpy() if voiced else None
 
     def _score(self, window: np.ndarray) -> np.ndarray:
         features = self.scorer.features(window[None])
