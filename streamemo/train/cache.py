@@ -4,7 +4,8 @@ computed once and kept on disk.
 A clip's features are the frontend's (n_features, frames) map of the whole clip (mono, model
 rate, zero-padded to at least one window, as the daemon pads a short stream). Training cuts
 window-sized crops out of it; a crop starting on a hop boundary equals the features of that
-window cut from the waveform, up to the reflect padding at the crop's edges.
+window cut from the waveform (for end-aligned frames exactly; centred frames differ in the
+reflect padding at the crop's edges).
 
 The cache key is the SHA-256 of the file's bytes plus everything that shapes the features
 (frontend parameters, trimming, padding, the augmentation recipe and copy number), so a
@@ -33,7 +34,7 @@ from streamemo.train.sessions import measure_voice
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 1  # bump when the way features are computed changes
+CACHE_VERSION = 2  # bump when the way features are computed changes (2: frames placed as the daemon's)
 
 
 def default_cache_dir() -> Path:
@@ -82,8 +83,13 @@ class FeatureStore:
         return audio
 
     def features_of_audio(self, audio: np.ndarray) -> np.ndarray:
-        if len(audio) < self.recipe.window_samples:
-            audio = np.pad(audio, (0, self.recipe.window_samples - len(audio)))
+        window, hop = self.recipe.window_samples, self.recipe.frontend.hop_length
+        if len(audio) < window:
+            audio = np.pad(audio, (0, window - len(audio)))
+        if self.recipe.frontend.align == "end":
+            # Frames sit where the daemon's windows put them (windows start on whole hops from
+            # the clip's start): the last few ms that make no whole frame go.
+            audio = audio[: len(audio) - (len(audio) - window) % hop]
         with torch.inference_mode():
             return self.frontend(torch.from_numpy(audio)[None])[0].numpy().astype(np.float32)
 
