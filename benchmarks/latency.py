@@ -6,7 +6,9 @@ espeak-ng speech with pauses into it on a loop, subscribes over ZeroMQ, and repo
   a subscriber, p50/p99;
 - the daemon's CPU use in percent of one core, thread by thread (the main loop runs the
   pipeline; PortAudio's callback, PulseAudio's client, ZeroMQ's I/O and torch have their
-  own threads), and its resident memory over time.
+  own threads), and its resident memory over time;
+- its pipeline's own cost on the same audio (the loop file through Processor + Pipeline
+  offline, one thread), and the daemon's CPU over it.
 
     .venv/bin/python benchmarks/latency.py --seconds 300 --model models/default
 
@@ -66,11 +68,41 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+def pipeline_cost(wav: Path, args, rate_in: int) -> float:
+    """The pipeline's own cost on the same audio, in % of one core at real time: the loop
+    file fed through Processor + Pipeline (the daemon's processing, at the daemon's capture
+    rate `rate_in`) in a child process with one thread, CPU time of the feeding only."""
+    code = f"""
+import time, soundfile as sf, soxr, torch
+from streamemo.audio.sources import Chunk
+from streamemo.config import PipelineConfig
+from streamemo.model import load_model
+from streamemo.stream.pipeline import Pipeline
+from streamemo.stream.processor import Processor
+torch.set_num_threads(1)
+audio, rate = sf.read({str(wav)!r}, dtype="float32")
+rate_in = {rate_in}
+audio = soxr.resample(audio, rate, rate_in).astype("float32")
+config = PipelineConfig() if {args.hop!r} is None else PipelineConfig(hop_s={args.hop!r})
+processor = Processor(Pipeline(load_model({args.model!r}), config), rate_in, "cost")
+block = int(rate_in * {args.block or 0.01})
+rounds = 5
+start = time.process_time()
+for _ in range(rounds):
+    for i in range(0, len(audio), block):
+        processor.process(Chunk(audio[i : i + block], 0.0))
+print(100.0 * (time.process_time() - start) / (rounds * len(audio) / rate_in))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
-    parser.add_argument("--hop", type=float, default=0.25)
+    parser.add_argument("--hop", type=float, default=None, help="pipeline.hop_s (default: the config's)")
     parser.add_argument("--capture-rate", type=int, default=0, help="0: native rate + soxr (the default)")
     parser.add_argument("--block", type=float, default=None, help="audio.block_s, PortAudio's block in seconds "
                                                                   "(default: the config's)")
@@ -94,7 +126,7 @@ def main() -> None:
             config.write_text(f"[audio]\nblock_s = {args.block}\n")
             extra = ["--config", str(config)]
         daemon = subprocess.Popen([sys.executable, "-m", "streamemo", "run", "--model", args.model, "--bind", endpoint,
-                                   "--hop", str(args.hop), "--capture-rate", str(args.capture_rate),
+                                   *(["--hop", str(args.hop)] if args.hop else []), "--capture-rate", str(args.capture_rate),
                                    "--log-level", "warning", *extra], env=pulse.env)
         proc = psutil.Process(daemon.pid)
         sub = zmq.Context.instance().socket(zmq.SUB)
@@ -125,6 +157,7 @@ def main() -> None:
         cpu1, threads1, t1 = proc.cpu_times(), thread_cpu(daemon.pid), time.monotonic()
         daemon.terminate()
         daemon.wait(10)
+        pipeline_percent = pipeline_cost(loop_wav, args, statuses[-1]["sample_rate"])
     finally:
         stop.set()
         pulse.stop()
@@ -147,6 +180,8 @@ def main() -> None:
         "proc_ms_p99_daemon": statuses[-1]["proc_ms_p99"] if statuses else None,
         "overflows": statuses[-1]["overflows"] if statuses else None,
         "cpu_percent_of_one_core": round(cpu_percent, 2),
+        "pipeline_cpu_percent_of_one_core": round(pipeline_percent, 2),
+        "daemon_over_pipeline": round(cpu_percent / pipeline_percent, 2),
         "cpu_percent_by_thread": {name: round(100.0 * (t - threads0.get(name, 0.0)) / (t1 - t0), 2)
                                   for name, t in sorted(threads1.items(), key=lambda kv: -kv[1])
                                   if t - threads0.get(name, 0.0) > 0},
@@ -162,9 +197,11 @@ def main() -> None:
         rate += f"-block{round(args.block * 1000)}ms"
     out = out_dir / f"latency-{rate}-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | RSS start -> end |\n|---|---|---|---|---|\n"
+    print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | its pipeline alone | ratio | RSS start -> end |\n"
+          f"|---|---|---|---|---|---|---|\n"
           f"| {result['messages']} | {result['latency_ms_p50']} ms | {result['latency_ms_p99']} ms | "
-          f"{result['cpu_percent_of_one_core']} % | {result['rss_mib_first']} -> {result['rss_mib_last']} MiB |")
+          f"{result['cpu_percent_of_one_core']} % | {result['pipeline_cpu_percent_of_one_core']} % | "
+          f"{result['daemon_over_pipeline']} | {result['rss_mib_first']} -> {result['rss_mib_last']} MiB |")
     print("CPU by thread (% of one core): "
           + ", ".join(f"{name} {pct}" for name, pct in result["cpu_percent_by_thread"].items()))
     print(f"written to {out.relative_to(ROOT)}")

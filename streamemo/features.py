@@ -82,24 +82,7 @@ class Frontend(torch.nn.Module):
         if spec.align not in ("end", "center"):
             raise ValueError(f"unknown frontend align {spec.align!r}; expected end or center")
         self.spec = spec
-        common = dict(
-            sr=spec.sample_rate,
-            n_fft=spec.n_fft,
-            win_length=spec.win_length,
-            hop_length=spec.hop_length,
-            n_mels=spec.n_mels,
-            fmin=spec.fmin,
-            fmax=spec.fmax,
-            center=True,
-            pad_mode="reflect",
-            verbose=False,
-        )
-        # nnAudio prints its kernel construction to stdout even with verbose=False in places.
-        with contextlib.redirect_stdout(io.StringIO()):
-            if spec.kind == "mfcc":
-                self.layer = nn_features.MFCC(n_mfcc=spec.n_mfcc, **common)
-            else:
-                self.layer = nn_features.MelSpectrogram(power=2.0, **common)
+        self.layer = self.nnaudio_layer(spec)
 
         # nnAudio computes its STFT as two strided conv1d passes (real, imaginary) with
         # 512-tap kernels: a DFT written out as a matrix, which on one CPU core was half of a
@@ -111,6 +94,17 @@ class Frontend(torch.nn.Module):
         self.register_buffer("window", mel.stft.wcos[0, 0].clone(), persistent=False)  # (n_fft,)
         self.register_buffer("mel_basis_t", mel.mel_basis.T.contiguous(),
                              persistent=False)  # (bins, n_mels): frames x bins @ this needs no copy
+
+    @staticmethod
+    def nnaudio_layer(spec: FrontendSpec, center: bool = True):
+        """nnAudio's own layer for `spec`: its window, mel basis, dB scaling and DCT are ours."""
+        common = dict(sr=spec.sample_rate, n_fft=spec.n_fft, win_length=spec.win_length, hop_length=spec.hop_length,
+                      n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax, center=center, pad_mode="reflect",
+                      verbose=False)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints its kernels even with verbose=False
+            if spec.kind == "mfcc":
+                return nn_features.MFCC(n_mfcc=spec.n_mfcc, **common)
+            return nn_features.MelSpectrogram(power=2.0, **common)
 
     def _mel_layer(self):
         return self.layer.melspec_layer if self.spec.kind == "mfcc" else self.layer

@@ -16,17 +16,37 @@ def _speechlike(n: int, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("spec", [FrontendSpec(hop_length=320), FrontendSpec(),
-                                  FrontendSpec(kind="mfcc", n_mfcc=20, hop_length=320)])
+                                  FrontendSpec(kind="mfcc", n_mfcc=20, hop_length=320),
+                                  FrontendSpec(hop_length=320, align="center")])
 def test_frontend_equals_nnaudio(spec):
+    """End-aligned frames are nnAudio's uncentred STFT of the window from its first whole
+    frame; centred ones (format-1 models) its reflect-padded, centred STFT."""
     frontend = Frontend(spec)
     batch = torch.stack([_speechlike(32000, 0), _speechlike(32000, 1) * 0.1])
     ours = frontend(batch)
+    layer = frontend.layer
+    if spec.align == "end":
+        layer = Frontend.nnaudio_layer(spec, center=False)
+        batch = batch[:, (32000 - spec.n_fft) % spec.hop_length :]
     with torch.no_grad():
-        theirs = frontend.layer(batch)  # nnAudio's own forward (strided convolutions)
+        theirs = layer(batch)  # nnAudio's own forward (strided convolutions)
     if spec.kind == "logmel":
         theirs = torch.log(theirs + LOG_FLOOR)
-    assert ours.shape == (2, spec.n_features, spec.frames(32000))
+    assert ours.shape == theirs.shape == (2, spec.n_features, spec.frames(32000))
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_a_frame_is_the_same_in_every_window_that_holds_it():
+    """What lets a stream compute each frame once: the newest frames of a window are those of
+    its newest samples alone, and a window one frame hop later holds the same frames shifted."""
+    spec = FrontendSpec(hop_length=320)
+    frontend = Frontend(spec)
+    audio = _speechlike(40000)
+    whole = frontend(audio[:32000])[0]
+    tail = frontend(audio[32000 - spec.span(12) : 32000])[0]
+    torch.testing.assert_close(tail, whole[:, -12:], atol=1e-5, rtol=1e-5)
+    later = frontend(audio[3840 : 32000 + 3840])[0]
+    torch.testing.assert_close(later[:, :-12], whole[:, 12:], atol=1e-5, rtol=1e-5)
 
 
 def test_a_tone_lands_in_its_mel_band():
@@ -39,5 +59,7 @@ def test_a_tone_lands_in_its_mel_band():
 
 
 def test_too_short_a_window_is_a_clear_error():
-    with pytest.raises(ValueError, match="too short"):
+    with pytest.raises(ValueError, match="shorter than n_fft"):
         Frontend(FrontendSpec())(torch.zeros(100))
+    with pytest.raises(ValueError, match="too short"):
+        Frontend(FrontendSpec(align="center"))(torch.zeros(100))

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from streamemo.config import PipelineConfig
 import soundfile as sf
 
 from conftest import _collect, _daemon, _stop, _subscriber
@@ -234,7 +236,7 @@ def test_ready_status_watchdog_reload_and_stopping(notify, random_model, other_m
     switch = models.index(new_id)
     assert switch > 0 and set(models[:switch]) == {old_id} and set(models[switch:]) == {new_id}, models
     # From the next hop: the new model's first window ends one hop after the old model's last.
-    assert emotion[switch]["t_audio"] - emotion[switch - 1]["t_audio"] == pytest.approx(0.25, abs=1e-6)
+    assert emotion[switch]["t_audio"] - emotion[switch - 1]["t_audio"] == pytest.approx(PipelineConfig().hop_s, abs=1e-6)
 
 
 def test_stalled_pipeline_stops_the_watchdog(notify, random_model, long_wav, free_endpoint):

@@ -18,15 +18,20 @@ import torch
 from torch import nn
 
 
+def _members(network: nn.Module) -> list[nn.Module]:
+    """The networks to stream: an ensemble's members (it averages their probabilities), else itself."""
+    return list(network.members) if hasattr(network, "members") else [network]
+
+
 def can_stream(network: nn.Module, hop_frames: int) -> bool:
     """Whether `network` streams at a hop of `hop_frames` frames."""
-    return getattr(network, "streams", False) and hop_frames % network.time_stride == 0
+    return all(getattr(m, "streams", False) and hop_frames % m.time_stride == 0 for m in _members(network))
 
 
-class ColumnStream:
+class _Columns:
+    """One streaming network's columns."""
+
     def __init__(self, network: nn.Module, window_frames: int):
-        """`network`: the scorer's inference copy of a streaming network; a window of
-        `window_frames` frames."""
         self.network = network
         with torch.inference_mode():
             probe = network.norm.mean.new_zeros(1, len(network.norm.mean), window_frames)
@@ -34,28 +39,51 @@ class ColumnStream:
         self.reset()
 
     def reset(self) -> None:
-        """A new stream: the next push is a whole window."""
-        self._tails: dict[int, torch.Tensor] = {}  # conv layer -> the last input columns it still needs
+        self.tails: dict[int, torch.Tensor] = {}  # conv layer -> the last input columns it still needs
         self.columns: torch.Tensor | None = None  # (columns, proj), the newest window's worth
 
-    @property
-    def empty(self) -> bool:
-        return self.columns is None
-
-    @torch.inference_mode()
     def push(self, frames: torch.Tensor) -> None:
-        """(n_features, n) new frames, oldest first: a whole window first, a hop after."""
         x = self.network.norm(frames[None]).unsqueeze(1)  # (1, 1, F, n)
         for i, layer in enumerate(self.network.convs):
             if isinstance(layer, nn.Conv2d):
-                if i in self._tails:
-                    x = torch.cat([self._tails[i], x], dim=-1)
-                self._tails[i] = x[..., x.shape[-1] - (layer.kernel_size[1] - 1) :]
+                if i in self.tails:
+                    x = torch.cat([self.tails[i], x], dim=-1)
+                self.tails[i] = x[..., x.shape[-1] - (layer.kernel_size[1] - 1) :]
             x = layer(x)
         new = self.network.proj(x.flatten(1, 2).transpose(1, 2))[0]  # (new columns, proj)
         self.columns = new if self.columns is None else torch.cat([self.columns, new])[-self.window_columns :]
 
+    def probabilities(self) -> torch.Tensor:
+        return torch.softmax(self.network.sequence(self.columns[None]).float(), dim=-1)[0]
+
+
+class ColumnStream:
+    def __init__(self, network: nn.Module, window_frames: int):
+        """`network`: the scorer's inference copy of a streaming network (or an ensemble of
+        them); a window of `window_frames` frames."""
+        self.streams = [_Columns(m, window_frames) for m in _members(network)]
+
+    def reset(self) -> None:
+        """A new stream: the next push is a whole window."""
+        for stream in self.streams:
+            stream.reset()
+
+    @property
+    def empty(self) -> bool:
+        return self.streams[0].columns is None
+
+    @property
+    def columns(self) -> torch.Tensor | None:
+        """The first network's columns of the newest window (the only one's, without an ensemble)."""
+        return self.streams[0].columns
+
+    @torch.inference_mode()
+    def push(self, frames: torch.Tensor) -> None:
+        """(n_features, n) new frames, oldest first: a whole window first, a hop after."""
+        for stream in self.streams:
+            stream.push(frames)
+
     @torch.inference_mode()
     def probabilities(self) -> torch.Tensor:
-        """The newest window's class probabilities, from its columns."""
-        return torch.softmax(self.network.sequence(self.columns[None]).float(), dim=-1)[0]
+        """The newest window's class probabilities: the mean over an ensemble's members."""
+        return torch.stack([stream.probabilities() for stream in self.streams]).mean(0)

@@ -1,0 +1,113 @@
+"""The streaming network: each frame and each column of the conv stack computed once, as
+hops arrive (stream/columns.py), must publish what scoring each window whole publishes;
+models and hops that cannot stream are scored window by window; format-1 cards load."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from streamemo import EMOTIONS
+from streamemo.audio.files import load_audio
+from streamemo.config import PipelineConfig
+from streamemo.features import Frontend, FrontendSpec, frame_windows
+from streamemo.model import Model, load_model, save_model
+from streamemo.stream.pipeline import Pipeline
+from streamemo.train.batches import crops_at_hop
+from streamemo.train.cache import FeatureRecipe, FeatureStore
+
+OPEN = PipelineConfig(speech_share=0.0)  # every window scored: the comparison covers them all
+
+
+@pytest.fixture(scope="module")
+def audio(speech_and_silence_wav):
+    return load_audio(speech_and_silence_wav, 16000)
+
+
+def _raw(pipeline, audio, chunk=None):
+    pipeline.reset(speaker=True)
+    chunk = chunk or len(audio)
+    estimates = []
+    for start in range(0, len(audio), chunk):
+        estimates += pipeline.feed(audio[start : start + chunk])
+    return np.stack([e.raw for e in estimates])
+
+
+def _whole_windows(model, config):
+    pipeline = Pipeline(model, config)
+    pipeline.columns = None  # what every model did before streaming: each window encoded whole
+    return pipeline
+
+
+def test_streamed_columns_publish_what_whole_windows_do(random_model, audio):
+    model = load_model(random_model)
+    config = replace(OPEN, speaker_adaptation=False)  # adaptation maps a hop's frames as they arrive: below
+    streaming = Pipeline(model, config)
+    assert streaming.columns is not None, "the default hop is a whole number of the network's columns"
+    streamed = _raw(streaming, audio)
+    assert len(streamed) >= 8
+    np.testing.assert_allclose(streamed, _raw(_whole_windows(model, config), audio), atol=1e-5)
+    # and the stream keeps exactly one window's columns, equal to that window encoded whole
+    window = frame_windows(audio, streaming.window, streaming.hop)[-1]
+    with torch.inference_mode():
+        whole = streaming.scorer.network.encode(streaming.scorer.features(window[None]))[0]
+    torch.testing.assert_close(streaming.columns.columns, whole, atol=1e-5, rtol=1e-4)
+
+
+def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(random_model, audio):
+    model = load_model(random_model)  # trained, it says, on speaker-normalised features
+    pipeline = Pipeline(model, OPEN)
+    assert pipeline.columns is not None and pipeline.adapter is not None
+    reference = _raw(pipeline, audio)
+    for chunk in (1, 160, 1024):
+        np.testing.assert_allclose(_raw(pipeline, audio, chunk), reference, atol=1e-6)
+    # The first window is every frame at once, mapped as the voice is known after it: as whole.
+    np.testing.assert_allclose(reference[0], _raw(_whole_windows(model, OPEN), audio)[0], atol=1e-5)
+    # Later windows differ only in that each hop's frames keep the mapping of their arrival.
+    assert np.abs(reference - _raw(_whole_windows(model, OPEN), audio)).max() < 0.05
+
+
+@pytest.mark.parametrize("why", ["hop", "mfcc", "same"])
+def test_what_cannot_stream_is_scored_window_by_window(why, audio):
+    spec = FrontendSpec(kind="mfcc") if why == "mfcc" else FrontendSpec()
+    params = {"time_padding": "same"} if why == "same" else {}
+    model = Model.create("m", EMOTIONS, 2.0, spec, "cnn_lstm", params)
+    model.network.eval()
+    config = replace(OPEN, hop_s=0.25) if why == "hop" else OPEN
+    pipeline = Pipeline(model, config)
+    assert pipeline.columns is None
+    assert _raw(pipeline, audio).shape == (len(frame_windows(audio, pipeline.window, pipeline.hop)), len(EMOTIONS))
+
+
+def test_the_trainers_crops_are_the_streams_frames(audio, tmp_path):
+    """Training crops a clip's cached features at hops; each crop is the frames the daemon
+    computes for that window."""
+    spec = FrontendSpec(hop_length=320)
+    store = FeatureStore(FeatureRecipe(spec, 32000), tmp_path / "cache")
+    hop = round(PipelineConfig().hop_s * 16000)
+    crops = crops_at_hop(store.features_of_audio(audio), spec.frames(32000), hop // spec.hop_length)
+    frontend = Frontend(spec)
+    windows = frame_windows(audio, 32000, hop)
+    assert len(crops) == len(windows)
+    with torch.inference_mode():
+        np.testing.assert_allclose(crops, frontend(torch.from_numpy(windows)).numpy(), atol=1e-4)
+
+
+def test_a_format_1_card_loads_as_it_was_trained(tmp_path, audio):
+    """Cards written before streaming have centred frames and zero-padded convolutions
+    without saying so: they load as such and score window by window."""
+    old = Model.create("old", EMOTIONS, 2.0, FrontendSpec(align="center"), "cnn_lstm", {"time_padding": "same"})
+    old.network.eval()
+    weights, card_path = save_model(old, tmp_path / "old")
+    card = json.loads(card_path.read_text())
+    card["format"] = "streamemo-model/1"
+    del card["frontend"]["align"], card["arch"]["params"]["time_padding"]
+    card_path.write_text(json.dumps(card))
+    loaded = load_model(tmp_path / "old")
+    assert loaded.frontend.align == "center" and loaded.arch_params["time_padding"] == "same"
+    pipeline = Pipeline(loaded, OPEN)
+    assert pipeline.columns is None
+    reference = Pipeline(old, OPEN)
+    np.testing.assert_allclose(_raw(pipeline, audio), _raw(reference, audio), atol=1e-6)
