@@ -56,6 +56,23 @@ def test_streamed_columns_publish_what_whole_windows_do(random_model, audio):
     torch.testing.assert_close(streaming.columns.columns, whole, atol=1e-5, rtol=1e-4)
 
 
+def test_frames_skipped_while_unvoiced_are_caught_up_exactly(random_model, audio):
+    """Unvoiced windows compute nothing; the next voiced one pushes what arrived meanwhile."""
+    model = load_model(random_model)
+    config = PipelineConfig(speaker_adaptation=False)
+    pipeline = Pipeline(model, config)
+    pipeline.reset()
+    gated = pipeline.feed(audio)
+    voiced = [e.voiced for e in gated]
+    assert any(voiced) and not all(voiced) and any(not a and b for a, b in zip(voiced, voiced[1:]))
+    whole = _whole_windows(model, config)
+    whole.reset()
+    for a, b in zip(gated, whole.feed(audio)):
+        assert a.voiced == b.voiced
+        if a.voiced:
+            np.testing.assert_allclose(a.raw, b.raw, atol=1e-5)
+
+
 def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(random_model, audio):
     model = load_model(random_model)  # trained, it says, on speaker-normalised features
     pipeline = Pipeline(model, OPEN)

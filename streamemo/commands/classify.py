@@ -9,12 +9,17 @@ folder of clips is usually several people, and one voice's statistics would dist
 next (a sad clip scored 0.60 alone and 0.28 after another voice's file). `--same-speaker`
 makes the files one person's session in the order given, adaptation carrying from each to
 the next as it would live; `--list FILE.csv` (path[,speaker] rows) makes the rows of each
-speaker one session."""
+speaker one session.
+
+Sessions are scored `--jobs` at a time (by default one per CPU core), each in a worker
+process of its own with its own pipeline, and printed in the order given."""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +44,9 @@ def configure(parser) -> None:
                              "(default: each file is its own speaker)")
     # Kept so scripts written when sessions were the default still run: it is the default now.
     parser.add_argument("--each-file-alone", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--jobs", type=int, default=0, metavar="N",
+                        help="sessions (files, unless --same-speaker or --list joins them) scored at once, each in "
+                             "its own process (default 0: one per CPU core)")
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 
@@ -115,38 +123,82 @@ def main(args) -> int:
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
-    work = sessions(args)
+    if args.jobs < 0:
+        raise StreamemoError(f"--jobs {args.jobs}: give a number of processes, or 0 for one per CPU core", 2)
+    groups = _session_groups(sessions(args))
+    from streamemo.model import load_model
+
+    load_model(config.model.path)  # a bad model is one line here, not one per worker
+    jobs = min(args.jobs or len(os.sched_getaffinity(0)), len(groups))
+    if jobs <= 1:
+        _start_worker(config, progress=sys.stderr.isatty())
+        results = (result for group in groups for result in _score_session(group))
+        return _print_results(results, args.format)
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    # Forked before torch has run anything (no thread pools to inherit); each worker loads
+    # the model and builds its own pipeline once.
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_start_worker,
+                             initargs=(config, False)) as pool:
+        return _print_results(itertools.chain.from_iterable(pool.map(_score_session, groups)), args.format)
+
+
+def _session_groups(work: list[tuple[str, bool]]) -> list[list[tuple[str, bool]]]:
+    """`sessions()` cut where speaker adaptation starts afresh: the units a worker scores whole."""
+    groups: list[list[tuple[str, bool]]] = []
+    for path, new_speaker in work:
+        if new_speaker or not groups:
+            groups.append([])
+        groups[-1].append((path, new_speaker))
+    return groups
+
+
+_WORKER: dict = {}  # this process's pipeline and whether to show progress (set by _start_worker)
+
+
+def _start_worker(config, progress: bool) -> None:
+    import torch
+
     from streamemo.features import pick_device
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
 
-    import torch
-
     torch.set_num_threads(config.pipeline.threads)
     device = pick_device(config.pipeline.device)
-    pipeline = Pipeline(load_model(config.model.path, device), config.pipeline, device)
-    failures = 0
-    writer = None
-    for path, new_speaker in work:
+    _WORKER.update(pipeline=Pipeline(load_model(config.model.path, device), config.pipeline, device), progress=progress)
+
+
+def _score_session(group: list[tuple[str, bool]]) -> list[dict | str]:
+    """Each file's result, or its one-line error."""
+    out: list[dict | str] = []
+    for path, new_speaker in group:
         try:
-            result = classify_file(path, pipeline, new_speaker=new_speaker, progress=sys.stderr.isatty())
+            out.append(classify_file(path, _WORKER["pipeline"], new_speaker=new_speaker, progress=_WORKER["progress"]))
         except StreamemoError as e:
-            print(f"streamemo classify: error: {e}", file=sys.stderr)
+            out.append(str(e))
+    return out
+
+
+def _print_results(results, fmt: str) -> int:
+    failures, writer = 0, None
+    for result in results:
+        if isinstance(result, str):
+            print(f"streamemo classify: error: {result}", file=sys.stderr)
             failures += 1
-            continue
-        if args.format == "json":
+        elif fmt == "json":
             from streamemo.protocol import to_json
 
             print(to_json(result))
-        elif args.format == "csv":
+        elif fmt == "csv":
             if writer is None:
                 writer = csv.writer(sys.stdout)
                 writer.writerow(["file", "duration_s", "label", "confidence", "arousal", "valence", "voiced_windows",
                                  *result["labels"]])
             writer.writerow(_csv_row(result))
-            sys.stdout.flush()
         else:
             _print_table(result)
+        sys.stdout.flush()
     return 1 if failures else 0
 
 

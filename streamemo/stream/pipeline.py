@@ -7,10 +7,11 @@ its own, so the output does not depend on how the audio was chunked: feeding 1 s
 evaluation all score audio through this module.
 
 A streaming model (stream/columns.py) at a hop that is a whole number of its column
-strides computes each frame and each column of its conv stack once, as hops arrive, and
-runs only its sequence part per window; any other model, or hop, has each window scored
-whole. Speaker adaptation then maps each hop's frames as it knows the voice when they
-arrive, rather than a whole window at once by what it knows at the window's end.
+strides computes each frame and each column of its conv stack once, and runs only its
+sequence part per window; any other model, or hop, has each window scored whole. Frames
+are computed when a voiced window first needs them, so unvoiced audio costs only the voice
+gate. Speaker adaptation then maps frames as it knew the voice when they were first
+scored, rather than each window whole by what it knows at the window's end.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ class Pipeline:
         self.gate.reset()
         if self.columns is not None:
             self.columns.reset()
-        self._frames = None  # with a column stream: the current window's frames (n_features, frames)
+        self._frames = None  # with a column stream: the frames of the window last pushed (n_features, frames)
+        self._pushed_at = 0  # `total` when frames were last pushed
         self._gate_held = None  # flush's decision, while padding fills the one short window
         self._write = 0  # next write position in _history
         self.total = 0  # samples fed since reset
@@ -270,20 +272,27 @@ class Pipeline:
         return estimate
 
     def _stream(self, window: np.ndarray, voiced: bool) -> np.ndarray | None:
-        """Pushes the window's new frames (all of them after a reset, else a hop's) through
-        the column stream; scores the window when voiced."""
+        """Scores a voiced window from the column stream, first pushing the frames that
+        arrived since the last voiced window (all of the window's after a reset or a silence
+        longer than it). Unvoiced windows cost nothing here: a quiet room runs only the gate."""
+        if not voiced:
+            return None
         spec = self.model.frontend
-        fresh = spec.frames(self.window) if self.columns.empty else self.hop // spec.hop_length
+        pending = self.total - self._pushed_at
+        whole = self.columns.empty or pending >= self.window
+        fresh = spec.frames(self.window) if whole else pending // spec.hop_length
+        if whole:
+            self.columns.reset()
         new = self.scorer.features(window[None, len(window) - spec.span(fresh) :])[0]  # (F, fresh)
-        self._frames = new if self.columns.empty else torch.cat([self._frames, new], dim=1)[:, fresh:]
-        if self.adapter is not None:
-            if voiced:  # the window's voice counts before it is scored, as in _score
-                self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
+        self._frames = new if whole else torch.cat([self._frames, new], dim=1)[:, fresh:]
+        if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
+            self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
             scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
                             for a in self.adapter.affine())
             new = new * scale + shift
         self.columns.push(new)
-        return self.columns.probabilities().cpu().numpy() if voiced else None
+        self._pushed_at = self.total
+        return self.columns.probabilities().cpu().numpy()
 
     def _score(self, window: np.ndarray) -> np.ndarray:
         features = self.scorer.features(window[None])
