@@ -48,6 +48,20 @@ class Estimate:
     top: int | None  # index of the top label after hysteresis; None when unvoiced
 
 
+BATCH = 32  # windows scored together at most, when one feed completes many (a file fed whole)
+
+
+@dataclass(frozen=True)
+class _Window:
+    """A completed window, decided by the gate, waiting to be scored."""
+
+    audio: np.ndarray  # its samples
+    end: int  # samples fed since reset at its last sample
+    t_capture: float | None
+    voiced: bool
+    speech: float
+
+
 class Scorer:
     """Frontend + network on one device: waveform windows -> class probabilities."""
 
@@ -65,9 +79,9 @@ class Scorer:
     @torch.inference_mode()
     def probabilities(self, features: torch.Tensor, affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Features -> (n, n_classes) probabilities; `affine` is a per-band (scale, shift)
-        applied first (speaker adaptation)."""
+        applied first (speaker adaptation), (n_features,) each or (n, n_features) per window."""
         if affine is not None:
-            scale, shift = (torch.as_tensor(a, dtype=features.dtype, device=features.device)[:, None] for a in affine)
+            scale, shift = (torch.as_tensor(a, dtype=features.dtype, device=features.device)[..., None] for a in affine)
             features = features * scale + shift
         logits = self.network(features)
         return torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -158,8 +172,8 @@ class Pipeline:
         The smoother starts afresh: the old model's averages mean nothing to the new one."""
         same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
-        self.columns = self._column_stream()  # empty: the next window is encoded whole
-        self._frames = None
+        self.columns = self._column_stream()
+        self._frames, self._pushed_at = None, None  # the next voiced window is encoded whole
         self.smoother.reset()
         if self.adapter is not None and model.speaker_norm is not None and same_features:
             self.adapter.ref = model.speaker_norm  # what was heard is in the same feature space
@@ -177,7 +191,7 @@ class Pipeline:
         if self.columns is not None:
             self.columns.reset()
         self._frames = None  # with a column stream: the frames of the window last pushed (n_features, frames)
-        self._pushed_at = 0  # `total` when frames were last pushed
+        self._pushed_at = None  # with a column stream: `total` when frames were last added; None: none since reset
         self._gate_held = None  # flush's decision, while padding fills the one short window
         self._write = 0  # next write position in _history
         self.total = 0  # samples fed since reset
@@ -187,19 +201,25 @@ class Pipeline:
 
     def feed(self, samples: np.ndarray, t_end: float | None = None) -> list[Estimate]:
         """Adds mono float32 samples at the model rate; `t_end` is the wall-clock capture time
-        of the last one. Returns the estimates of every window completed by them."""
+        of the last one. Returns the estimates of every window completed by them. Windows
+        completed by one call (a file fed whole) are scored up to BATCH at a time: the same
+        numbers, for a fraction of the per-window cost."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
         chunk_end = self.total + len(samples)
-        out, pos = [], 0
+        out, batch, pos = [], [], 0
         while pos < len(samples):
             take = min(self._next_end - self.total, len(samples) - pos)
             self._append(samples[pos : pos + take])
             pos += take
             if self.total == self._next_end:
                 t_capture = None if t_end is None else t_end - (chunk_end - self.total) / self.rate
-                out.append(self._estimate(self._current_window(), t_capture))
+                voiced, speech = self._gate_held or self.gate.decide()
+                batch.append(_Window(self._current_window(), self.total, t_capture, voiced, speech))
                 self._next_end += self.hop
-        return out
+                if len(batch) == BATCH:
+                    out += self._estimates(batch)
+                    batch = []
+        return out + self._estimates(batch)
 
     @property
     def adapted_s(self) -> float | None:
@@ -242,65 +262,87 @@ class Pipeline:
     def _current_window(self) -> np.ndarray:
         return np.concatenate([self._history[self._write :], self._history[: self._write]])
 
-    def _estimate(self, window: np.ndarray, t_capture: float | None) -> Estimate:
-        voiced, speech = self._gate_held or self.gate.decide()
-        if self.columns is not None:
-            raw = self._stream(window, voiced)
-        else:
-            raw = self._score(window) if voiced else None
-        if raw is not None and not np.isfinite(raw).all():
-            # The model passed its self-test, yet fails on this audio. NaN must not reach a
-            # subscriber (JSON has none) nor stop the daemon: the window counts as unclassified.
-            self.unscored += 1
-            if self.unscored == 1 or self.unscored % 1000 == 0:
-                log.error("model %s gave non-finite probabilities for %d window(s) so far; published as unvoiced",
-                          self.model.id, self.unscored)
-            raw, voiced = None, False
-        smoothed, top = self.smoother.update(raw)
-        estimate = Estimate(
-            index=self._index,
-            t_audio=self.total / self.rate,
-            t_capture=t_capture,
-            voiced=voiced,
-            speech=round(speech, 4),
-            level_db=level_db(window[-self.hop :]),
-            raw=raw,
-            smoothed=None if smoothed is None else smoothed.copy(),
-            top=top,
-        )
-        self._index += 1
-        return estimate
-
-    def _stream(self, window: np.ndarray, voiced: bool) -> np.ndarray | None:
-        """Scores a voiced window from the column stream, first pushing the frames that
-        arrived since the last voiced window (all of the window's after a reset or a silence
-        longer than it). Unvoiced windows cost nothing here: a quiet room runs only the gate."""
+    def _estimates(self, batch: list[_Window]) -> list[Estimate]:
+        """Scores the voiced windows of `batch` together, then smooths every window in order."""
+        voiced = [w for w in batch if w.voiced]
         if not voiced:
-            return None
-        spec = self.model.frontend
-        pending = self.total - self._pushed_at
-        whole = self.columns.empty or pending >= self.window
-        fresh = spec.frames(self.window) if whole else pending // spec.hop_length
-        if whole:
-            self.columns.reset()
-        new = self.scorer.features(window[None, len(window) - spec.span(fresh) :])[0]  # (F, fresh)
-        self._frames = new if whole else torch.cat([self._frames, new], dim=1)[:, fresh:]
-        if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
-            self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
-            scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
-                            for a in self.adapter.affine())
-            new = new * scale + shift
-        self.columns.push(new)
-        self._pushed_at = self.total
-        return self.columns.probabilities().cpu().numpy()
+            scored = iter(())
+        elif self.columns is not None:
+            scored = iter(self._stream(voiced))
+        else:
+            scored = iter(self._score(voiced))
+        out = []
+        for w in batch:
+            raw = next(scored) if w.voiced else None
+            classified = w.voiced
+            if raw is not None and not np.isfinite(raw).all():
+                # The model passed its self-test, yet fails on this audio. NaN must not reach a
+                # subscriber (JSON has none) nor stop the daemon: the window counts as unclassified.
+                self.unscored += 1
+                if self.unscored == 1 or self.unscored % 1000 == 0:
+                    log.error("model %s gave non-finite probabilities for %d window(s) so far; published as "
+                              "unvoiced", self.model.id, self.unscored)
+                raw, classified = None, False
+            smoothed, top = self.smoother.update(raw)
+            out.append(Estimate(
+                index=self._index,
+                t_audio=w.end / self.rate,
+                t_capture=w.t_capture,
+                voiced=classified,
+                speech=round(w.speech, 4),
+                level_db=level_db(w.audio[-self.hop :]),
+                raw=raw,
+                smoothed=None if smoothed is None else smoothed.copy(),
+                top=top,
+            ))
+            self._index += 1
+        return out
 
-    def _score(self, window: np.ndarray) -> np.ndarray:
-        features = self.scorer.features(window[None])
+    def _stream(self, windows: list[_Window]) -> np.ndarray:
+        """Voiced windows, in order -> their probabilities, from the column stream. Each
+        window first adds the frames that arrived since the last voiced one (all of its own
+        after a reset or a silence longer than it): unvoiced audio costs nothing here, so a
+        quiet room runs only the gate. The frames of a batch go through the conv stack as
+        one push and the windows through the sequence part as one batch."""
+        spec, stream = self.model.frontend, self.columns
+        probs, frames, ends = [], [], []
+        for w in windows:
+            whole = self._pushed_at is None or w.end - self._pushed_at >= self.window
+            fresh = spec.frames(self.window) if whole else (w.end - self._pushed_at) // spec.hop_length
+            if whole:  # a new run of columns: score the old one first
+                if frames:
+                    probs.append(self._push_and_score(frames, ends))
+                    frames, ends = [], []
+                stream.reset()
+            new = self.scorer.features(w.audio[None, len(w.audio) - spec.span(fresh) :])[0]  # (F, fresh)
+            self._frames = new if whole else torch.cat([self._frames, new], dim=1)[:, fresh:]
+            if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
+                self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
+                scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
+                                for a in self.adapter.affine())
+                new = new * scale + shift
+            frames.append(new)
+            ends.append((ends[-1] if ends else stream.count) + stream.columns_for(fresh, whole))
+            self._pushed_at = w.end
+        probs.append(self._push_and_score(frames, ends))
+        return np.concatenate(probs)
+
+    def _push_and_score(self, frames: list[torch.Tensor], ends: list[int]) -> np.ndarray:
+        self.columns.push(torch.cat(frames, dim=1))
+        return self.columns.probabilities(ends).cpu().numpy()
+
+    def _score(self, windows: list[_Window]) -> np.ndarray:
+        """Voiced windows, in order -> their probabilities, each window encoded whole."""
+        features = self.scorer.features(np.stack([w.audio for w in windows]))
         if self.adapter is None:
-            return self.scorer.probabilities(features)[0]
-        # The window's voice counts before it is scored: the first words already adapt.
-        self.adapter.update(features[0].cpu().numpy(), weight=self.hop / self.window)
-        return self.scorer.probabilities(features, self.adapter.affine())[0]
+            return self.scorer.probabilities(features)
+        # Each window's voice counts before it is scored: the first words already adapt.
+        affines = []
+        for f in features:
+            self.adapter.update(f.cpu().numpy(), weight=self.hop / self.window)
+            affines.append(self.adapter.affine())
+        return self.scorer.probabilities(features, (np.stack([a[0] for a in affines]),
+                                                    np.stack([a[1] for a in affines])))
 
 
 def level_db(samples: np.ndarray) -> float:
