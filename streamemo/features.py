@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from nnAudio import features as nn_features
 
 from streamemo import StreamemoError
 
@@ -75,14 +74,25 @@ LEGACY_FRONTEND = {"align": "center"}
 class Frontend(torch.nn.Module):
     """(batch, samples) float waveform in [-1, 1] -> (batch, n_features, frames)."""
 
-    def __init__(self, spec: FrontendSpec):
+    def __init__(self, spec: FrontendSpec, kernels: dict[str, torch.Tensor] | None = None):
+        """`kernels`: nnAudio's window and mel basis for `spec` as a model file carries them
+        (`kernels()`), so the daemon need not import nnAudio (and the scipy.signal it pulls
+        in: 50 MB) to rebuild them; without them, or for MFCC, nnAudio builds its layer here."""
         super().__init__()
         if spec.kind not in ("logmel", "mfcc"):
             raise ValueError(f"unknown frontend kind {spec.kind!r}; expected logmel or mfcc")
         if spec.align not in ("end", "center"):
             raise ValueError(f"unknown frontend align {spec.align!r}; expected end or center")
         self.spec = spec
-        self.layer = self.nnaudio_layer(spec)
+        self.layer = None  # nnAudio's layer, when built
+        if kernels is None or spec.kind == "mfcc":
+            self.layer = self.nnaudio_layer(spec)
+            mel = self.layer.melspec_layer if spec.kind == "mfcc" else self.layer
+            kernels = kernels or {"window": mel.stft.wcos[0, 0], "mel_basis": mel.mel_basis}
+        window, mel_basis = kernels["window"], kernels["mel_basis"]
+        if window.shape != (spec.n_fft,) or mel_basis.shape != (spec.n_mels, spec.n_fft // 2 + 1):
+            raise ValueError(f"frontend kernels of shape {tuple(window.shape)} and {tuple(mel_basis.shape)} do not "
+                             f"fit n_fft {spec.n_fft} and n_mels {spec.n_mels}")
 
         # nnAudio computes its STFT as two strided conv1d passes (real, imaginary) with
         # 512-tap kernels: a DFT written out as a matrix, which on one CPU core was half of a
@@ -90,14 +100,19 @@ class Frontend(torch.nn.Module):
         # same spectrum (to float rounding; tests/test_frontend.py holds it to nnAudio's own
         # output) in a fifth of the time. The window is nnAudio's (its zero-frequency cosine
         # kernel), and so are the mel basis and, for MFCC, the dB scaling and DCT.
-        mel = self._mel_layer()
-        self.register_buffer("window", mel.stft.wcos[0, 0].clone(), persistent=False)  # (n_fft,)
-        self.register_buffer("mel_basis_t", mel.mel_basis.T.contiguous(),
+        self.register_buffer("window", window.detach().float().clone(), persistent=False)  # (n_fft,)
+        self.register_buffer("mel_basis_t", mel_basis.detach().float().T.contiguous(),
                              persistent=False)  # (bins, n_mels): frames x bins @ this needs no copy
+
+    def kernels(self) -> dict[str, torch.Tensor]:
+        """The window and mel basis, as a model file carries them."""
+        return {"window": self.window.cpu().clone(), "mel_basis": self.mel_basis_t.T.cpu().contiguous()}
 
     @staticmethod
     def nnaudio_layer(spec: FrontendSpec, center: bool = True):
         """nnAudio's own layer for `spec`: its window, mel basis, dB scaling and DCT are ours."""
+        from nnAudio import features as nn_features  # here: the daemon runs on a model's kernels without it
+
         common = dict(sr=spec.sample_rate, n_fft=spec.n_fft, win_length=spec.win_length, hop_length=spec.hop_length,
                       n_mels=spec.n_mels, fmin=spec.fmin, fmax=spec.fmax, center=center, pad_mode="reflect",
                       verbose=False)
@@ -105,9 +120,6 @@ class Frontend(torch.nn.Module):
             if spec.kind == "mfcc":
                 return nn_features.MFCC(n_mfcc=spec.n_mfcc, **common)
             return nn_features.MelSpectrogram(power=2.0, **common)
-
-    def _mel_layer(self):
-        return self.layer.melspec_layer if self.spec.kind == "mfcc" else self.layer
 
     def power_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, n_mels, frames) mel power, as nnAudio's MelSpectrogram(power=2)."""

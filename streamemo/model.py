@@ -30,6 +30,7 @@ from streamemo.networks import build_network, check_arch_params, legacy_params
 
 CARD_FORMAT = "streamemo-model/2"  # 2: frames end-aligned and convolutions valid in time by default
 LEGACY_FORMAT = "streamemo-model/1"  # still read: what it left out means what it meant then
+KERNELS = "frontend."  # the frontend's kernels in a weights file: these keys, beside the network's
 
 
 # --- model files ----------------------------------------------------------------------
@@ -50,6 +51,9 @@ class Model:
     # Trained on speaker-normalised features: the reference every speaker is mapped onto
     # (stream/adaptation.py). None: features go to the network as the frontend gives them.
     speaker_norm: BandStats | None = None
+    # nnAudio's window and mel basis for `frontend` (features.Frontend.kernels), stored with
+    # the weights so scoring needs no nnAudio; None (older files): nnAudio builds them.
+    frontend_kernels: dict | None = None
 
     @property
     def id(self) -> str:
@@ -82,6 +86,11 @@ def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -
     weights_path, card_path = model_paths(path)
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+    if model.frontend_kernels is None:
+        from streamemo.features import Frontend
+
+        model.frontend_kernels = Frontend(model.frontend).kernels()
+    state.update({KERNELS + k: v.contiguous() for k, v in model.frontend_kernels.items()})
     tmp_weights = _temp_beside(weights_path)
     try:
         # Bytes written by Python, not safetensors' save_file: that creates 0600 files, which
@@ -240,6 +249,15 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
         model.network = build_network(model.arch, model.arch_params, frontend.n_features, len(model.labels))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {card_path} is missing or has a bad field: {e}") from None
+    kernels = {k[len(KERNELS):]: state.pop(k) for k in list(state) if k.startswith(KERNELS)}
+    if kernels:
+        try:
+            from streamemo.features import Frontend
+
+            Frontend(frontend, kernels)  # checks they fit the card's frontend
+        except (KeyError, ValueError) as e:
+            raise ModelError(f"model weights {weights_path}: the frontend kernels do not fit {card_path.name} ({e})") from None
+        model.frontend_kernels = kernels
     _load_state(model.network, state, weights_path, card_path)
     model.network.to(device).eval()
     return model

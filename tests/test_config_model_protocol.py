@@ -1,13 +1,15 @@
 """Config files, model files and the wire format: valid input round-trips, bad input is named."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from streamemo import EMOTIONS, ModelError, StreamemoError
 from streamemo.config import Config
-from streamemo.features import FrontendSpec
+from streamemo.features import Frontend, FrontendSpec
 from streamemo.model import Model, load_model, model_paths, save_model
 from streamemo.stream.inference import inference_network
 from streamemo.protocol import ProtocolError, decode, encode
@@ -210,3 +212,35 @@ def test_malformed_messages_are_named(frames, message):
 def test_nan_never_reaches_the_wire():
     with pytest.raises(ValueError):
         encode("emotion", _emotion(probs=[float("nan"), 1.0]))
+
+
+def test_a_model_file_carries_its_frontend_kernels_so_scoring_needs_no_nnaudio(random_model):
+    """The daemon imports only what running needs: a saved model holds nnAudio's window and mel
+    basis, so a pipeline scores without importing nnAudio or scipy (50 and 16 MB resident)."""
+    code = f"""
+import sys
+import numpy as np
+from streamemo.config import PipelineConfig
+from streamemo.model import load_model
+from streamemo.stream.pipeline import Pipeline
+model = load_model({str(random_model)!r})
+assert model.frontend_kernels is not None
+estimates = Pipeline(model, PipelineConfig(speech_share=0.0)).feed(np.full(40000, 0.1, np.float32))
+assert estimates and estimates[0].raw is not None
+print(sorted({{m.split(".")[0] for m in sys.modules}} & {{"nnAudio", "scipy", "matplotlib", "audiomentations"}}))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_kernels_that_do_not_fit_the_card_are_named(tmp_path):
+    model = Model.create("m", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm")
+    model.frontend_kernels = {"window": torch.ones(400), "mel_basis": torch.ones(64, 257)}
+    save_model(model, tmp_path / "m")
+    with pytest.raises(ModelError, match="frontend kernels do not fit"):
+        load_model(tmp_path / "m")
+    # and the kernels a model carries are exactly the ones nnAudio builds
+    model.frontend_kernels = None
+    save_model(model, tmp_path / "m")
+    loaded = Frontend(FrontendSpec(), load_model(tmp_path / "m").frontend_kernels)
+    torch.testing.assert_close(loaded.mel_basis_t, Frontend(FrontendSpec()).mel_basis_t, rtol=0, atol=0)

@@ -68,7 +68,7 @@ class Scorer:
     def __init__(self, model: Model, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.model = model
-        self.frontend = Frontend(model.frontend).to(self.device)
+        self.frontend = Frontend(model.frontend, model.frontend_kernels).to(self.device)
         self.network = inference_network(model.network).to(self.device)
 
     @torch.inference_mode()

@@ -32,7 +32,6 @@ import itertools
 import math
 
 import numpy as np
-from scipy.special import expit as _sigmoid  # one ufunc: cheaper than 1 / (1 + exp(-x))
 
 from streamemo.audio.resample import StreamResampler
 
@@ -45,14 +44,18 @@ SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) look
 @functools.cache
 def _weights() -> dict[str, np.ndarray]:
     """The 16 kHz network's weights, as the arrays `SileroVAD` multiplies by."""
+    import importlib.util
     import warnings
-    from importlib.resources import as_file, files
+    from pathlib import Path
 
     import torch
 
-    with as_file(files("silero_vad.data") / "silero_vad.jit") as path, warnings.catch_warnings():
+    # Found, not imported: the package's __init__ loads its utilities (and all of torch's
+    # TorchScript helpers) for nothing this module uses.
+    package = Path(importlib.util.find_spec("silero_vad").submodule_search_locations[0])
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript; it still loads
-        net = torch.jit.load(str(path), map_location="cpu")._model  # the 16 kHz branch
+        net = torch.jit.load(str(package / "data" / "silero_vad.jit"), map_location="cpu")._model  # 16 kHz branch
     w = {n: t.detach().numpy().copy() for n, t in itertools.chain(net.named_parameters(), net.named_buffers())}
 
     def conv(i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +148,11 @@ def _conv3(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
     out[:, 1:] += y[:, :-1, 0]  # ... its left tap frame t - 1 ...
     out[:, :-1] += y[:, 1:, 2]  # ... and its right tap frame t + 1
     return out[:, ::stride]
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # tanh form: numpy has no sigmoid, and scipy's would cost the daemon 16 MB of imports
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
