@@ -6,7 +6,9 @@ pipeline with its voice gate, publisher) and lists which heavy libraries ended u
     .venv/bin/python benchmarks/import_memory.py
 
 Each step's cost includes what it drags in that earlier steps had not (torch's own
-libraries with torch, scipy with nnAudio). Linux only (reads /proc/self/status).
+libraries with torch). nnAudio is not a step: a model file carries its frontend's kernels,
+so running never imports it (nor the scipy it pulls in); the list of heavy libraries at the
+end shows whether anything did. Linux only (reads /proc/self/status).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ STEPS = [
     ("python", "pass"),
     ("numpy", "import numpy"),
     ("torch", "import torch"),
-    ("nnAudio (scipy)", "import nnAudio.features"),
     ("soxr, soundfile, sounddevice", "import soxr, soundfile, sounddevice"),
     ("pyzmq", "import zmq"),
     ("streamemo.daemon", "import streamemo.daemon"),
