@@ -92,6 +92,19 @@ def test_music_into_the_microphone_is_not_classified_and_speech_is(pulse, random
     assert status and 0 < status[-1]["speech_share"] < 1
 
 
+def test_classify_in_worker_processes_prints_what_one_process_does(random_model, speech_wav,
+                                                                     speech_and_silence_wav):
+    files = [str(speech_wav), str(speech_and_silence_wav), str(speech_wav)]
+
+    def classify(jobs):
+        return subprocess.run([*STREAMEMO, "classify", *files, "--model", str(random_model), "--format", "csv",
+                               "--jobs", jobs], capture_output=True, text=True, check=True).stdout
+
+    serial, parallel = classify("1"), classify("2")
+    assert [row.split(",")[0] for row in parallel.splitlines()[1:]] == files  # in the order given
+    assert parallel == serial
+
+
 def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_endpoint):
     classified = subprocess.run([*STREAMEMO, "classify", str(speech_wav), "--model", str(random_model), "--json"],
                                 capture_output=True, text=True, check=True)

@@ -46,7 +46,7 @@ def configure(parser) -> None:
     parser.add_argument("--each-file-alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="sessions (files, unless --same-speaker or --list joins them) scored at once, each in "
-                             "its own process (default 0: one per CPU core)")
+                             "its own process (default 0: one per CPU core, given 8 sessions or more per process)")
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 
@@ -129,7 +129,8 @@ def main(args) -> int:
     from streamemo.model import load_model
 
     load_model(config.model.path)  # a bad model is one line here, not one per worker
-    jobs = min(args.jobs or len(os.sched_getaffinity(0)), len(groups))
+    # By default one process per core, once there are enough sessions to repay starting them.
+    jobs = min(args.jobs or len(os.sched_getaffinity(0)), len(groups) // (1 if args.jobs else WORTH_A_PROCESS))
     if jobs <= 1:
         _start_worker(config, progress=sys.stderr.isatty())
         results = (result for group in groups for result in _score_session(group))
@@ -137,9 +138,9 @@ def main(args) -> int:
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    # Forked before torch has run anything (no thread pools to inherit); each worker loads
-    # the model and builds its own pipeline once.
-    with ProcessPoolExecutor(jobs, mp_context=get_context("fork"), initializer=_start_worker,
+    # Spawned, not forked: a fork would inherit torch's thread pools mid-state. Each worker
+    # loads the model and builds its own pipeline once.
+    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
                              initargs=(config, False)) as pool:
         return _print_results(itertools.chain.from_iterable(pool.map(_score_session, groups)), args.format)
 
@@ -154,6 +155,7 @@ def _session_groups(work: list[tuple[str, bool]]) -> list[list[tuple[str, bool]]
     return groups
 
 
+WORTH_A_PROCESS = 8  # sessions per worker before the default --jobs starts one (each costs ~2 s to start)
 _WORKER: dict = {}  # this process's pipeline and whether to show progress (set by _start_worker)
 
 
