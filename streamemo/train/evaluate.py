@@ -83,6 +83,24 @@ def score_clips(model: Model, clips: list[Clip], config: PipelineConfig | None =
     one speaker's files in that order prints the same labels. `degrade`, a callable
     (audio, rate, seed) -> audio, changes each clip's audio first (a test condition)."""
     config = config or PipelineConfig()
+    with _torch_threads(config.threads):
+        return _score_clips(model, clips, config, progress, degrade)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    """Scores with the daemon's torch threads (one): a window is too small to share, and on a
+    busy machine idle workers spinning at every small operation made scoring 5-15x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _score_clips(model: Model, clips: list[Clip], config: PipelineConfig, progress: bool,
+                 degrade) -> tuple[list[ClipScore], list[str]]:
     scorer = Scorer(model, "cpu")
     gated = Pipeline(model, config, scorer=scorer)
     open_gate = Pipeline(model, replace(config, speech_share=0.0), scorer=scorer)  # every window counts
