@@ -87,10 +87,10 @@ class AudioConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     window_s: float | None = None  # None: the window the model was trained on (its card)
-    # One message per hop. 0.24 s is 12 of the model's 20 ms frames and 3 of its 80 ms
-    # columns: a hop that is a whole number of columns lets the stream compute each frame and
-    # column once (stream/columns.py); 0.25 s would have every window scored whole.
-    hop_s: float = 0.24
+    # One message per hop. A streaming model (`train --streaming`) computes each frame and
+    # column once at a hop that is a whole number of its columns (0.24 s for 20 ms frames and
+    # 80 ms columns, stream/columns.py); at any other hop it scores each window whole.
+    hop_s: float = 0.25
     device: str = "auto"  # torch device for frontend and model: auto | cpu | cuda
     threads: int = 1  # torch CPU threads: one window is too small to gain from more, and idle
     #                   worker threads spinning between hops cost CPU for nothing

@@ -34,11 +34,11 @@ class FrontendSpec:
     fmin: float = 50.0  # below the lowest voice fundamental: mains hum stays out
     fmax: float = 8000.0
     n_mfcc: int = 40  # used when kind == "mfcc"
-    # Where a window's frames sit. "end": whole FFT spans only, the newest ending on the
-    # window's last sample, so a frame is the same in every window that holds it and a stream
-    # computes each frame once (stream/columns.py). "center": nnAudio's centred frames with
-    # the window's edges reflect-padded (models trained before streaming; LEGACY_FRONTEND).
-    align: str = "end"
+    # Where a window's frames sit. "center": nnAudio's centred frames, the window's edges
+    # reflect-padded (the shipped model). "end": whole FFT spans only, the newest ending on
+    # the window's last sample, so a frame is the same in every window that holds it and a
+    # stream computes each frame once (stream/columns.py; `train --streaming`).
+    align: str = "center"
 
     @classmethod
     def from_dict(cls, data: dict) -> FrontendSpec:
@@ -65,10 +65,6 @@ class FrontendSpec:
     def span(self, frames: int) -> int:
         """Samples that make exactly `frames` end-aligned frames."""
         return self.n_fft + (frames - 1) * self.hop_length
-
-
-# What a card of format 1 (written before frames could be aligned) meant by leaving it out.
-LEGACY_FRONTEND = {"align": "center"}
 
 
 class Frontend(torch.nn.Module):

@@ -25,11 +25,10 @@ from torch import nn
 
 from streamemo import ModelError, StreamemoError
 from streamemo.config import Range
-from streamemo.features import LEGACY_FRONTEND, MAX_FRAMES, BandStats, FrontendSpec
-from streamemo.networks import build_network, check_arch_params, legacy_params
+from streamemo.features import MAX_FRAMES, BandStats, FrontendSpec
+from streamemo.networks import build_network, check_arch_params
 
-CARD_FORMAT = "streamemo-model/2"  # 2: frames end-aligned and convolutions valid in time by default
-LEGACY_FORMAT = "streamemo-model/1"  # still read: what it left out means what it meant then
+CARD_FORMAT = "streamemo-model/1"
 KERNELS = "frontend."  # the frontend's kernels in a weights file: these keys, beside the network's
 
 
@@ -280,15 +279,8 @@ def _read_card(card_path: Path) -> dict:
         raise ModelError(f"model card {card_path} is not valid JSON: {e}") from None
     except RecursionError:
         raise ModelError(f"model card {card_path} is nested too deep to be a model card") from None
-    if not isinstance(card, dict) or card.get("format") not in (CARD_FORMAT, LEGACY_FORMAT):
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
         raise ModelError(f"model card {card_path} is not a {CARD_FORMAT} card (its 'format' field differs)")
-    if card["format"] == LEGACY_FORMAT:  # fields of the wrong type are left for check_card to name
-        card = {**card, "format": CARD_FORMAT}
-        if isinstance(card.get("frontend"), dict):
-            card["frontend"] = {**LEGACY_FRONTEND, **card["frontend"]}
-        arch = card.get("arch")
-        if isinstance(arch, dict) and isinstance(arch.get("name"), str) and isinstance(arch.get("params", {}), dict):
-            card["arch"] = {**arch, "params": legacy_params(arch["name"], arch.get("params", {}))}
     return card
 
 

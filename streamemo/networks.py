@@ -28,11 +28,11 @@ class CNNLSTMParams:
     proj: int = 128
     lstm_hidden: int = 64
     dropout: float = 0.2
-    # "valid": in time, convolutions never reach past a window's edges and pooling groups
-    # frames from the newest back, so a column of the conv stack is the same in every window
-    # that holds it and a stream computes each once (stream/columns.py). "same": zero-padded
-    # in time, pooled from the oldest (models trained before streaming; LEGACY_PARAMS).
-    time_padding: str = "valid"
+    # "same": zero-padded in time, pooled from the oldest (the shipped model). "valid": in
+    # time, convolutions never reach past a window's edges and pooling groups frames from
+    # the newest back, so a column of the conv stack is the same in every window that holds
+    # it and a stream computes each once (stream/columns.py; `train --streaming`).
+    time_padding: str = "same"
 
 
 @dataclass(frozen=True)
@@ -231,18 +231,7 @@ ARCH_LIMITS = {
 }
 
 
-# What a card of format 1 (written before streaming) meant by leaving a parameter out.
-LEGACY_PARAMS = {"cnn_lstm": {"time_padding": "same"}}
 CHOICES = {"time_padding": ("valid", "same")}
-
-
-def legacy_params(arch: str, params: dict) -> dict:
-    """A format-1 card's parameters, with what it left out meaning what it meant then."""
-    params = {**LEGACY_PARAMS.get(arch, {}), **params}
-    member, member_params = params.get("member_arch", "cnn_lstm"), params.get("member_params", {})
-    if arch == "ensemble" and isinstance(member, str) and isinstance(member_params, dict):
-        params["member_params"] = {**LEGACY_PARAMS.get(member, {}), **member_params}
-    return params
 
 
 def check_arch_params(arch: str, params, where: str) -> None:

@@ -130,8 +130,7 @@ def test_adaptation_can_be_switched_off(adapted_model, speech_wav):
     without = Pipeline(replace(adapted_model, speaker_norm=None), PipelineConfig(), scorer=off.scorer)
     np.testing.assert_allclose(_file(off, audio), _file(without, audio), atol=1e-6)
     on = Pipeline(adapted_model, PipelineConfig(), scorer=off.scorer)
-    # (an untrained network hardly cares how its input is scaled: differences are ~1e-4)
-    assert not np.allclose(_file(on, audio), _file(off, audio), atol=1e-5, rtol=0) and on.adapted_s > 1.0
+    assert not np.allclose(_file(on, audio), _file(off, audio), atol=1e-4) and on.adapted_s > 1.0
 
 
 def test_a_model_card_without_speaker_norm_still_loads(tmp_path, random_model):

@@ -1,8 +1,7 @@
-"""The streaming network: each frame and each column of the conv stack computed once, as
-hops arrive (stream/columns.py), must publish what scoring each window whole publishes;
-models and hops that cannot stream are scored window by window; format-1 cards load."""
+"""The streaming network (`train --streaming`): each frame and each column of the conv stack
+computed once (stream/columns.py) must publish what scoring each window whole publishes;
+models and hops that cannot stream are scored window by window."""
 
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -12,13 +11,27 @@ import torch
 from streamemo import EMOTIONS
 from streamemo.audio.files import load_audio
 from streamemo.config import PipelineConfig
-from streamemo.features import Frontend, FrontendSpec, frame_windows
+from streamemo.features import BandStats, Frontend, FrontendSpec, frame_windows
 from streamemo.model import Model, load_model, save_model
 from streamemo.stream.pipeline import Pipeline
 from streamemo.train.batches import crops_at_hop
 from streamemo.train.cache import FeatureRecipe, FeatureStore
 
-OPEN = PipelineConfig(speech_share=0.0)  # every window scored: the comparison covers them all
+# A hop of whole columns (12 frames of 20 ms, 3 columns of 80 ms); every window scored.
+OPEN = PipelineConfig(hop_s=0.24, speech_share=0.0)
+STREAMING = FrontendSpec(hop_length=320, align="end")
+
+
+@pytest.fixture(scope="module")
+def streaming_model(tmp_path_factory):
+    """A small untrained streaming CNN-LSTM, saved like a real one, "trained" (its card says)
+    on speaker-normalised features."""
+    torch.manual_seed(0)
+    model = Model.create("stream", EMOTIONS, 2.0, STREAMING, "cnn_lstm", {"time_padding": "valid"})
+    model.speaker_norm = BandStats(np.full(64, -7.0), np.full(64, 2.5))
+    path = tmp_path_factory.mktemp("models") / "stream"
+    save_model(model, path)
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +54,11 @@ def _whole_windows(model, config):
     return pipeline
 
 
-def test_streamed_columns_publish_what_whole_windows_do(random_model, audio):
-    model = load_model(random_model)
+def test_streamed_columns_publish_what_whole_windows_do(streaming_model, audio):
+    model = load_model(streaming_model)
     config = replace(OPEN, speaker_adaptation=False)  # adaptation maps a hop's frames as they arrive: below
     streaming = Pipeline(model, config)
-    assert streaming.columns is not None, "the default hop is a whole number of the network's columns"
+    assert streaming.columns is not None, "0.24 s is a whole number of the network's columns"
     streamed = _raw(streaming, audio)
     assert len(streamed) >= 8
     np.testing.assert_allclose(streamed, _raw(_whole_windows(model, config), audio), atol=1e-5)
@@ -56,10 +69,10 @@ def test_streamed_columns_publish_what_whole_windows_do(random_model, audio):
     torch.testing.assert_close(streaming.columns.columns, whole, atol=1e-5, rtol=1e-4)
 
 
-def test_frames_skipped_while_unvoiced_are_caught_up_exactly(random_model, audio):
+def test_frames_skipped_while_unvoiced_are_caught_up_exactly(streaming_model, audio):
     """Unvoiced windows compute nothing; the next voiced one pushes what arrived meanwhile."""
-    model = load_model(random_model)
-    config = PipelineConfig(speaker_adaptation=False)
+    model = load_model(streaming_model)
+    config = PipelineConfig(hop_s=0.24, speaker_adaptation=False)
     pipeline = Pipeline(model, config)
     pipeline.reset()
     gated = pipeline.feed(audio)
@@ -73,8 +86,8 @@ def test_frames_skipped_while_unvoiced_are_caught_up_exactly(random_model, audio
             np.testing.assert_allclose(a.raw, b.raw, atol=1e-5)
 
 
-def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(random_model, audio):
-    model = load_model(random_model)  # trained, it says, on speaker-normalised features
+def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(streaming_model, audio):
+    model = load_model(streaming_model)  # trained, it says, on speaker-normalised features
     pipeline = Pipeline(model, OPEN)
     assert pipeline.columns is not None and pipeline.adapter is not None
     reference = _raw(pipeline, audio)
@@ -86,10 +99,10 @@ def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(random_model
     assert np.abs(reference - _raw(_whole_windows(model, OPEN), audio)).max() < 0.05
 
 
-@pytest.mark.parametrize("why", ["hop", "mfcc", "same"])
+@pytest.mark.parametrize("why", ["hop", "mfcc", "same", "center"])
 def test_what_cannot_stream_is_scored_window_by_window(why, audio):
-    spec = FrontendSpec(kind="mfcc") if why == "mfcc" else FrontendSpec()
-    params = {"time_padding": "same"} if why == "same" else {}
+    spec = {"mfcc": replace(STREAMING, kind="mfcc"), "center": FrontendSpec(hop_length=320)}.get(why, STREAMING)
+    params = {"time_padding": "same" if why == "same" else "valid"}
     model = Model.create("m", EMOTIONS, 2.0, spec, "cnn_lstm", params)
     model.network.eval()
     config = replace(OPEN, hop_s=0.25) if why == "hop" else OPEN
@@ -101,30 +114,12 @@ def test_what_cannot_stream_is_scored_window_by_window(why, audio):
 def test_the_trainers_crops_are_the_streams_frames(audio, tmp_path):
     """Training crops a clip's cached features at hops; each crop is the frames the daemon
     computes for that window."""
-    spec = FrontendSpec(hop_length=320)
+    spec = STREAMING
     store = FeatureStore(FeatureRecipe(spec, 32000), tmp_path / "cache")
-    hop = round(PipelineConfig().hop_s * 16000)
+    hop = round(OPEN.hop_s * 16000)
     crops = crops_at_hop(store.features_of_audio(audio), spec.frames(32000), hop // spec.hop_length)
     frontend = Frontend(spec)
     windows = frame_windows(audio, 32000, hop)
     assert len(crops) == len(windows)
     with torch.inference_mode():
         np.testing.assert_allclose(crops, frontend(torch.from_numpy(windows)).numpy(), atol=1e-4)
-
-
-def test_a_format_1_card_loads_as_it_was_trained(tmp_path, audio):
-    """Cards written before streaming have centred frames and zero-padded convolutions
-    without saying so: they load as such and score window by window."""
-    old = Model.create("old", EMOTIONS, 2.0, FrontendSpec(align="center"), "cnn_lstm", {"time_padding": "same"})
-    old.network.eval()
-    weights, card_path = save_model(old, tmp_path / "old")
-    card = json.loads(card_path.read_text())
-    card["format"] = "streamemo-model/1"
-    del card["frontend"]["align"], card["arch"]["params"]["time_padding"]
-    card_path.write_text(json.dumps(card))
-    loaded = load_model(tmp_path / "old")
-    assert loaded.frontend.align == "center" and loaded.arch_params["time_padding"] == "same"
-    pipeline = Pipeline(loaded, OPEN)
-    assert pipeline.columns is None
-    reference = Pipeline(old, OPEN)
-    np.testing.assert_allclose(_raw(pipeline, audio), _raw(reference, audio), atol=1e-6)

@@ -136,7 +136,7 @@ def test_stdin_pcm_source(random_model, speech_and_silence_wav, free_endpoint, t
     code, err = _stop(proc)
     assert code == 0, err
     emotion = [b for t, b in messages if t == "emotion"]
-    assert len(emotion) == (len(signal_) - 32000) // 3840 + 1  # 0.24 s hops
+    assert len(emotion) == (len(signal_) - 32000) // 4000 + 1
     assert [b["voiced"] for b in emotion][0] is False and any(b["voiced"] for b in emotion)
 
 

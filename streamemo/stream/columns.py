@@ -3,7 +3,7 @@
 A streaming network (`CNNLSTM` with time_padding "valid") splits into `encode`, frames ->
 columns, whose every column depends on a fixed run of frames, and `sequence`, which sees
 a window's columns whole. Consecutive windows share all but a hop's worth of frames, so
-instead of encoding each window whole (every frame eight times at a 0.24 s hop), the
+instead of encoding each window whole (every frame about eight times over), the
 stream pushes new frames through the conv stack once, carrying the last frames each
 convolution still needs, and keeps the columns the windows still to score need.
 

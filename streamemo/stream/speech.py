@@ -12,7 +12,7 @@ safetensors file holds other, older weights). They are copied out once into nump
 this module runs the network itself: the 16 kHz branch, on 512-sample chunks each
 preceded by the 64 samples before it, as the package does. The encoder sees one chunk at
 a time, so a hop's chunks go through it as one batch and only the LSTM steps chunk by
-chunk; that costs about 0.3 to 0.7 ms per 0.24 s hop on one core (quiet to busy box), a
+chunk; that costs about 0.3 to 0.7 ms per 0.25 s hop on one core (quiet to busy box), a
 seventh of the package's own TorchScript model. Each chunk is scored once, when
 the window that ends after it is decided.
 
