@@ -2,7 +2,7 @@
 CPU per second of audio for each, and the ratio.
 
     .venv/bin/pip install pymicro-wakeword==2.5.0   # the anchor; not a project dependency
-    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default]
+    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default] [--hop 0.25]
 
 The anchor is microWakeWord (pymicro-wakeword, model okay_nabu): its `MicroWakeWordFeatures`
 and `MicroWakeWord.process_streaming`, as Home Assistant's voice satellites run it. Each
@@ -56,7 +56,7 @@ def speech(seconds: float) -> np.ndarray:
     return audio[: int(seconds * RATE)].astype(np.float32)
 
 
-def run_streamemo(audio: np.ndarray, chunk: int, model: str) -> None:
+def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None:
     import torch
 
     from streamemo.audio.sources import Chunk
@@ -66,7 +66,7 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str) -> None:
     from streamemo.stream.processor import Processor
 
     torch.set_num_threads(1)
-    processor = Processor(Pipeline(load_model(model), PipelineConfig()), RATE, "anchor")
+    processor = Processor(Pipeline(load_model(model), PipelineConfig(hop_s=hop)), RATE, "anchor")
     pieces = [audio[i : i + chunk] for i in range(0, len(audio), chunk)]
     processor.process(Chunk(pieces[0], 0.0))  # warm-up: first calls allocate
     processor.reset(RATE)
@@ -76,7 +76,7 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str) -> None:
     report(time.process_time() - start, len(audio))
 
 
-def run_microwakeword(audio: np.ndarray, chunk: int, _model: str) -> None:
+def run_microwakeword(audio: np.ndarray, chunk: int, _model: str, _hop: float) -> None:
     from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
 
     features, detector = MicroWakeWordFeatures(), MicroWakeWord.from_builtin(Model.OKAY_NABU)
@@ -102,11 +102,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--chunk", type=int, default=1024, help="samples fed per call (1024: 64 ms)")
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--hop", type=float, default=0.25, help="pipeline.hop_s (0.24 for a streaming model)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
-        ENGINES[args.engine](np.load(args.audio), args.chunk, args.model)
+        ENGINES[args.engine](np.load(args.audio), args.chunk, args.model, args.hop)
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "audio.npy"
@@ -114,7 +115,7 @@ def main() -> None:
         results = {}
         for engine in ENGINES:
             out = subprocess.run([sys.executable, __file__, "--engine", engine, "--audio", str(path),
-                                  "--chunk", str(args.chunk), "--model", args.model],
+                                  "--chunk", str(args.chunk), "--model", args.model, "--hop", str(args.hop)],
                                  capture_output=True, text=True, check=True)
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{results['streamemo']['audio_s']:.0f} s of {'RAVDESS' if RAVDESS.is_dir() else 'espeak-ng'} speech, "
