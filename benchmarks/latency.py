@@ -195,6 +195,8 @@ def main() -> None:
     rate = f"{args.capture_rate}hz" if args.capture_rate else "native"
     if args.block is not None:
         rate += f"-block{round(args.block * 1000)}ms"
+    if Path(args.model).name != "default" or args.hop:
+        rate += f"-{Path(args.model).parent.name}-{Path(args.model).name}-hop{args.hop or 'default'}"
     out = out_dir / f"latency-{rate}-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | its pipeline alone | ratio | RSS start -> end |\n"
