@@ -230,8 +230,7 @@ ARCH_LIMITS = {
     "members": Range(1, 16, "a number of networks such as 2", integer=True),
 }
 
-
-CHOICES = {"time_padding": ("valid", "same")}
+CHOICES = {"time_padding": ("valid", "same")}  # parameters that name a choice, not a number
 
 
 def check_arch_params(arch: str, params, where: str) -> None:
