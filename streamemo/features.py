@@ -62,6 +62,13 @@ class FrontendSpec:
             return n_samples // self.hop_length + 1
         return max(0, (n_samples - self.n_fft) // self.hop_length + 1)
 
+    def check_kernels(self, kernels: dict) -> None:
+        """ValueError unless `kernels` (a model file's window and mel basis) fit this frontend."""
+        window, mel_basis = kernels["window"], kernels["mel_basis"]
+        if tuple(window.shape) != (self.n_fft,) or tuple(mel_basis.shape) != (self.n_mels, self.n_fft // 2 + 1):
+            raise ValueError(f"frontend kernels of shape {tuple(window.shape)} and {tuple(mel_basis.shape)} do not "
+                             f"fit n_fft {self.n_fft} and n_mels {self.n_mels}")
+
     def span(self, frames: int) -> int:
         """Samples that make exactly `frames` end-aligned frames."""
         return self.n_fft + (frames - 1) * self.hop_length
@@ -85,10 +92,8 @@ class Frontend(torch.nn.Module):
             self.layer = self.nnaudio_layer(spec)
             mel = self.layer.melspec_layer if spec.kind == "mfcc" else self.layer
             kernels = kernels or {"window": mel.stft.wcos[0, 0], "mel_basis": mel.mel_basis}
+        spec.check_kernels(kernels)
         window, mel_basis = kernels["window"], kernels["mel_basis"]
-        if window.shape != (spec.n_fft,) or mel_basis.shape != (spec.n_mels, spec.n_fft // 2 + 1):
-            raise ValueError(f"frontend kernels of shape {tuple(window.shape)} and {tuple(mel_basis.shape)} do not "
-                             f"fit n_fft {spec.n_fft} and n_mels {spec.n_mels}")
 
         # nnAudio computes its STFT as two strided conv1d passes (real, imaginary) with
         # 512-tap kernels: a DFT written out as a matrix, which on one CPU core was half of a

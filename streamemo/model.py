@@ -251,9 +251,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
     kernels = {k[len(KERNELS):]: state.pop(k) for k in list(state) if k.startswith(KERNELS)}
     if kernels:
         try:
-            from streamemo.features import Frontend
-
-            Frontend(frontend, kernels)  # checks they fit the card's frontend
+            frontend.check_kernels(kernels)
         except (KeyError, ValueError) as e:
             raise ModelError(f"model weights {weights_path}: the frontend kernels do not fit {card_path.name} ({e})") from None
         model.frontend_kernels = kernels

@@ -126,9 +126,6 @@ def main(args) -> int:
     if args.jobs < 0:
         raise StreamemoError(f"--jobs {args.jobs}: give a number of processes, or 0 for one per CPU core", 2)
     groups = _session_groups(sessions(args))
-    from streamemo.model import load_model
-
-    load_model(config.model.path)  # a bad model is one line here, not one per worker
     # By default one process per core, once there are enough sessions to repay starting them.
     jobs = min(args.jobs or len(os.sched_getaffinity(0)), len(groups) // (1 if args.jobs else WORTH_A_PROCESS))
     if jobs <= 1:
@@ -137,6 +134,10 @@ def main(args) -> int:
         return _print_results(results, args.format)
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
+
+    from streamemo.model import load_model
+
+    load_model(config.model.path)  # a bad model is one line here, not one per worker
 
     # Spawned, not forked: a fork would inherit torch's thread pools mid-state. Each worker
     # loads the model and builds its own pipeline once.
