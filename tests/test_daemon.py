@@ -105,6 +105,36 @@ def test_classify_in_worker_processes_prints_what_one_process_does(random_model,
     assert parallel == serial
 
 
+def test_classify_scores_a_dead_workers_files_itself(random_model, speech_wav, speech_and_silence_wav):
+    """A worker killed mid-run (by the OOM killer, say) costs time, not files: the main
+    process scores what it held, and the output is what one process prints."""
+    import os
+
+    files = [str(speech_wav), str(speech_and_silence_wav)] * 4
+    command = [*STREAMEMO, "classify", *files, "--model", str(random_model), "--format", "csv"]
+    serial = subprocess.run([*command, "--jobs", "1"], capture_output=True, text=True, check=True).stdout
+    proc = subprocess.Popen([*command, "--jobs", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed, deadline = None, time.monotonic() + 60
+    while killed is None and proc.poll() is None and time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):  # the spawned worker: a child whose command line runs spawn_main
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmdline = f.read()
+            except (OSError, ValueError):
+                continue
+            if parent == proc.pid and b"spawn_main" in cmdline:
+                os.kill(int(pid), signal.SIGKILL)
+                killed = pid
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    assert killed, "no worker process was seen to kill"
+    assert proc.returncode == 0, err
+    assert "worker process died" in err
+    assert out == serial
+
+
 def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_endpoint):
     classified = subprocess.run([*STREAMEMO, "classify", str(speech_wav), "--model", str(random_model), "--json"],
                                 capture_output=True, text=True, check=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import itertools
+import logging
 import os
 import sys
 import time
@@ -28,6 +28,8 @@ import numpy as np
 
 from streamemo import StreamemoError
 from streamemo.commands._options import add_config_arguments, config_from_args
+
+log = logging.getLogger(__name__)
 
 
 def configure(parser) -> None:
@@ -132,18 +134,7 @@ def main(args) -> int:
         _start_worker(config, progress=sys.stderr.isatty())
         results = (result for group in groups for result in _score_session(group))
         return _print_results(results, args.format)
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    from streamemo.model import load_model
-
-    load_model(config.model.path)  # a bad model is one line here, not one per worker
-
-    # Spawned, not forked: a fork would inherit torch's thread pools mid-state. Each worker
-    # loads the model and builds its own pipeline once.
-    with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_worker,
-                             initargs=(config, False)) as pool:
-        return _print_results(itertools.chain.from_iterable(pool.map(_score_session, groups)), args.format)
+    return _print_results(_score_in_parallel(config, groups, jobs), args.format)
 
 
 def _session_groups(work: list[tuple[str, bool]]) -> list[list[tuple[str, bool]]]:
@@ -160,6 +151,78 @@ WORTH_A_PROCESS = 8  # sessions per worker before the default --jobs starts one 
 _WORKER: dict = {}  # this process's pipeline and whether to show progress (set by _start_worker)
 
 
+def _score_in_parallel(config, groups: list, jobs: int):
+    """Each group's results, in order, scored by this process and `jobs - 1` workers.
+
+    Workers are spawned first, so they import torch and load the model while this process
+    does the same (that start is about 2 s, a sixth of a folder of 1440 clips on two cores);
+    a bad model is then one line from here, not one per worker. The workers take groups
+    from the front, a few at a time, and this process takes them one at a time from the
+    back, so both run until the last group. A worker that dies (killed for memory, say)
+    costs nothing but time: its groups are scored here."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+    from multiprocessing import get_context
+
+    done: dict[int, list] = {}  # group index -> its results, until printed
+    in_flight: deque = deque()  # (first group index, futures' groups, future), oldest first
+    front, back = 0, len(groups)  # groups[front:back] are not yet handed out
+    # Spawned, not forked: a fork would inherit torch's thread pools mid-state.
+    pool = ProcessPoolExecutor(jobs - 1, mp_context=get_context("spawn"), initializer=_start_worker,
+                               initargs=(config, False))
+    per_task = max(1, min(8, len(groups) // (8 * jobs)))  # groups per task: few round trips, an even finish
+
+    def hand_out() -> None:
+        nonlocal front
+        while front < back and len(in_flight) < 2 * (jobs - 1) and not broken:
+            take = groups[front : min(front + per_task, back)]
+            try:
+                in_flight.append((front, take, pool.submit(_score_groups, take)))
+            except BrokenProcessPool:
+                return died()
+            front += len(take)
+
+    def died() -> None:
+        nonlocal broken
+        if not broken:
+            log.warning("a classify worker process died; its files are scored in the main process")
+        broken = True
+
+    def collect(block: bool) -> None:
+        while in_flight and (block or in_flight[0][2].done()):
+            first, take, future = in_flight.popleft()
+            try:
+                results = future.result()
+            except BrokenProcessPool:
+                died()
+                results = _score_groups(take)
+            done.update(zip(range(first, first + len(take)), results))
+
+    printed, broken = 0, False
+    try:
+        hand_out()  # starts the workers
+        _start_worker(config, progress=False)
+        while True:
+            collect(block=False)
+            hand_out()
+            while printed in done:
+                yield from done.pop(printed)
+                printed += 1
+            if front < back:
+                back -= 1
+                done[back] = _score_session(groups[back])
+            elif in_flight:
+                collect(block=True)
+            else:
+                break
+        while printed in done:  # this process's groups, from the back
+            yield from done.pop(printed)
+            printed += 1
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _start_worker(config, progress: bool) -> None:
     import torch
 
@@ -170,6 +233,10 @@ def _start_worker(config, progress: bool) -> None:
     torch.set_num_threads(config.pipeline.threads)
     device = pick_device(config.pipeline.device)
     _WORKER.update(pipeline=Pipeline(load_model(config.model.path, device), config.pipeline, device), progress=progress)
+
+
+def _score_groups(groups: list[list[tuple[str, bool]]]) -> list[list[dict | str]]:
+    return [_score_session(group) for group in groups]
 
 
 def _score_session(group: list[tuple[str, bool]]) -> list[dict | str]:

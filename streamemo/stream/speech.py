@@ -11,10 +11,11 @@ The weights come from the `silero-vad` wheel (its TorchScript file; its bundled
 safetensors file holds other, older weights). They are copied out once into numpy, and
 this module runs the network itself: the 16 kHz branch, on 512-sample chunks each
 preceded by the 64 samples before it, as the package does. The encoder sees one chunk at
-a time, so a hop's chunks go through it as one batch and only the LSTM steps chunk by
-chunk; that costs about 0.3 to 0.7 ms per 0.25 s hop on one core (quiet to busy box), a
-seventh of the package's own TorchScript model. Each chunk is scored once, when
-the window that ends after it is decided.
+a time, so the chunks of a hop (of many hops, for a file) go through it as one batch and
+only the LSTM steps chunk by chunk; that costs about 0.3 to 0.7 ms per 0.25 s hop on one
+core (quiet to busy box), a seventh of the package's own TorchScript model, and half that
+per hop in a file. Each chunk is scored once, when the first window that ends after it is
+decided.
 
 The decision for a window: at least `share` of the chunks in the newest `lookback_s`
 seconds have a speech probability of at least `threshold`. A stream's first window is
@@ -38,6 +39,10 @@ from streamemo.audio.resample import StreamResampler
 RATE = 16000  # Silero's rate; other model rates are resampled for the gate only
 CHUNK = 512  # 32 ms
 CONTEXT = 64  # samples before each chunk that the network also sees
+# Chunks encoded at once, at most: 64 costs 12 us a chunk, 8 costs 18, but 256 costs 23,
+# as temporaries of megabytes go back to the system after each call and fault in again.
+ENCODE_BATCH = 64
+TORCH_STEPS_FROM = 32  # chunks in one call from which the LSTM steps in torch (SileroVAD._steps_torch)
 SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) looks back this far
 
 
@@ -83,6 +88,8 @@ def _weights() -> dict[str, np.ndarray]:
         "w_ih": np.ascontiguousarray(w["decoder.rnn.weight_ih"].T),
         "w_hh": np.ascontiguousarray(w["decoder.rnn.weight_hh"].T),
         "b_lstm": w["decoder.rnn.bias_ih"] + w["decoder.rnn.bias_hh"],
+        "torch_lstm": [torch.from_numpy(w[f"decoder.rnn.{name}"]).clone()  # as torch.lstm takes them
+                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")],
         "w_out": w["decoder.decoder.2.weight"][0, :, 0].copy(),
         "b_out": w["decoder.decoder.2.bias"].copy(),
     }
@@ -115,7 +122,10 @@ class SileroVAD:
         self.c = np.zeros(128, np.float32)
 
     def encode(self, chunks: np.ndarray) -> np.ndarray:
-        """(n, 576) -> (n, 128): everything before the LSTM, all chunks at once."""
+        """(n, 576) -> (n, 128): everything before the LSTM, up to ENCODE_BATCH chunks at once."""
+        if len(chunks) > ENCODE_BATCH:
+            return np.concatenate([self.encode(chunks[i : i + ENCODE_BATCH])
+                                   for i in range(0, len(chunks), ENCODE_BATCH)])
         w, n = self.w, len(chunks)
         frames = chunks[:, _FRAMES] * w["window"]  # (n, 4, 256)
         mag = np.abs(np.fft.rfft(frames, axis=-1)).astype(np.float32, copy=False)  # (n, 4, 129)
@@ -126,8 +136,14 @@ class SileroVAD:
 
     def __call__(self, chunks: np.ndarray) -> np.ndarray:
         w = self.w
-        gates = self.encode(chunks) @ w["w_ih"] + w["b_lstm"]
-        hidden = np.empty((len(chunks), 128), np.float32)
+        x = self.encode(chunks)
+        hidden = self._steps_torch(x) if len(x) >= TORCH_STEPS_FROM else self._steps(x @ w["w_ih"] + w["b_lstm"])
+        return _sigmoid(_relu(hidden) @ w["w_out"] + w["b_out"][0])
+
+    def _steps(self, gates: np.ndarray) -> np.ndarray:
+        """The LSTM over (n, 512) input gates, step by step in numpy: (n, 128) hidden states."""
+        w = self.w
+        hidden = np.empty((len(gates), 128), np.float32)
         h, c = self.h, self.c
         for i, g in enumerate(gates):  # LSTM cell; torch's gate order: input, forget, cell, output
             g = g + h @ w["w_hh"]
@@ -136,7 +152,22 @@ class SileroVAD:
             h = s[384:] * np.tanh(c)
             hidden[i] = h
         self.h, self.c = h, c
-        return _sigmoid(_relu(hidden) @ w["w_out"] + w["b_out"][0])
+        return hidden
+
+    def _steps_torch(self, x: np.ndarray) -> np.ndarray:
+        """The LSTM over (n, 128) encoded chunks through torch, whose loop is in C++: 5 us a
+        step against numpy's 12, once a call's 90 us start is shared by many chunks (a file
+        read 8 s at a time). The two agree to 1e-6."""
+        import torch
+
+        w = self.w
+        h = torch.from_numpy(self.h).view(1, 1, 128)
+        c = torch.from_numpy(self.c).view(1, 1, 128)
+        with torch.inference_mode():
+            out, h, c = torch.lstm(torch.from_numpy(x)[:, None], (h, c), w["torch_lstm"],
+                                   True, 1, 0.0, False, False, False)
+        self.h, self.c = h.numpy().reshape(128).copy(), c.numpy().reshape(128).copy()
+        return out.numpy()[:, 0]
 
 
 def _conv3(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
@@ -160,10 +191,14 @@ def _relu(x: np.ndarray) -> np.ndarray:
 
 
 class SpeechGate:
-    """Audio at `rate` in (`feed`), one decision per window out (`decide`, called when a
-    window ends): (voiced, speech), `speech` being the mean speech probability over the
-    lookback. `threshold`, `share` and `lookback_s` are PipelineConfig's speech_* settings;
-    `share` 0 lets every window through (an open gate)."""
+    """Audio at `rate` in (`feed`); where each window ends (`mark`); one decision per window
+    out (`decide`, for any number of marks at once): (voiced, speech), `speech` being the mean
+    speech probability over the lookback. `threshold`, `share` and `lookback_s` are
+    PipelineConfig's speech_* settings; `share` 0 lets every window through (an open gate).
+
+    A decision depends only on the chunks heard up to its window's end, so the chunks of many
+    windows (a file read 8 s at a time) are scored in one pass: the encoder batches them,
+    and only the LSTM steps one by one."""
 
     def __init__(self, rate: int, threshold: float, share: float, lookback_s: float):
         self.threshold, self.share = threshold, share
@@ -178,23 +213,46 @@ class SpeechGate:
         describes the input, not one stream)."""
         self.vad.reset()
         self._resampler = StreamResampler(self.rate, RATE)  # a pass-through at 16 kHz
-        self._pending: list[np.ndarray] = []  # fed since the last decision, at `rate`
-        self._rest = np.zeros(0, np.float32)  # at 16 kHz: less than a chunk, left from the last decision
+        self._pending: list[np.ndarray] = []  # fed since the last mark, at `rate`
+        self._unscored = np.zeros(0, np.float32)  # at 16 kHz: marked or not, from the first unscored chunk
         self._tail = np.zeros(CONTEXT, np.float32)  # the last 64 samples scored: the next chunk's context
-        self._probs = collections.deque(maxlen=self.lookback)
+        self._scored = 0  # chunks scored since the reset
+        self._last = np.zeros(0, np.float32)  # the probabilities of the newest `lookback` of them
+        self._decided = 0  # the chunks heard at the last decision
 
     def feed(self, samples: np.ndarray) -> None:
         self._pending.append(np.asarray(samples, dtype=np.float32))
 
-    def decide(self) -> tuple[bool, float]:
-        new = self._score_pending()
-        if not self._probs:
-            return self.share <= 0, 0.0
-        # Judged: the newest look-back, or everything since the last decision when that is
-        # longer (a stream's first window), so no stretch of audio escapes every decision.
-        probs = new if len(new) > self.lookback else np.fromiter(self._probs, np.float32)
-        speech_share = float(np.mean(probs >= self.threshold))
-        return speech_share >= self.share, float(probs.mean())
+    def mark(self) -> int:
+        """A window ends here: returns the chunks heard so far (whole chunks since the
+        reset), for `decide`. Cheap: nothing is scored yet."""
+        if self._pending:
+            audio = np.concatenate(self._pending)
+            self._pending = []
+            self._unscored = np.concatenate([self._unscored, self._resampler(audio)])
+        return self._scored + len(self._unscored) // CHUNK
+
+    def decide(self, marks: list[int]) -> list[tuple[bool, float]]:
+        """The decisions for windows ending at `marks` (from `mark`, in order, none decided
+        yet), after scoring every chunk up to the last of them."""
+        new = self._score(marks[-1] - self._scored)
+        history = np.concatenate([self._last, new])  # chunk `first` onwards
+        first = self._scored - len(new) - len(self._last)
+        out = []
+        for end in marks:
+            if end == 0:
+                out.append((self.share <= 0, 0.0))
+                continue
+            # Judged: the newest look-back, or everything since the last decision when that is
+            # longer (a stream's first window), so no stretch of audio escapes every decision.
+            since = end - self._decided
+            judged = since if since > self.lookback else self.lookback
+            probs = history[max(0, end - first - judged) : end - first]
+            speech_share = float(np.mean(probs >= self.threshold))
+            out.append((speech_share >= self.share, float(probs.mean())))
+            self._decided = end
+        self._last = history[-self.lookback :]
+        return out
 
     @property
     def recent_share(self) -> float | None:
@@ -210,28 +268,22 @@ class SpeechGate:
         audio = np.asarray(audio, np.float32)
         if len(audio) <= window:  # one window, zero-padded: judged on the audio, not the padding
             self.feed(audio)
-            return [self.decide()[0]]
-        out, fed = [], 0
+            return [self.decide([self.mark()])[0][0]]
+        marks, fed = [], 0
         for start in window_starts(len(audio), window, hop):
             self.feed(audio[fed : start + window])
             fed = start + window
-            out.append(self.decide()[0])
-        return out
+            marks.append(self.mark())
+        return [voiced for voiced, _ in self.decide(marks)]
 
-    def _score_pending(self) -> np.ndarray:
-        """Scores the whole chunks fed since the last call; returns their probabilities."""
-        if not self._pending:
+    def _score(self, n: int) -> np.ndarray:
+        """Scores the next `n` chunks; returns their probabilities."""
+        if n <= 0:
             return np.zeros(0, np.float32)
-        audio = np.concatenate(self._pending)
-        self._pending = []
-        audio = np.concatenate([self._rest, self._resampler(audio)])
-        n = len(audio) // CHUNK
-        self._rest = audio[n * CHUNK :]
-        if n == 0:
-            return np.zeros(0, np.float32)
-        scored = chunks(audio, self._tail)
+        scored = chunks(self._unscored[: n * CHUNK], self._tail)
+        self._unscored = self._unscored[n * CHUNK :]
         self._tail = scored[-1, -CONTEXT:].copy()
+        self._scored += n
         probs = self.vad(scored)
-        self._probs.extend(probs.tolist())
         self._recent.extend((probs >= self.threshold).tolist())
         return probs
