@@ -60,11 +60,13 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None
     import torch
 
     from streamemo.audio.sources import Chunk
+    from streamemo.cli import keep_freed_memory
     from streamemo.config import PipelineConfig
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
     from streamemo.stream.processor import Processor
 
+    keep_freed_memory()  # as every streamemo command does
     torch.set_num_threads(1)
     processor = Processor(Pipeline(load_model(model), PipelineConfig(hop_s=hop)), RATE, "anchor")
     pieces = [audio[i : i + chunk] for i in range(0, len(audio), chunk)]

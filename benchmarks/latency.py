@@ -12,7 +12,7 @@ espeak-ng speech with pauses into it on a loop, subscribes over ZeroMQ, and repo
 
     .venv/bin/python benchmarks/latency.py --seconds 300 --model models/default
 
-Writes benchmarks/results/latency-<date>.json and prints a Markdown summary.
+Writes benchmarks/results/latency-<rate>-<seconds>s-<date>.json and prints a Markdown summary.
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ from streamemo.config import PipelineConfig
 from streamemo.model import load_model
 from streamemo.stream.pipeline import Pipeline
 from streamemo.stream.processor import Processor
+from streamemo.cli import keep_freed_memory
+keep_freed_memory()  # as the daemon does
 torch.set_num_threads(1)
 audio, rate = sf.read({str(wav)!r}, dtype="float32")
 rate_in = {rate_in}
@@ -197,7 +199,8 @@ def main() -> None:
         rate += f"-block{round(args.block * 1000)}ms"
     if Path(args.model).name != "default" or args.hop:
         rate += f"-{Path(args.model).parent.name}-{Path(args.model).name}-hop{args.hop or 'default'}"
-    out = out_dir / f"latency-{rate}-{datetime.date.today().isoformat()}.json"
+    # The length in the name: a short check must not overwrite the day's long run.
+    out = out_dir / f"latency-{rate}-{round(args.seconds)}s-{datetime.date.today().isoformat()}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | its pipeline alone | ratio | RSS start -> end |\n"
           f"|---|---|---|---|---|---|---|\n"

@@ -226,6 +226,9 @@ def _score_in_parallel(config, groups: list, jobs: int):
 def _start_worker(config, progress: bool) -> None:
     import torch
 
+    from streamemo.cli import keep_freed_memory
+
+    keep_freed_memory()  # a spawned worker starts in a fresh interpreter, not through cli.main
     from streamemo.features import pick_device
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
