@@ -11,8 +11,8 @@ makes the files one person's session in the order given, adaptation carrying fro
 the next as it would live; `--list FILE.csv` (path[,speaker] rows) makes the rows of each
 speaker one session.
 
-Sessions are scored `--jobs` at a time (by default one per CPU core), each in a worker
-process of its own with its own pipeline, and printed in the order given."""
+Sessions are scored `--jobs` at a time (by default one per CPU core): by this process and
+`--jobs` - 1 workers, each with its own pipeline, and printed in the order given."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def configure(parser) -> None:
     parser.add_argument("--each-file-alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="sessions (files, unless --same-speaker or --list joins them) scored at once, each in "
-                             "its own process (default 0: one per CPU core, given 8 sessions or more per process)")
+                             "its own process, this one included (default 0: one per CPU core, given 8 sessions or "
+                             "more per process)")
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 

@@ -39,8 +39,9 @@ from streamemo.audio.resample import StreamResampler
 RATE = 16000  # Silero's rate; other model rates are resampled for the gate only
 CHUNK = 512  # 32 ms
 CONTEXT = 64  # samples before each chunk that the network also sees
-# Chunks encoded at once, at most: 64 costs 12 us a chunk, 8 costs 18, but 256 costs 23,
-# as temporaries of megabytes go back to the system after each call and fault in again.
+# Chunks encoded at once, at most: 64 costs 12 us a chunk, 8 costs 18, but 256 costs 23 with
+# glibc's default malloc, as temporaries of megabytes go back to the system after each call
+# and fault in again.
 ENCODE_BATCH = 64
 TORCH_STEPS_FROM = 32  # chunks in one call from which the LSTM steps in torch (SileroVAD._steps_torch)
 SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) looks back this far
@@ -214,7 +215,8 @@ class SpeechGate:
         self.vad.reset()
         self._resampler = StreamResampler(self.rate, RATE)  # a pass-through at 16 kHz
         self._pending: list[np.ndarray] = []  # fed since the last mark, at `rate`
-        self._unscored = np.zeros(0, np.float32)  # at 16 kHz: marked or not, from the first unscored chunk
+        self._unscored: list[np.ndarray] = []  # at 16 kHz, resampled at marks: from the first unscored chunk on
+        self._unscored_n = 0  # samples in it
         self._tail = np.zeros(CONTEXT, np.float32)  # the last 64 samples scored: the next chunk's context
         self._scored = 0  # chunks scored since the reset
         self._last = np.zeros(0, np.float32)  # the probabilities of the newest `lookback` of them
@@ -227,10 +229,11 @@ class SpeechGate:
         """A window ends here: returns the chunks heard so far (whole chunks since the
         reset), for `decide`. Cheap: nothing is scored yet."""
         if self._pending:
-            audio = np.concatenate(self._pending)
+            audio = self._resampler(np.concatenate(self._pending))
             self._pending = []
-            self._unscored = np.concatenate([self._unscored, self._resampler(audio)])
-        return self._scored + len(self._unscored) // CHUNK
+            self._unscored.append(audio)
+            self._unscored_n += len(audio)
+        return self._scored + self._unscored_n // CHUNK
 
     def decide(self, marks: list[int]) -> list[tuple[bool, float]]:
         """The decisions for windows ending at `marks` (from `mark`, in order, none decided
@@ -280,8 +283,10 @@ class SpeechGate:
         """Scores the next `n` chunks; returns their probabilities."""
         if n <= 0:
             return np.zeros(0, np.float32)
-        scored = chunks(self._unscored[: n * CHUNK], self._tail)
-        self._unscored = self._unscored[n * CHUNK :]
+        audio = np.concatenate(self._unscored)
+        scored = chunks(audio[: n * CHUNK], self._tail)
+        self._unscored = [audio[n * CHUNK :]]
+        self._unscored_n = len(self._unscored[0])
         self._tail = scored[-1, -CONTEXT:].copy()
         self._scored += n
         probs = self.vad(scored)
