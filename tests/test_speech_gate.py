@@ -65,6 +65,34 @@ def test_our_silero_gives_the_packages_probabilities(speech):
     np.testing.assert_allclose(ours, theirs, atol=1e-4)
 
 
+def test_the_bundled_weights_are_the_packages():
+    """streamemo/stream/silero_vad.safetensors, which the daemon reads, holds exactly the
+    tensors of the silero-vad wheel's TorchScript model, which it no longer loads."""
+    from safetensors.numpy import load_file
+
+    from streamemo.stream.speech import USED, WEIGHTS, package_weights
+
+    bundled, theirs = load_file(WEIGHTS), package_weights()
+    assert sorted(bundled) == sorted(theirs) == sorted(USED)
+    for name in USED:
+        np.testing.assert_array_equal(bundled[name], theirs[name], err_msg=name)
+
+
+def test_unreadable_gate_weights_are_one_clear_error(tmp_path, monkeypatch):
+    from streamemo import ModelError
+    from streamemo.stream import speech
+
+    broken = tmp_path / "silero_vad.safetensors"
+    broken.write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(speech, "WEIGHTS", broken)
+    speech._weights.cache_clear()
+    try:
+        with pytest.raises(ModelError, match="voice gate's weights .* cannot be read .*reinstall streamemo"):
+            SileroVAD()
+    finally:
+        speech._weights.cache_clear()
+
+
 def test_speech_passes_and_loud_sounds_do_not(speech):
     window, hop = 2 * RATE, RATE // 4
     voiced = _gate().decisions(speech, window, hop)

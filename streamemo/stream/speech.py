@@ -31,9 +31,11 @@ import collections
 import functools
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 
+from streamemo import ModelError
 from streamemo.audio.resample import StreamResampler
 
 RATE = 16000  # Silero's rate; other model rates are resampled for the gate only
@@ -47,22 +49,44 @@ TORCH_STEPS_FROM = 32  # chunks in one call from which the LSTM steps in torch (
 SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) looks back this far
 
 
-@functools.cache
-def _weights() -> dict[str, np.ndarray]:
-    """The 16 kHz network's weights, as the arrays `SileroVAD` multiplies by."""
+WEIGHTS = Path(__file__).with_name("silero_vad.safetensors")  # see `package_weights`
+USED = ("stft.forward_basis_buffer", *(f"encoder.{i}.reparam_conv.{p}" for i in range(4) for p in ("weight", "bias")),
+        *(f"decoder.rnn.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+        "decoder.decoder.2.weight", "decoder.decoder.2.bias")
+
+
+def package_weights() -> dict[str, np.ndarray]:
+    """The tensors of the 16 kHz branch that this module uses, from the `silero-vad` wheel's
+    TorchScript file: what WEIGHTS holds. Loading TorchScript unpickles its code, costs the
+    daemon 12 MB and is deprecated in torch 2.13, so the daemon reads WEIGHTS instead; this
+    is how it was made (`python -m streamemo.stream.speech`, with silero-vad installed), and
+    tests/test_speech_gate.py holds the two equal."""
     import importlib.util
     import warnings
-    from pathlib import Path
 
     import torch
 
-    # Found, not imported: the package's __init__ loads its utilities (and all of torch's
-    # TorchScript helpers) for nothing this module uses.
+    # Found, not imported: the package's __init__ loads all of torch's TorchScript helpers.
     package = Path(importlib.util.find_spec("silero_vad").submodule_search_locations[0])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates TorchScript; it still loads
+        warnings.simplefilter("ignore", DeprecationWarning)
         net = torch.jit.load(str(package / "data" / "silero_vad.jit"), map_location="cpu")._model  # 16 kHz branch
-    w = {n: t.detach().numpy().copy() for n, t in itertools.chain(net.named_parameters(), net.named_buffers())}
+    tensors = dict(itertools.chain(net.named_parameters(), net.named_buffers()))
+    return {name: tensors[name].detach().numpy().copy() for name in USED}
+
+
+@functools.cache
+def _weights() -> dict[str, np.ndarray]:
+    """The 16 kHz network's weights, as the arrays `SileroVAD` multiplies by."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    try:
+        w = load_file(WEIGHTS)
+    except (OSError, SafetensorError) as e:
+        raise ModelError(f"the voice gate's weights {WEIGHTS} cannot be read ({e}); reinstall streamemo") from None
+    if missing := set(USED) - set(w):
+        raise ModelError(f"the voice gate's weights {WEIGHTS} lack {', '.join(sorted(missing))}; reinstall streamemo")
 
     def conv(i: int) -> tuple[np.ndarray, np.ndarray]:
         return w[f"encoder.{i}.reparam_conv.weight"], w[f"encoder.{i}.reparam_conv.bias"]
@@ -89,8 +113,7 @@ def _weights() -> dict[str, np.ndarray]:
         "w_ih": np.ascontiguousarray(w["decoder.rnn.weight_ih"].T),
         "w_hh": np.ascontiguousarray(w["decoder.rnn.weight_hh"].T),
         "b_lstm": w["decoder.rnn.bias_ih"] + w["decoder.rnn.bias_hh"],
-        "torch_lstm": [torch.from_numpy(w[f"decoder.rnn.{name}"]).clone()  # as torch.lstm takes them
-                       for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")],
+        "rnn": {name: w[f"decoder.rnn.{name}"] for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
         "w_out": w["decoder.decoder.2.weight"][0, :, 0].copy(),
         "b_out": w["decoder.decoder.2.bias"].copy(),
     }
@@ -161,12 +184,12 @@ class SileroVAD:
         read 8 s at a time). The two agree to 1e-6."""
         import torch
 
-        w = self.w
         h = torch.from_numpy(self.h).view(1, 1, 128)
         c = torch.from_numpy(self.c).view(1, 1, 128)
+        weights = [torch.from_numpy(self.w["rnn"][name])  # as torch.lstm takes them
+                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         with torch.inference_mode():
-            out, h, c = torch.lstm(torch.from_numpy(x)[:, None], (h, c), w["torch_lstm"],
-                                   True, 1, 0.0, False, False, False)
+            out, h, c = torch.lstm(torch.from_numpy(x)[:, None], (h, c), weights, True, 1, 0.0, False, False, False)
         self.h, self.c = h.numpy().reshape(128).copy(), c.numpy().reshape(128).copy()
         return out.numpy()[:, 0]
 
@@ -292,3 +315,16 @@ class SpeechGate:
         probs = self.vad(scored)
         self._recent.extend((probs >= self.threshold).tolist())
         return probs
+
+
+if __name__ == "__main__":  # writes WEIGHTS from the installed silero-vad wheel
+    import importlib.metadata
+
+    from safetensors.numpy import save_file
+
+    save_file(package_weights(), str(WEIGHTS), metadata={
+        "source": f"silero-vad {importlib.metadata.version('silero-vad')}, silero_vad/data/silero_vad.jit, "
+                  "its 16 kHz branch (_model)",
+        "license": "MIT, Copyright (c) 2020-present Silero Team (see SILERO_LICENSE beside this file)",
+    })
+    print(f"wrote {WEIGHTS}")
