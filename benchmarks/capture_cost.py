@@ -7,9 +7,11 @@ stack under it? This opens the virtual microphone (tests/pulse.py) at 16 kHz wit
 blocks in a child process, two ways, each copying every block into a numpy ring and
 nothing else:
 - `callback`: sounddevice's callback, as the daemon captures;
-- `blocking`: no callback; a Python thread calls `stream.read(block)` in a loop.
+- `blocking`: no callback; a Python thread calls `stream.read(block)` in a loop;
 
-and prints each thread's CPU in % of one core over `--seconds`, in turns.
+and, for what no Python and no ALSA cost, `pacat`: PulseAudio's own recorder at the same
+rate and latency, writing to /dev/null. It prints each thread's CPU in % of one core over
+`--seconds`, in turns.
 
     .venv/bin/python benchmarks/capture_cost.py [--seconds 20] [--block 0.01] [--rounds 2]
 
@@ -32,11 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
 
 
-def thread_cpu_s() -> dict[str, float]:
-    """CPU seconds of each thread of this process, by name/tid."""
+def thread_cpu_s(pid: str = "self") -> dict[str, float]:
+    """CPU seconds of each thread of process `pid`, by name/tid."""
     out, tick = {}, os.sysconf("SC_CLK_TCK")
-    for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/stat") as f:
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
             stat = f.read()
         name, fields = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
         out[f"{name}/{tid}"] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
@@ -85,6 +87,23 @@ def capture(mode: str, seconds: float, block_s: float) -> dict:
             "threads_pct": {k: v for k, v in threads.items() if v > 0}, "total_pct": round(sum(threads.values()), 2)}
 
 
+def pacat(seconds: float, block_s: float, env: dict) -> dict:
+    """PulseAudio's own client recording at RATE with `block_s` latency, into /dev/null."""
+    proc = subprocess.Popen(["pacat", "--record", f"--rate={RATE}", "--channels=1", "--format=float32le",
+                             f"--latency-msec={round(block_s * 1000)}"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        time.sleep(2.0)
+        before, t0 = thread_cpu_s(str(proc.pid)), time.monotonic()
+        time.sleep(seconds)
+        after, wall = thread_cpu_s(str(proc.pid)), time.monotonic() - t0
+    finally:
+        proc.terminate()
+        proc.wait()
+    threads = {k: round(100 * (after[k] - before.get(k, 0.0)) / wall, 2) for k in after}
+    return {"mode": "pacat", "audio_s": None, "wall_s": round(wall, 2),
+            "threads_pct": {k: v for k, v in threads.items() if v > 0}, "total_pct": round(sum(threads.values()), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=20.0)
@@ -102,6 +121,7 @@ def main() -> None:
     runs = []
     try:
         for _ in range(args.rounds):
+            runs.append(pacat(args.seconds, args.block, pulse.env))
             for mode in ("callback", "blocking"):
                 out = subprocess.run([sys.executable, __file__, "--child", mode, "--seconds", str(args.seconds),
                                       "--block", str(args.block)], env=pulse.env, capture_output=True, text=True)
@@ -114,7 +134,7 @@ def main() -> None:
     print("| way | audio s | threads (% of one core) | total % |\n|---|---|---|---|")
     for r in runs:
         threads = ", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1]))
-        print(f"| {r['mode']} | {r['audio_s']} | {threads} | {r['total_pct']} |")
+        print(f"| {r['mode']} | {r['audio_s'] or '-'} | {threads} | {r['total_pct']} |")
     out_dir = ROOT / "benchmarks" / "results"
     out_dir.mkdir(exist_ok=True)
     path = out_dir / f"capture-{round(args.block * 1000)}ms-{datetime.date.today().isoformat()}.json"
