@@ -7,9 +7,9 @@ emotion corpora it passes ~3 % of music windows and none of noise, against 99 % 
 for the loudness gate it replaced (benchmarks/RESULTS-gates.md, which also compares
 webrtcvad). It hears sung vocals as voice; nothing that fits here does otherwise.
 
-The weights come from the `silero-vad` wheel (its TorchScript file; its bundled
-safetensors file holds other, older weights). They are copied out once into numpy, and
-this module runs the network itself: the 16 kHz branch, on 512-sample chunks each
+The weights are the `silero-vad` 6.2.3 wheel's (its TorchScript file; its own safetensors
+file holds other, older weights), copied into silero_vad.safetensors beside this module
+(`package_weights`), so loading them runs no code. This module runs the network itself: the 16 kHz branch, on 512-sample chunks each
 preceded by the 64 samples before it, as the package does. The encoder sees one chunk at
 a time, so the chunks of a hop (of many hops, for a file) go through it as one batch and
 only the LSTM steps chunk by chunk; that costs about 0.3 to 0.7 ms per 0.25 s hop on one
