@@ -42,6 +42,10 @@ def test_unreadable_or_corrupt_file_is_named(tmp_path, random_model):
 def test_missing_or_corrupt_model_is_named(tmp_path):
     result = _run("classify", "x.wav", "--model", str(tmp_path / "nope"))
     _one_line_error(result, 1, "nope.json does not exist")
+    # With workers, which load the model too: still the one line, from the main process.
+    result = _run("classify", "x.wav", "y.wav", "--jobs", "2", "--model", str(tmp_path / "nope"))
+    _one_line_error(result, 1, "nope.json does not exist")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 @pytest.mark.parametrize("text, needle", [

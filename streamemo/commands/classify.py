@@ -170,8 +170,8 @@ def _score_in_parallel(config, groups: list, jobs: int):
     in_flight: deque = deque()  # (first group index, futures' groups, future), oldest first
     front, back = 0, len(groups)  # groups[front:back] are not yet handed out
     # Spawned, not forked: a fork would inherit torch's thread pools mid-state.
-    pool = ProcessPoolExecutor(jobs - 1, mp_context=get_context("spawn"), initializer=_start_worker,
-                               initargs=(config, False))
+    pool = ProcessPoolExecutor(jobs - 1, mp_context=get_context("spawn"), initializer=_start_spawned_worker,
+                               initargs=(config,))
     per_task = max(1, min(8, len(groups) // (8 * jobs)))  # groups per task: few round trips, an even finish
 
     def hand_out() -> None:
@@ -239,7 +239,18 @@ def _start_worker(config, progress: bool) -> None:
     _WORKER.update(pipeline=Pipeline(load_model(config.model.path, device), config.pipeline, device), progress=progress)
 
 
+def _start_spawned_worker(config) -> None:
+    """A worker's start. A bad model is the main process's one-line error (it loads the same
+    model at the same time), not a traceback from each worker: the error waits here."""
+    try:
+        _start_worker(config, progress=False)
+    except StreamemoError as e:
+        _WORKER["error"] = e
+
+
 def _score_groups(groups: list[list[tuple[str, bool]]]) -> list[list[dict | str]]:
+    if "error" in _WORKER:
+        raise _WORKER["error"]
     return [_score_session(group) for group in groups]
 
 
