@@ -102,3 +102,35 @@ def test_time_of_maps_positions_to_capture_times():
     ring.write(np.zeros(50, np.float32), t_last=1000.0)
     assert reader.time_of(49, 10.0) == 1000.0
     assert abs(reader.time_of(39, 10.0) - 999.0) < 1e-9
+
+
+def test_a_real_time_file_hands_over_what_has_happened_once_a_window_has(tmp_path):
+    """`run --source FILE` paces a file like a microphone: a read asking for `want` samples
+    returns them all at once when they are due (the daemon wakes once per hop, not once
+    per block), never a sample before its time, and the whole file in order."""
+    import time
+
+    import soundfile as sf
+
+    from streamemo.audio.sources import EndOfStream, FileSource
+
+    rate = 16000
+    audio = (np.arange(rate, dtype=np.float32) % 100) / 100  # 1 s, every sample distinct enough
+    sf.write(tmp_path / "a.wav", audio, rate, subtype="FLOAT")
+    source = FileSource(str(tmp_path / "a.wav"), realtime=True, block_s=0.01)
+    got, reads = [], 0
+    try:
+        while True:
+            chunk = source.read(timeout=0.1, want=4000)
+            if chunk is None:
+                continue
+            reads += 1
+            # Nothing ahead of its time: the last sample handed over has "happened".
+            assert source.position / rate <= time.monotonic() - source._mono0 + 1e-3
+            got.append(chunk.samples)
+    except EndOfStream:
+        pass
+    finally:
+        source.close()
+    np.testing.assert_array_equal(np.concatenate(got), audio)
+    assert reads <= 20, f"{reads} reads for 4 windows' worth of audio: woken per block, not per window"

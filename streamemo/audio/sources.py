@@ -227,23 +227,32 @@ class FileSource:
         self._mono0 = time.monotonic()
 
     def read(self, timeout: float, want: int = 1) -> Chunk | None:
+        """As fast as possible: the next 8 s. In real time, as a microphone: what has
+        "happened" once at least `want` samples (and a block) have, or `timeout` passed. So the
+        daemon wakes about once per hop, not once per 10 ms block (5 % of a core, against 1 %)."""
         import soundfile as sf
 
+        count = self.block
+        if self.realtime:
+            elapsed = time.monotonic() - self._mono0
+            ready_at = (self.position + max(want, self.block)) / self.rate
+            if ready_at > elapsed:
+                time.sleep(min(timeout, ready_at - elapsed))
+                elapsed = time.monotonic() - self._mono0
+            count = int(elapsed * self.rate) - self.position
+            if count <= 0:
+                return None
         try:
-            data = self.file.read(self.block, dtype="float32", always_2d=True)
+            data = self.file.read(count, dtype="float32", always_2d=True)
         except sf.LibsndfileError as e:
             raise StreamemoError(f"cannot read audio file {self.name}: {e.error_string}") from None
         if len(data) == 0:
             raise EndOfStream
         self.position += len(data)
-        samples = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+        samples = np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1))
         if not self.realtime:
-            return Chunk(np.ascontiguousarray(samples), time.time())
-        due = self.position / self.rate  # a real-time source delivers each block once it has "happened"
-        delay = due - (time.monotonic() - self._mono0)
-        if delay > 0:
-            time.sleep(delay)
-        return Chunk(np.ascontiguousarray(samples), self._t0 + due)
+            return Chunk(samples, time.time())
+        return Chunk(samples, self._t0 + self.position / self.rate)  # its last sample "happened" then
 
     def close(self) -> None:
         self.file.close()
