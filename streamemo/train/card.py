@@ -93,6 +93,7 @@ def attach_evaluation(model_path: str | Path, report_path: Path | None, card_md:
         if not Path(card_md).exists():
             raise StreamemoError(f"--card-md {card_md}: no such card to add the cross-corpus part to; give "
                                  "--evaluation too, to write it whole", 2)
-        Path(card_md).write_text(splice_cross_corpus(Path(card_md).read_text(), cross))
+        Path(card_md).write_text(splice_cross_corpus(Path(card_md).read_text(), cross,
+                                                     load_model(model_path).card["weights_sha256"]))
     elif card_md:
         Path(card_md).write_text(model_card_markdown(load_model(model_path).card, report, cross=cross))

@@ -4,6 +4,7 @@ class_distribution.png, training_curves.png, confusion_matrix.png."""
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -224,9 +225,13 @@ def cross_corpus_markdown(cross: dict) -> list[str]:
             body.split("\nPlots:")[0].replace("## ", "### "), ""]
 
 
-def splice_cross_corpus(card_md: str, cross: dict) -> str:
+def splice_cross_corpus(card_md: str, cross: dict, weights_sha256: str) -> str:
     """An existing MODEL_CARD.md with its cross-corpus part put in (or replaced), before its
-    limits: for a card whose own evaluation report is no longer at hand."""
+    limits: for a card whose own evaluation report is no longer at hand. The header's weights
+    hash is made current too, since a model re-saved (with its frontend's kernels, say) has
+    a new one, while whatever else that line says stays."""
+    card_md = re.sub(r"(Weights SHA-256 `)[0-9a-f]+…`", lambda m: f"{m.group(1)}{weights_sha256[:16]}…`", card_md,
+                     count=1)
     section = "\n".join(cross_corpus_markdown(cross))
     if CROSS_HEADING in card_md:
         before, rest = card_md.split(CROSS_HEADING, 1)
