@@ -204,10 +204,10 @@ def _score_in_parallel(config, groups: list, jobs: int):
     try:
         hand_out()  # starts the workers
         _start_worker(config, progress=False)
-        while True:
+        while printed < len(groups):
             collect(block=False)
             hand_out()
-            while printed in done:
+            while printed in done:  # in order, as soon as the groups before are done
                 yield from done.pop(printed)
                 printed += 1
             if front < back:
@@ -215,11 +215,6 @@ def _score_in_parallel(config, groups: list, jobs: int):
                 done[back] = _score_session(groups[back])
             elif in_flight:
                 collect(block=True)
-            else:
-                break
-        while printed in done:  # this process's groups, from the back
-            yield from done.pop(printed)
-            printed += 1
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
