@@ -87,10 +87,10 @@ class AudioConfig:
 @dataclass(frozen=True)
 class PipelineConfig:
     window_s: float | None = None  # None: the window the model was trained on (its card)
-    # One message per hop. A streaming model (`train --streaming`) computes each frame and
-    # column once at a hop that is a whole number of its columns (0.24 s for 20 ms frames and
-    # 80 ms columns, stream/columns.py); at any other hop it scores each window whole.
-    hop_s: float = 0.25
+    # One message per hop. A streaming model (the shipped one) computes each frame and column
+    # once at a hop that is a whole number of its columns (0.24 s for 20 ms frames and 80 ms
+    # columns, stream/columns.py); at any other hop it scores each window whole.
+    hop_s: float = 0.24
     device: str = "auto"  # torch device for frontend and model: auto | cpu | cuda
     threads: int = 1  # torch CPU threads: one window is too small to gain from more, and idle
     #                   worker threads spinning between hops cost CPU for nothing
@@ -155,7 +155,7 @@ LIMITS = {
     "audio.block_s": Range(0.001, 1.0, "the PortAudio block, e.g. 0.01 (10 ms)"),
     "audio.ring_s": Range(1.0, 3600.0, "how long processing may stall before audio is lost, e.g. 10"),
     "pipeline.window_s": Range(0.1, 60.0, "leave it unset for the model's own window, or give seconds such as 2"),
-    "pipeline.hop_s": Range(0.01, 60.0, "seconds between messages, e.g. 0.25, and no longer than the window"),
+    "pipeline.hop_s": Range(0.01, 60.0, "seconds between messages, e.g. 0.24, and no longer than the window"),
     "pipeline.threads": Range(1, 256, "torch CPU threads, e.g. 1", integer=True),
     "pipeline.speech_threshold": Range(0.0, 1.0, "a speech probability, e.g. 0.7"),
     "pipeline.speech_share": Range(0.0, 1.0, "a fraction of the lookback's 32 ms chunks, e.g. 0.2"),

@@ -53,7 +53,7 @@ class Daemon:
         signals = signals or Signals()
         self.stop_requested, self.reload_requested = signals.stop, signals.reload
         self.started = time.monotonic()
-        self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.25 s
+        self.proc_ms = collections.deque(maxlen=120)  # ~30 s of hops at 0.24 s
         self.status_seq = 0
         self.input = Input(config.audio, open_input)
         self.processor: Processor | None = None  # made when the input first opens: it needs its rate

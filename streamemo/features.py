@@ -35,9 +35,10 @@ class FrontendSpec:
     fmax: float = 8000.0
     n_mfcc: int = 40  # used when kind == "mfcc"
     # Where a window's frames sit. "center": nnAudio's centred frames, the window's edges
-    # reflect-padded (the shipped model). "end": whole FFT spans only, the newest ending on
-    # the window's last sample, so a frame is the same in every window that holds it and a
-    # stream computes each frame once (stream/columns.py; `train --streaming`).
+    # reflect-padded (the shipped model; a stream computes every frame but the padded ones
+    # once). "end": whole FFT spans only, the newest ending on the window's last sample, so
+    # no frame is padded; it trained 3 UA points worse on the RAVDESS folds
+    # (benchmarks/RESULTS-train.md, session 12).
     align: str = "center"
 
     @classmethod
@@ -69,9 +70,20 @@ class FrontendSpec:
             raise ValueError(f"frontend kernels of shape {tuple(window.shape)} and {tuple(mel_basis.shape)} do not "
                              f"fit n_fft {self.n_fft} and n_mels {self.n_mels}")
 
-    def span(self, frames: int) -> int:
-        """Samples that make exactly `frames` end-aligned frames."""
-        return self.n_fft + (frames - 1) * self.hop_length
+    def frame_start(self, i: int, n_samples: int) -> int:
+        """Where frame `i` of a window of `n_samples` starts (negative: in the reflect padding)."""
+        if self.align == "center":
+            return i * self.hop_length - self.n_fft // 2
+        return (n_samples - self.n_fft) % self.hop_length + i * self.hop_length
+
+    def padded_frames(self, n_samples: int) -> tuple[int, int]:
+        """How many of a window's first and last frames reach into its reflect padding: the
+        only frames that differ from those of a longer recording at the same place."""
+        if self.align == "end":
+            return 0, 0
+        frames, half = self.frames(n_samples), self.n_fft // 2
+        return (sum(i * self.hop_length < half for i in range(frames)),
+                sum(i * self.hop_length + half > n_samples for i in range(frames)))
 
 
 class Frontend(torch.nn.Module):
@@ -122,27 +134,30 @@ class Frontend(torch.nn.Module):
                 return nn_features.MFCC(n_mfcc=spec.n_mfcc, **common)
             return nn_features.MelSpectrogram(power=2.0, **common)
 
-    def power_mel(self, waveform: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) -> (batch, n_mels, frames) mel power, as nnAudio's MelSpectrogram(power=2)."""
-        n_fft, pad, hop = self.spec.n_fft, self.spec.n_fft // 2, self.spec.hop_length
-        if self.spec.align == "end":
+    def power_mel(self, waveform: torch.Tensor, pad: bool = True) -> torch.Tensor:
+        """(batch, samples) -> (batch, n_mels, frames) mel power, as nnAudio's MelSpectrogram(power=2).
+        Without `pad`, centred frames are computed like end-aligned ones: only whole FFT spans."""
+        n_fft, half, hop = self.spec.n_fft, self.spec.n_fft // 2, self.spec.hop_length
+        if self.spec.align == "end" or not pad:
             if waveform.shape[-1] < n_fft:
                 raise ValueError(f"a window of {waveform.shape[-1]} samples is shorter than n_fft {n_fft}")
             padded = waveform[..., (waveform.shape[-1] - n_fft) % hop :]  # the newest frame ends on the last sample
         else:
-            if waveform.shape[-1] <= pad:
+            if waveform.shape[-1] <= half:
                 raise ValueError(f"a window of {waveform.shape[-1]} samples is too short for n_fft {n_fft}")
-            padded = torch.nn.functional.pad(waveform.unsqueeze(1), (pad, pad), mode="reflect").squeeze(1)
+            padded = torch.nn.functional.pad(waveform.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
         frames = padded.unfold(-1, n_fft, hop) * self.window  # (batch, frames, n_fft)
         spectrum = torch.fft.rfft(frames, dim=-1)  # (batch, frames, bins)
         power = spectrum.real.square() + spectrum.imag.square()
         return (power @ self.mel_basis_t).transpose(1, 2).contiguous()
 
     @torch.no_grad()
-    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+    def forward(self, waveform: torch.Tensor, pad: bool = True) -> torch.Tensor:
+        """`pad`: False computes centred frames from samples that hold their whole FFT spans, as
+        a stream does between a window's edges (stream/columns.py)."""
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
-        mel = self.power_mel(waveform)
+        mel = self.power_mel(waveform, pad)
         if self.spec.kind == "logmel":
             return torch.log(mel + LOG_FLOOR)
         mfcc = self.layer._dct(self.layer._power_to_db(mel), norm="ortho")

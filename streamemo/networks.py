@@ -28,10 +28,11 @@ class CNNLSTMParams:
     proj: int = 128
     lstm_hidden: int = 64
     dropout: float = 0.2
-    # "same": zero-padded in time, pooled from the oldest (the shipped model). "valid": in
-    # time, convolutions never reach past a window's edges and pooling groups frames from
-    # the newest back, so a column of the conv stack is the same in every window that holds
-    # it and a stream computes each once (stream/columns.py; `train --streaming`).
+    # "valid" (the shipped model, and the recipe's): in time, convolutions never reach past a
+    # window's edges and pooling groups frames from the newest back, so a column of the conv
+    # stack is the same in every window that holds it and a stream computes each once
+    # (stream/columns.py). "same": zero-padded in time, pooled from the oldest; the default
+    # here because cards written before this choice existed mean it.
     time_padding: str = "same"
 
 

@@ -9,6 +9,8 @@ import pytest
 import soundfile as sf
 import zmq
 
+from streamemo.config import PipelineConfig
+
 from conftest import SHARED_DATA, STREAMEMO, _collect, _daemon, _stop, _subscriber
 
 MUSIC = SHARED_DATA / "nonspeech" / "gtzan" / "music" / "brahms.opus"  # orchestral: no voice in it
@@ -166,7 +168,7 @@ def test_stdin_pcm_source(random_model, speech_and_silence_wav, free_endpoint, t
     code, err = _stop(proc)
     assert code == 0, err
     emotion = [b for t, b in messages if t == "emotion"]
-    assert len(emotion) == (len(signal_) - 32000) // 4000 + 1
+    assert len(emotion) == (len(signal_) - 32000) // round(PipelineConfig().hop_s * 16000) + 1
     assert [b["voiced"] for b in emotion][0] is False and any(b["voiced"] for b in emotion)
 
 

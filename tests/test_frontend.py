@@ -37,17 +37,26 @@ def test_frontend_equals_nnaudio(spec):
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
 
 
-def test_a_frame_is_the_same_in_every_window_that_holds_it():
-    """What lets a stream compute each frame once: the newest frames of a window are those of
-    its newest samples alone, and a window one frame hop later holds the same frames shifted."""
-    spec = FrontendSpec(hop_length=320, align="end")
+@pytest.mark.parametrize("align", ["end", "center"])
+def test_a_frame_is_the_same_in_every_window_that_holds_it(align):
+    """What lets a stream compute each frame once: a window's frames between its padded edges
+    are those of its samples alone, computed from just their samples, and a window one frame
+    hop later holds the same frames shifted."""
+    spec = FrontendSpec(hop_length=320, align=align)
     frontend = Frontend(spec)
     audio = _speechlike(40000)
     whole = frontend(audio[:32000])[0]
-    tail = frontend(audio[32000 - spec.span(12) : 32000])[0]
-    torch.testing.assert_close(tail, whole[:, -12:], atol=1e-5, rtol=1e-5)
+    lead, trail = spec.padded_frames(32000)
+    assert (lead, trail) == ((0, 0) if align == "end" else (1, 1))  # 20 ms frames, 32 ms FFT
+    last = whole.shape[1] - 1 - trail  # the newest frame without padding
+    start, end = spec.frame_start(last - 11, 32000), spec.frame_start(last, 32000) + spec.n_fft
+    twelve = frontend(audio[start:end], pad=False)[0]
+    torch.testing.assert_close(twelve, whole[:, last - 11 : last + 1], atol=1e-5, rtol=1e-5)
     later = frontend(audio[3840 : 32000 + 3840])[0]
-    torch.testing.assert_close(later[:, :-12], whole[:, 12:], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(later[:, lead : -12 - trail], whole[:, 12 + lead : len(whole[0]) - trail],
+                               atol=1e-5, rtol=1e-5)
+    if align == "center":  # the padded frames are where a window differs from a longer recording
+        assert not torch.allclose(later[:, -13], whole[:, -1], atol=1e-3)
 
 
 def test_a_tone_lands_in_its_mel_band():

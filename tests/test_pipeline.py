@@ -30,7 +30,7 @@ def model(random_model):
 def test_chunk_size_does_not_change_published_probabilities(model, speech_and_silence_wav):
     signal, rate = sf.read(speech_and_silence_wav, dtype="float32")
     reference = _published(model, signal, rate, 48000)
-    assert len(reference) == len(window_starts(len(signal), 32000, 4000))
+    assert len(reference) == len(window_starts(len(signal), 32000, round(PipelineConfig().hop_s * 16000)))
     assert any(m["voiced"] for m in reference) and not all(m["voiced"] for m in reference)
     for chunk in (1, 160, 1024):
         messages = _published(model, signal, rate, chunk)
@@ -69,7 +69,7 @@ def test_a_stream_shorter_than_a_window_gets_one_padded_window(model):
 
 
 def test_capture_time_of_a_window_is_that_of_its_last_sample(model):
-    pipeline = Pipeline(model, PipelineConfig())
+    pipeline = Pipeline(model, PipelineConfig(hop_s=0.25))
     estimates = pipeline.feed(np.zeros(40000, np.float32), t_end=100.0)
     # Windows end at 32000, 36000 and 40000 samples; the chunk's last sample was at t=100.
     assert [round(e.t_capture, 6) for e in estimates] == [99.5, 99.75, 100.0]

@@ -7,6 +7,12 @@ instead of encoding each window whole (every frame about eight times over), the
 stream pushes new frames through the conv stack once, carrying the last frames each
 convolution still needs, and keeps the columns the windows still to score need.
 
+A window's centred frames at its edges reach into reflect padding, so they differ from the
+frames of the same place in a longer recording. No column depends on the first of them
+(pooling from the newest back leaves the oldest frame out), but the newest column or two do
+on the last: those are encoded per window from a short slab of its newest frames, edge and
+all, and only the columns before them are streamed.
+
 The columns equal those of each window encoded whole (to float rounding; tests hold it)
 when every push after the first (a whole window) is a whole number of column strides:
 pooling groups frames from the newest back, so windows a stride apart pool the same groups.
@@ -17,15 +23,41 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from streamemo.networks import _MaxPool2d
+
 
 def _members(network: nn.Module) -> list[nn.Module]:
     """The networks to stream: an ensemble's members (it averages their probabilities), else itself."""
     return list(network.members) if hasattr(network, "members") else [network]
 
 
-def can_stream(network: nn.Module, hop_frames: int) -> bool:
-    """Whether `network` streams at a hop of `hop_frames` frames."""
-    return all(getattr(m, "streams", False) and hop_frames % m.time_stride == 0 for m in _members(network))
+def column_frames(network: nn.Module, frames: int) -> list[tuple[int, int]]:
+    """The first and last frame that each column of a streaming network's window of `frames`
+    frames depends on, oldest column first."""
+    spans = [(i, i) for i in range(frames)]
+    for layer in network.convs:
+        if isinstance(layer, nn.Conv2d):  # valid in time
+            k = layer.kernel_size[1]
+            spans = [(spans[i][0], spans[i + k - 1][1]) for i in range(len(spans) - k + 1)]
+        elif isinstance(layer, _MaxPool2d):  # from the newest back
+            k = layer.kernel_size[1]
+            spans = spans[len(spans) % k :]
+            spans = [(spans[i][0], spans[i + k - 1][1]) for i in range(0, len(spans), k)]
+    return spans
+
+
+def can_stream(network: nn.Module, hop_frames: int, window_frames: int, padded: tuple[int, int]) -> bool:
+    """Whether `network` streams at a hop of `hop_frames` frames over windows of
+    `window_frames`, whose first and last frames `padded` (FrontendSpec.padded_frames) differ
+    from a longer recording's: no column may depend on the first, nor the oldest on the last."""
+    lead, trail = padded
+    for m in _members(network):
+        if not getattr(m, "streams", False) or hop_frames % m.time_stride:
+            return False
+        spans = column_frames(m, window_frames)
+        if not spans or spans[0][0] < lead or spans[0][1] >= window_frames - trail:
+            return False
+    return True
 
 
 class _Columns:
@@ -52,21 +84,30 @@ class _Columns:
         self.columns = new if self.columns is None else torch.cat([self.columns, new])
         return len(new)
 
-    def probabilities(self, windows: torch.Tensor) -> torch.Tensor:
-        """(n, window columns) indices into `columns` -> (n, n_classes)."""
-        return torch.softmax(self.network.sequence(self.columns[windows]).float(), dim=-1)
+    def probabilities(self, windows: torch.Tensor, slabs: torch.Tensor | None, newest: int) -> torch.Tensor:
+        """(n, streamed columns) indices into `columns`, and each window's slab of newest
+        frames (n, n_features, frames) whose last `newest` columns complete it -> (n, n_classes)."""
+        columns = self.columns[windows]
+        if slabs is not None:
+            columns = torch.cat([columns, self.network.encode(slabs)[:, -newest:]], dim=1)
+        return torch.softmax(self.network.sequence(columns).float(), dim=-1)
 
 
 class ColumnStream:
-    def __init__(self, network: nn.Module, window_frames: int):
+    def __init__(self, network: nn.Module, window_frames: int, trail: int = 0):
         """`network`: the scorer's inference copy of a streaming network (or an ensemble of
-        them); windows of `window_frames` frames."""
+        them); windows of `window_frames` frames, the last `trail` of them padded."""
         self.streams = [_Columns(m) for m in _members(network)]
         first = self.streams[0].network
         self.stride = first.time_stride  # frames per column
-        with torch.inference_mode():
-            probe = first.norm.mean.new_zeros(1, len(first.norm.mean), window_frames)
-            self.window_columns = first.encode(probe).shape[1]
+        spans = column_frames(first, window_frames)
+        self.window_columns = len(spans)
+        # The newest columns, which depend on padded frames, come from each window's slab.
+        self.newest = sum(last >= window_frames - trail for _, last in spans)
+        self.streamed = self.window_columns - self.newest  # columns per window from the stream
+        # A whole window's first push: its frames up to the last one the streamed columns use.
+        self.pushed_frames = spans[self.streamed - 1][1] + 1
+        self.slab_frames = window_frames - spans[self.streamed][0] if self.newest else 0
         self.reset()
 
     def reset(self) -> None:
@@ -77,28 +118,29 @@ class ColumnStream:
 
     def columns_for(self, frames: int, whole: bool) -> int:
         """Columns that `frames` new frames add: a whole window's first, a whole number of strides after."""
-        return self.window_columns if whole else frames // self.stride
+        return self.streamed if whole else frames // self.stride
 
     @property
     def columns(self) -> torch.Tensor | None:
-        """The first network's columns held (the only one's, without an ensemble)."""
+        """The first network's streamed columns held (the only one's, without an ensemble)."""
         return self.streams[0].columns
 
     @torch.inference_mode()
     def push(self, frames: torch.Tensor) -> None:
-        """(n_features, n) new frames, oldest first: a whole window first, then any number
-        of strides (several windows' worth at once)."""
+        """(n_features, n) new frames, oldest first: a whole window's first `pushed_frames`
+        first, then any number of strides (several windows' worth at once)."""
         added = [stream.push(frames) for stream in self.streams]
         self.count += added[0]
 
     @torch.inference_mode()
-    def probabilities(self, ends: list[int]) -> torch.Tensor:
-        """(len(ends), n_classes): the windows whose newest column is column `end - 1` since
-        reset, each scored from its columns (the mean over an ensemble's members), all in one
-        batch. Only the newest window's columns are kept afterwards."""
+    def probabilities(self, ends: list[int], slabs: torch.Tensor | None = None) -> torch.Tensor:
+        """(len(ends), n_classes): the windows whose newest streamed column is column `end - 1`
+        since reset, each completed by its slab (its newest `slab_frames` frames, when
+        `slab_frames`) and scored (the mean over an ensemble's members), all in one batch. Only
+        the newest window's streamed columns are kept afterwards."""
         first = self.count - len(self.streams[0].columns)  # the index, since reset, of the oldest held
-        windows = torch.tensor(ends)[:, None] - first + torch.arange(-self.window_columns, 0)[None]
-        probs = torch.stack([stream.probabilities(windows) for stream in self.streams]).mean(0)
+        windows = torch.tensor(ends)[:, None] - first + torch.arange(-self.streamed, 0)[None]
+        probs = torch.stack([stream.probabilities(windows, slabs, self.newest) for stream in self.streams]).mean(0)
         for stream in self.streams:
-            stream.columns = stream.columns[-self.window_columns :]
+            stream.columns = stream.columns[-self.streamed :]
         return probs

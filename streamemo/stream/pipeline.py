@@ -72,9 +72,9 @@ class Scorer:
         self.network = inference_network(model.network).to(self.device)
 
     @torch.inference_mode()
-    def features(self, windows: np.ndarray) -> torch.Tensor:
-        """(n, samples) float32 -> (n, n_features, frames) on the scoring device."""
-        return self.frontend(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device))
+    def features(self, windows: np.ndarray, pad: bool = True) -> torch.Tensor:
+        """(n, samples) float32 -> (n, n_features, frames) on the scoring device; `pad` as Frontend's."""
+        return self.frontend(torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32)).to(self.device), pad)
 
     @torch.inference_mode()
     def probabilities(self, features: torch.Tensor, affine: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
@@ -160,11 +160,16 @@ class Pipeline:
         streaming network, MFCC (whose dB floor follows each window's loudest frame), or a
         hop that is not a whole number of its columns."""
         spec = self.model.frontend
-        if spec.align != "end" or spec.kind != "logmel" or self.hop % spec.hop_length:
+        if spec.kind != "logmel" or self.hop % spec.hop_length:
             return None
-        if not can_stream(self.scorer.network, self.hop // spec.hop_length):
+        frames, padded = spec.frames(self.window), spec.padded_frames(self.window)
+        if not can_stream(self.scorer.network, self.hop // spec.hop_length, frames, padded):
+            if getattr(self.model.network, "streams", False):
+                log.info("model %s computes each frame once only at hops of a whole number of %g s; at %g s it "
+                         "scores each window whole", self.model.id,
+                         self.model.network.time_stride * spec.frame_s, self.config.hop_s)
             return None
-        return ColumnStream(self.scorer.network, spec.frames(self.window))
+        return ColumnStream(self.scorer.network, frames, padded[1])
 
     def swap_model(self, model: Model, scorer: Scorer) -> None:
         """Scores from the next window on with another model of the same rate and window,
@@ -190,7 +195,7 @@ class Pipeline:
         self.gate.reset()
         if self.columns is not None:
             self.columns.reset()
-        self._frames = None  # with a column stream: the frames of the window last pushed (n_features, frames)
+        self._frames = None  # with a column stream: the frames the window last scored pushed (n_features, frames)
         self._pushed_at = None  # with a column stream: `total` when frames were last added; None: none since reset
         self._gate_deaf = False  # while flush's padding fills the one short window
         self._write = 0  # next write position in _history
@@ -305,33 +310,57 @@ class Pipeline:
         window first adds the frames that arrived since the last voiced one (all of its own
         after a reset or a silence longer than it): unvoiced audio costs nothing here, so a
         quiet room runs only the gate. The frames of a batch go through the conv stack as
-        one push and the windows through the sequence part as one batch."""
+        one push, and the windows, each with its slab of newest frames, through the rest as
+        one batch."""
         spec, stream = self.model.frontend, self.columns
-        probs, frames, ends = [], [], []
+        every = spec.frames(self.window)
+        probs, frames, slabs, ends = [], [], [], []
         for w in windows:
             whole = self._pushed_at is None or w.end - self._pushed_at >= self.window
-            fresh = spec.frames(self.window) if whole else (w.end - self._pushed_at) // spec.hop_length
+            fresh = (w.end - self._pushed_at) // spec.hop_length if not whole else stream.pushed_frames
             if whole:  # a new run of columns: score the old one first
                 if frames:
-                    probs.append(self._push_and_score(frames, ends))
-                    frames, ends = [], []
+                    probs.append(self._push_and_score(frames, slabs, ends))
+                    frames, slabs, ends = [], [], []
                 stream.reset()
-            new = self.scorer.features(w.audio[None, len(w.audio) - spec.span(fresh) :])[0]  # (F, fresh)
-            self._frames = new if whole else torch.cat([self._frames, new], dim=1)[:, fresh:]
+                window = self.scorer.features(w.audio[None])[0]  # (F, every)
+                new, slab = window[:, :fresh], window[:, every - stream.slab_frames :]
+                self._frames = new
+            else:
+                new = self._frames_of(w.audio, stream.pushed_frames - fresh, stream.pushed_frames)
+                slab = self._slab_of(w.audio) if stream.slab_frames else new[:, :0]
+                self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
-                self.adapter.update(self._frames.cpu().numpy(), weight=self.hop / self.window)
+                window = torch.cat([self._frames, slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
+                self.adapter.update(window.cpu().numpy(), weight=self.hop / self.window)
                 scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
                                 for a in self.adapter.affine())
-                new = new * scale + shift
+                new, slab = new * scale + shift, slab * scale + shift
             frames.append(new)
+            slabs.append(slab)
             ends.append((ends[-1] if ends else stream.count) + stream.columns_for(fresh, whole))
             self._pushed_at = w.end
-        probs.append(self._push_and_score(frames, ends))
+        probs.append(self._push_and_score(frames, slabs, ends))
         return np.concatenate(probs)
 
-    def _push_and_score(self, frames: list[torch.Tensor], ends: list[int]) -> np.ndarray:
+    def _frames_of(self, audio: np.ndarray, first: int, end: int) -> torch.Tensor:
+        """Frames `first` to `end` - 1 of the window `audio`, none of them padded, from their samples alone."""
+        spec = self.model.frontend
+        start, stop = spec.frame_start(first, len(audio)), spec.frame_start(end - 1, len(audio)) + spec.n_fft
+        return self.scorer.features(audio[None, start:stop], pad=False)[0]
+
+    def _slab_of(self, audio: np.ndarray) -> torch.Tensor:
+        """The window's newest `slab_frames` frames, its padded ones as the window has them:
+        centred frames of its tail, the tail's own padded first frames left out."""
+        spec = self.model.frontend
+        lead = spec.padded_frames(len(audio))[0]
+        first = spec.frames(len(audio)) - self.columns.slab_frames - lead
+        return self.scorer.features(audio[None, first * spec.hop_length :])[0][:, lead:]
+
+    def _push_and_score(self, frames: list[torch.Tensor], slabs: list[torch.Tensor], ends: list[int]) -> np.ndarray:
         self.columns.push(torch.cat(frames, dim=1))
-        return self.columns.probabilities(ends).cpu().numpy()
+        slabs = torch.stack(slabs) if self.columns.slab_frames else None
+        return self.columns.probabilities(ends, slabs).cpu().numpy()
 
     def _score(self, windows: list[_Window]) -> np.ndarray:
         """Voiced windows, in order -> their probabilities, each window encoded whole."""

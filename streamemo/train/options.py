@@ -64,10 +64,6 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--arch", choices=["cnn_lstm", "cnn2d", "conv1d"], help=f"network (default {d.arch})")
     g.add_argument("--arch-params", type=json.loads, metavar="JSON",
                    help='network hyper-parameters, e.g. \'{"channels": [128, 128], "lstm_hidden": 64}\'')
-    g.add_argument("--streaming", action="store_true", default=None,
-                   help="end-aligned frames and convolutions valid in time, so the daemon computes each frame "
-                        "once at a hop of whole columns (0.24 s): cheaper to run, but 2.6 UA points lower on "
-                        "the RAVDESS folds so far (benchmarks/RESULTS-train.md, session 11)")
     g.add_argument("--features", choices=["logmel", "mfcc"],
                    help=f"frontend kind (default {d.frontend.kind}; mfcc for --arch conv1d)")
     g.add_argument("--window", type=float, metavar="S", help=f"window length in seconds (default {d.window_s})")
@@ -141,9 +137,6 @@ def config_from_args(args) -> TrainConfig:
         base["frontend"] = {**base["frontend"], "kind": features}
         if features != "logmel" and args.speaker_norm is None:
             base["speaker_norm"] = False  # it needs log-mel energies to tell voice from pauses
-    if args.streaming:
-        base["frontend"] = {**base["frontend"], "align": "end"}
-        base["arch_params"] = {**base["arch_params"], "time_padding": "valid"}
     if args.augment:
         base["augment"] = {**base["augment"], **args.augment}
     base["progress"] = not args.quiet

@@ -15,7 +15,9 @@ DAEMON = PipelineConfig()  # the daemon's defaults: validation and voice statist
 @dataclass(frozen=True)
 class TrainConfig:
     arch: str = "cnn_lstm"
-    arch_params: dict = field(default_factory=dict)  # empty: the network's defaults
+    # Convolutions valid in time, so the daemon computes each frame and column once
+    # (stream/columns.py); six RAVDESS folds: UA 63.9 against 63.5 with "same" (RESULTS-train.md).
+    arch_params: dict = field(default_factory=lambda: {"time_padding": "valid"})
     window_s: float = 2.0
     # 20 ms frames (not the stock 10 ms): half the frames, half the frontend and network cost
     # per window, and prosody, the main emotion cue, changes far slower than that.
