@@ -2,7 +2,7 @@
 CPU per second of audio for each, and the ratio.
 
     .venv/bin/pip install pymicro-wakeword==2.5.0   # the anchor; not a project dependency
-    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default] [--hop 0.25]
+    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default] [--hop 0.24]
 
 The anchor is microWakeWord (pymicro-wakeword, model okay_nabu): its `MicroWakeWordFeatures`
 and `MicroWakeWord.process_streaming`, as Home Assistant's voice satellites run it. Each
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--chunk", type=int, default=1024, help="samples fed per call (1024: 64 ms)")
     parser.add_argument("--model", default=str(ROOT / "models" / "default"))
-    parser.add_argument("--hop", type=float, default=0.25, help="pipeline.hop_s (0.24 for a streaming model)")
+    parser.add_argument("--hop", type=float, default=0.24, help="pipeline.hop_s (default 0.24, as the config's)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -327,8 +327,13 @@ class Pipeline:
                 new, slab = window[:, :fresh], window[:, every - stream.slab_frames :]
                 self._frames = new
             else:
-                new = self._frames_of(w.audio, stream.pushed_frames - fresh, stream.pushed_frames)
-                slab = self._slab_of(w.audio) if stream.slab_frames else new[:, :0]
+                first = stream.pushed_frames - fresh  # the window's first new frame
+                slab = self._slab_of(w.audio) if stream.slab_frames else None
+                if slab is not None and first >= every - stream.slab_frames:  # a hop's frames are the slab's
+                    new = slab[:, first - (every - stream.slab_frames) :][:, :fresh]
+                else:
+                    new = self._frames_of(w.audio, first, stream.pushed_frames)
+                    slab = new[:, :0] if slab is None else slab
                 self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
                 window = torch.cat([self._frames, slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
