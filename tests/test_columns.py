@@ -132,3 +132,14 @@ def test_the_trainers_crops_are_the_streams_frames(align, audio, tmp_path):
         daemon = frontend(torch.from_numpy(windows)).numpy()
     inner = slice(lead, spec.frames(32000) - trail)
     np.testing.assert_allclose(crops[..., inner], daemon[..., inner], atol=1e-4)
+
+
+def test_an_ensemble_of_streaming_networks_streams_each_member(audio):
+    torch.manual_seed(1)
+    params = {"member_arch": "cnn_lstm", "member_params": {"time_padding": "valid"}, "members": 2}
+    model = Model.create("pair", EMOTIONS, 2.0, STREAMING, "ensemble", params)
+    model.network.eval()
+    config = replace(OPEN, speaker_adaptation=False)
+    pipeline = Pipeline(model, config)
+    assert pipeline.columns is not None and len(pipeline.columns.streams) == 2
+    np.testing.assert_allclose(_raw(pipeline, audio), _raw(_whole_windows(model, config), audio), atol=1e-5)

@@ -329,11 +329,10 @@ class Pipeline:
             else:
                 first = stream.pushed_frames - fresh  # the window's first new frame
                 slab = self._slab_of(w.audio) if stream.slab_frames else None
-                if slab is not None and first >= every - stream.slab_frames:  # a hop's frames are the slab's
-                    new = slab[:, first - (every - stream.slab_frames) :][:, :fresh]
-                else:
-                    new = self._frames_of(w.audio, first, stream.pushed_frames)
-                    slab = new[:, :0] if slab is None else slab
+                at = first - (every - stream.slab_frames)  # where they start in the slab: a hop's are in it
+                new = (slab[:, at : at + fresh] if slab is not None and at >= 0
+                       else self._frames_of(w.audio, first, stream.pushed_frames))
+                slab = new[:, :0] if slab is None else slab  # without one, empty
                 self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
                 window = torch.cat([self._frames, slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
