@@ -31,7 +31,8 @@ STREAMEMO = [sys.executable, "-m", "streamemo"]
 def random_model(tmp_path_factory) -> Path:
     """A small untrained CNN-LSTM saved like a real one: tests of the plumbing need a model,
     not a good one. Never shipped in models/. Like the shipped model, it was "trained" on
-    speaker-normalised features, so every path it runs through adapts to the voice."""
+    speaker-normalised features, so every path it runs through adapts to the voice, and
+    streams (stream/columns.py) at the default hop."""
     import numpy as np
     import torch
 
@@ -41,7 +42,7 @@ def random_model(tmp_path_factory) -> Path:
     from streamemo.features import BandStats
 
     torch.manual_seed(0)
-    model = Model.create("random", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm")
+    model = Model.create("random", EMOTIONS, 2.0, FrontendSpec(), "cnn_lstm", {"time_padding": "valid"})
     model.speaker_norm = BandStats(np.full(64, -7.0), np.full(64, 2.5))
     path = tmp_path_factory.mktemp("models") / "random"
     save_model(model, path)

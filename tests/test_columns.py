@@ -95,8 +95,8 @@ def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(streaming_mo
     pipeline = Pipeline(model, OPEN)
     assert pipeline.columns is not None and pipeline.adapter is not None
     reference = _raw(pipeline, audio)
-    for chunk in (1, 160, 1024):
-        np.testing.assert_allclose(_raw(pipeline, audio, chunk), reference, atol=1e-6)
+    for chunk in (1, 160, 1024):  # to float rounding: a batch's windows group their sums differently
+        np.testing.assert_allclose(_raw(pipeline, audio, chunk), reference, atol=1e-5)
     # The first window is every frame at once, mapped as the voice is known after it: as whole.
     np.testing.assert_allclose(reference[0], _raw(_whole_windows(model, OPEN), audio)[0], atol=1e-5)
     # Later windows differ only in that each hop's frames keep the mapping of their arrival.

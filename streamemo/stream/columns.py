@@ -70,26 +70,37 @@ class _Columns:
     def reset(self) -> None:
         self.tails: dict[int, torch.Tensor] = {}  # conv layer -> the last input columns it still needs
         self.columns: torch.Tensor | None = None  # (columns, proj): the newest, those still needed
+        self.completing: torch.Tensor | None = None  # (newest, proj): the last push's newest window's
 
-    def push(self, frames: torch.Tensor) -> int:
-        """Encodes new frames; returns how many columns they added."""
+    def push(self, frames: torch.Tensor, extra: int) -> int:
+        """Encodes new frames; returns how many columns they added. The last `extra` frames
+        are not new: they complete the newest window (its padded edge), and go through the
+        layers with the new ones, but their columns are kept apart (`completing`) and no
+        convolution carries them over."""
         x = self.network.norm(frames[None]).unsqueeze(1)  # (1, 1, F, n)
         for i, layer in enumerate(self.network.convs):
             if isinstance(layer, nn.Conv2d):
                 if i in self.tails:
                     x = torch.cat([self.tails[i], x], dim=-1)
-                self.tails[i] = x[..., x.shape[-1] - (layer.kernel_size[1] - 1) :]
+                end = x.shape[-1] - extra
+                self.tails[i] = x[..., end - (layer.kernel_size[1] - 1) : end]
+            elif isinstance(layer, _MaxPool2d):
+                extra //= layer.kernel_size[1]  # a whole number of strides: pooled apart from the new
             x = layer(x)
-        new = self.network.proj(x.flatten(1, 2).transpose(1, 2))[0]  # (new columns, proj)
+        out = self.network.proj(x.flatten(1, 2).transpose(1, 2))[0]  # (columns, proj)
+        new, self.completing = out[: len(out) - extra], out[len(out) - extra :]
         self.columns = new if self.columns is None else torch.cat([self.columns, new])
         return len(new)
 
     def probabilities(self, windows: torch.Tensor, slabs: torch.Tensor | None, newest: int) -> torch.Tensor:
-        """(n, streamed columns) indices into `columns`, and each window's slab of newest
-        frames (n, n_features, frames) whose last `newest` columns complete it -> (n, n_classes)."""
+        """(n, streamed columns) indices into `columns` -> (n, n_classes), each window
+        completed by its `newest` columns: the last one's from the push (`completing`), the
+        others' from their slabs of newest frames (n - 1, n_features, frames)."""
         columns = self.columns[windows]
-        if slabs is not None:
-            columns = torch.cat([columns, self.network.encode(slabs)[:, -newest:]], dim=1)
+        if newest:
+            last = self.completing[None]
+            completing = last if slabs is None else torch.cat([self.network.encode(slabs)[:, -newest:], last])
+            columns = torch.cat([columns, completing], dim=1)
         return torch.softmax(self.network.sequence(columns).float(), dim=-1)
 
 
@@ -126,18 +137,22 @@ class ColumnStream:
         return self.streams[0].columns
 
     @torch.inference_mode()
-    def push(self, frames: torch.Tensor) -> None:
+    def push(self, frames: torch.Tensor, completing: torch.Tensor | None = None) -> None:
         """(n_features, n) new frames, oldest first: a whole window's first `pushed_frames`
-        first, then any number of strides (several windows' worth at once)."""
-        added = [stream.push(frames) for stream in self.streams]
+        first, then any number of strides (several windows' worth at once); `completing`:
+        the newest window's frames after them, to its end (`window_frames - pushed_frames`)."""
+        extra = 0 if completing is None else completing.shape[1]
+        frames = frames if completing is None else torch.cat([frames, completing], dim=1)
+        added = [stream.push(frames, extra) for stream in self.streams]
         self.count += added[0]
 
     @torch.inference_mode()
     def probabilities(self, ends: list[int], slabs: torch.Tensor | None = None) -> torch.Tensor:
         """(len(ends), n_classes): the windows whose newest streamed column is column `end - 1`
-        since reset, each completed by its slab (its newest `slab_frames` frames, when
-        `slab_frames`) and scored (the mean over an ensemble's members), all in one batch. Only
-        the newest window's streamed columns are kept afterwards."""
+        since reset, scored (the mean over an ensemble's members) all in one batch. With a
+        padded edge (`slab_frames`), the last window is completed by the last push and the
+        others by `slabs`, each its newest `slab_frames` frames. Only the newest window's
+        streamed columns are kept afterwards."""
         first = self.count - len(self.streams[0].columns)  # the index, since reset, of the oldest held
         windows = torch.tensor(ends)[:, None] - first + torch.arange(-self.streamed, 0)[None]
         probs = torch.stack([stream.probabilities(windows, slabs, self.newest) for stream in self.streams]).mean(0)

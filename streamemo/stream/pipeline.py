@@ -114,6 +114,7 @@ class Pipeline:
         self.adapter = self._adapter(model)
         self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
         self.columns = self._column_stream()
+        self._lead = model.frontend.padded_frames(self.window)[0]  # a window's first frames that are padded
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
@@ -178,6 +179,7 @@ class Pipeline:
         same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
         self.columns = self._column_stream()
+        self._lead = model.frontend.padded_frames(self.window)[0]
         self._frames, self._pushed_at = None, None  # the next voiced window is encoded whole
         self.smoother.reset()
         if self.adapter is not None and model.speaker_norm is not None and same_features:
@@ -335,7 +337,9 @@ class Pipeline:
                 slab = new[:, :0] if slab is None else slab  # without one, empty
                 self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
-                window = torch.cat([self._frames, slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
+                if not whole:  # the window's frames as it has them, padded edges and all, as training measures them
+                    window = torch.cat([self._first_of(w.audio), self._frames[:, self._lead :],
+                                        slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
                 self.adapter.update(window.cpu().numpy(), weight=self.hop / self.window)
                 scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
                                 for a in self.adapter.affine())
@@ -353,6 +357,13 @@ class Pipeline:
         start, stop = spec.frame_start(first, len(audio)), spec.frame_start(end - 1, len(audio)) + spec.n_fft
         return self.scorer.features(audio[None, start:stop], pad=False)[0]
 
+    def _first_of(self, audio: np.ndarray) -> torch.Tensor:
+        """The window's first frames that reach into its padding (none, end-aligned)."""
+        spec = self.model.frontend
+        if not self._lead:
+            return self._frames[:, :0]
+        return self.scorer.features(audio[None, : self._lead * spec.hop_length + spec.n_fft])[0][:, : self._lead]
+
     def _slab_of(self, audio: np.ndarray) -> torch.Tensor:
         """The window's newest `slab_frames` frames, its padded ones as the window has them:
         centred frames of its tail, the tail's own padded first frames left out."""
@@ -362,9 +373,13 @@ class Pipeline:
         return self.scorer.features(audio[None, first * spec.hop_length :])[0][:, lead:]
 
     def _push_and_score(self, frames: list[torch.Tensor], slabs: list[torch.Tensor], ends: list[int]) -> np.ndarray:
-        self.columns.push(torch.cat(frames, dim=1))
-        slabs = torch.stack(slabs) if self.columns.slab_frames else None
-        return self.columns.probabilities(ends, slabs).cpu().numpy()
+        """The newest window is completed in the push itself (one pass through the conv stack
+        a hop, live); the others of a batch by their slabs."""
+        stream = self.columns
+        completing = slabs[-1][:, stream.slab_frames - (self.model.frontend.frames(self.window) - stream.pushed_frames) :]
+        stream.push(torch.cat(frames, dim=1), completing if stream.slab_frames else None)
+        earlier = torch.stack(slabs[:-1]) if stream.slab_frames and len(slabs) > 1 else None
+        return stream.probabilities(ends, earlier).cpu().numpy()
 
     def _score(self, windows: list[_Window]) -> np.ndarray:
         """Voiced windows, in order -> their probabilities, each window encoded whole."""
