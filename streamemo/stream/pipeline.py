@@ -312,12 +312,14 @@ class Pipeline:
         window first adds the frames that arrived since the last voiced one (all of its own
         after a reset or a silence longer than it): unvoiced audio costs nothing here, so a
         quiet room runs only the gate. The frames of a batch go through the conv stack as
-        one push, and the windows, each with its slab of newest frames, through the rest as
-        one batch."""
+        one push, and the windows through the rest as one batch, each completed by its
+        newest frames (its slab, which holds its padded last frame)."""
         spec, stream = self.model.frontend, self.columns
         every = spec.frames(self.window)
+        tails = self._slabs_of(windows) if stream.slab_frames else [None] * len(windows)  # one frontend call
+        firsts = self._firsts_of(windows) if self.adapter is not None else [None] * len(windows)
         probs, frames, slabs, ends = [], [], [], []
-        for w in windows:
+        for w, tail, first_frames in zip(windows, tails, firsts):
             whole = self._pushed_at is None or w.end - self._pushed_at >= self.window
             fresh = (w.end - self._pushed_at) // spec.hop_length if not whole else stream.pushed_frames
             if whole:  # a new run of columns: score the old one first
@@ -330,15 +332,14 @@ class Pipeline:
                 self._frames = new
             else:
                 first = stream.pushed_frames - fresh  # the window's first new frame
-                slab = self._slab_of(w.audio) if stream.slab_frames else None
                 at = first - (every - stream.slab_frames)  # where they start in the slab: a hop's are in it
-                new = (slab[:, at : at + fresh] if slab is not None and at >= 0
+                new = (tail[:, at : at + fresh] if tail is not None and at >= 0
                        else self._frames_of(w.audio, first, stream.pushed_frames))
-                slab = new[:, :0] if slab is None else slab  # without one, empty
+                slab = new[:, :0] if tail is None else tail  # without one, empty
                 self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
                 if not whole:  # the window's frames as it has them, padded edges and all, as training measures them
-                    window = torch.cat([self._first_of(w.audio), self._frames[:, self._lead :],
+                    window = torch.cat([first_frames, self._frames[:, self._lead :],
                                         slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
                 self.adapter.update(window.cpu().numpy(), weight=self.hop / self.window)
                 scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
@@ -357,27 +358,26 @@ class Pipeline:
         start, stop = spec.frame_start(first, len(audio)), spec.frame_start(end - 1, len(audio)) + spec.n_fft
         return self.scorer.features(audio[None, start:stop], pad=False)[0]
 
-    def _first_of(self, audio: np.ndarray) -> torch.Tensor:
-        """The window's first frames that reach into its padding (none, end-aligned)."""
+    def _firsts_of(self, windows: list[_Window]) -> torch.Tensor:
+        """(n, n_features, lead): each window's first frames that reach into its padding (none, end-aligned)."""
         spec = self.model.frontend
-        if not self._lead:
-            return self._frames[:, :0]
-        return self.scorer.features(audio[None, : self._lead * spec.hop_length + spec.n_fft])[0][:, : self._lead]
+        heads = np.stack([w.audio[: self._lead * spec.hop_length + spec.n_fft] for w in windows])
+        return self.scorer.features(heads)[:, :, : self._lead]
 
-    def _slab_of(self, audio: np.ndarray) -> torch.Tensor:
-        """The window's newest `slab_frames` frames, its padded ones as the window has them:
-        centred frames of its tail, the tail's own padded first frames left out."""
+    def _slabs_of(self, windows: list[_Window]) -> torch.Tensor:
+        """(n, n_features, slab_frames): each window's newest frames, its padded ones as the
+        window has them: centred frames of its tail, the tail's own padded first frames left out."""
         spec = self.model.frontend
-        lead = spec.padded_frames(len(audio))[0]
-        first = spec.frames(len(audio)) - self.columns.slab_frames - lead
-        return self.scorer.features(audio[None, first * spec.hop_length :])[0][:, lead:]
+        first = spec.frames(self.window) - self.columns.slab_frames - self._lead
+        return self.scorer.features(np.stack([w.audio[first * spec.hop_length :] for w in windows]))[:, :, self._lead :]
 
     def _push_and_score(self, frames: list[torch.Tensor], slabs: list[torch.Tensor], ends: list[int]) -> np.ndarray:
         """The newest window is completed in the push itself (one pass through the conv stack
         a hop, live); the others of a batch by their slabs."""
         stream = self.columns
-        completing = slabs[-1][:, stream.slab_frames - (self.model.frontend.frames(self.window) - stream.pushed_frames) :]
-        stream.push(torch.cat(frames, dim=1), completing if stream.slab_frames else None)
+        after = self.model.frontend.frames(self.window) - stream.pushed_frames  # the last window's, past the push
+        completing = slabs[-1][:, stream.slab_frames - after :] if stream.slab_frames else None
+        stream.push(torch.cat(frames, dim=1), completing)
         earlier = torch.stack(slabs[:-1]) if stream.slab_frames and len(slabs) > 1 else None
         return stream.probabilities(ends, earlier).cpu().numpy()
 
