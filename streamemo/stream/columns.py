@@ -10,8 +10,9 @@ convolution still needs, and keeps the columns the windows still to score need.
 A window's centred frames at its edges reach into reflect padding, so they differ from the
 frames of the same place in a longer recording. No column depends on the first of them
 (pooling from the newest back leaves the oldest frame out), but the newest column or two do
-on the last: those are encoded per window from a short slab of its newest frames, edge and
-all, and only the columns before them are streamed.
+on the last. Only the columns before those are streamed; a push's newest window has its
+last frames ride along through the layers (their columns kept apart, nothing carried over),
+and a batch's earlier windows encode theirs from a short slab of their newest frames.
 
 The columns equal those of each window encoded whole (to float rounding; tests hold it)
 when every push after the first (a whole window) is a whole number of column strides:
@@ -113,7 +114,7 @@ class ColumnStream:
         self.stride = first.time_stride  # frames per column
         spans = column_frames(first, window_frames)
         self.window_columns = len(spans)
-        # The newest columns, which depend on padded frames, come from each window's slab.
+        # The newest columns depend on padded frames: each window computes its own (`probabilities`).
         self.newest = sum(last >= window_frames - trail for _, last in spans)
         self.streamed = self.window_columns - self.newest  # columns per window from the stream
         # A whole window's first push: its frames up to the last one the streamed columns use.
