@@ -30,6 +30,8 @@ import threading
 import time
 from pathlib import Path
 
+from results_path import result_path  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 RATE = 16000
 
@@ -135,9 +137,7 @@ def main() -> None:
     for r in runs:
         threads = ", ".join(f"{k.split('/')[0]} {v}" for k, v in sorted(r["threads_pct"].items(), key=lambda kv: -kv[1]))
         print(f"| {r['mode']} | {r['audio_s'] or '-'} | {threads} | {r['total_pct']} |")
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"capture-{round(args.block * 1000)}ms-{datetime.date.today().isoformat()}.json"
+    path = result_path(f"capture-{round(args.block * 1000)}ms")
     path.write_text(json.dumps({"date": datetime.datetime.now().isoformat(timespec="seconds"), "rate": RATE,
                                 "block_s": args.block, "load_average_1min": os.getloadavg()[0], "runs": runs},
                                indent=2) + "\n")

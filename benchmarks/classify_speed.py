@@ -21,6 +21,8 @@ from pathlib import Path
 
 import soundfile as sf
 
+from results_path import result_path  # benchmarks/, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 RAVDESS = ROOT.parent / "shared" / "data" / "ravdess"
 
@@ -49,8 +51,7 @@ def main() -> None:
         "wall_s": round(wall, 2), "times_real_time": round(audio_s / wall, 1),
         "load_average_1min": os.getloadavg()[0],
     }
-    (ROOT / "benchmarks" / "results").mkdir(exist_ok=True)
-    path = ROOT / "benchmarks" / "results" / f"classify-jobs{args.jobs}-{datetime.date.today().isoformat()}.json"
+    path = result_path(f"classify-jobs{args.jobs}")
     path.write_text(json.dumps(out, indent=2) + "\n")
     print(f"| files | audio | jobs | wall | x real time |\n|---|---|---|---|---|\n"
           f"| {len(files)} | {audio_s / 60:.1f} min | {args.jobs or out['cores']} | {wall:.1f} s | "

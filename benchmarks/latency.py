@@ -35,6 +35,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from pulse import PulseServer  # noqa: E402
+from results_path import result_path  # noqa: E402  (benchmarks/, beside this script)
 
 
 def speech_loop_file(directory: Path) -> Path:
@@ -192,15 +193,13 @@ def main() -> None:
         "rss_mib_series": [(t, round(m, 1)) for t, m in rss],
         "load_average_1min": psutil.getloadavg()[0],
     }
-    out_dir = ROOT / "benchmarks" / "results"
-    out_dir.mkdir(exist_ok=True)
     rate = f"{args.capture_rate}hz" if args.capture_rate else "native"
     if args.block is not None:
         rate += f"-block{round(args.block * 1000)}ms"
     if Path(args.model).name != "default" or args.hop:
         rate += f"-{Path(args.model).parent.name}-{Path(args.model).name}-hop{args.hop or 'default'}"
     # The length in the name: a short check must not overwrite the day's long run.
-    out = out_dir / f"latency-{rate}-{round(args.seconds)}s-{datetime.date.today().isoformat()}.json"
+    out = result_path(f"latency-{rate}-{round(args.seconds)}s")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| messages | p50 latency | p99 latency | CPU (% of one core) | its pipeline alone | ratio | RSS start -> end |\n"
           f"|---|---|---|---|---|---|---|\n"
