@@ -104,14 +104,17 @@ def test_with_speaker_adaptation_the_stream_is_chunk_size_invariant(streaming_mo
 
 
 @pytest.mark.parametrize("why", ["hop", "mfcc", "same"])
-def test_what_cannot_stream_is_scored_window_by_window(why, audio):
+def test_what_cannot_stream_is_scored_window_by_window(why, audio, caplog):
     spec = replace(STREAMING, kind="mfcc") if why == "mfcc" else STREAMING
     params = {"time_padding": "same" if why == "same" else "valid"}
     model = Model.create("m", EMOTIONS, 2.0, spec, "cnn_lstm", params)
     model.network.eval()
     config = replace(OPEN, hop_s=0.25) if why == "hop" else OPEN
-    pipeline = Pipeline(model, config)
+    with caplog.at_level("INFO", logger="streamemo.stream.pipeline"):
+        pipeline = Pipeline(model, config)
     assert pipeline.columns is None
+    if why == "hop":  # a streaming model at a hop it cannot stream at: say so, and which hops it can
+        assert "whole number of 0.08 s" in caplog.text
     assert _raw(pipeline, audio).shape == (len(frame_windows(audio, pipeline.window, pipeline.hop)), len(EMOTIONS))
 
 

@@ -161,10 +161,11 @@ class Pipeline:
         streaming network, MFCC (whose dB floor follows each window's loudest frame), or a
         hop that is not a whole number of its columns."""
         spec = self.model.frontend
-        if spec.kind != "logmel" or self.hop % spec.hop_length:
+        if spec.kind != "logmel":
             return None
         frames, padded = spec.frames(self.window), spec.padded_frames(self.window)
-        if not can_stream(self.scorer.network, self.hop // spec.hop_length, frames, padded):
+        if self.hop % spec.hop_length or not can_stream(self.scorer.network, self.hop // spec.hop_length, frames,
+                                                         padded):
             if getattr(self.model.network, "streams", False):
                 log.info("model %s computes each frame once only at hops of a whole number of %g s; at %g s it "
                          "scores each window whole", self.model.id,
