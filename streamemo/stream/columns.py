@@ -106,12 +106,15 @@ class _Columns:
 
 
 class ColumnStream:
-    def __init__(self, network: nn.Module, window_frames: int, trail: int = 0):
+    def __init__(self, network: nn.Module, window_frames: int, padded: tuple[int, int] = (0, 0)):
         """`network`: the scorer's inference copy of a streaming network (or an ensemble of
-        them); windows of `window_frames` frames, the last `trail` of them padded."""
+        them); windows of `window_frames` frames, their first and last `padded` ones
+        reaching into reflect padding (FrontendSpec.padded_frames)."""
         self.streams = [_Columns(m) for m in _members(network)]
         first = self.streams[0].network
         self.stride = first.time_stride  # frames per column
+        self.window_frames = window_frames
+        self.lead, trail = padded
         spans = column_frames(first, window_frames)
         self.window_columns = len(spans)
         # The newest columns depend on padded frames: each window computes its own (`probabilities`).
@@ -119,6 +122,7 @@ class ColumnStream:
         self.streamed = self.window_columns - self.newest  # columns per window from the stream
         # A whole window's first push: its frames up to the last one the streamed columns use.
         self.pushed_frames = spans[self.streamed - 1][1] + 1
+        self.after_push = window_frames - self.pushed_frames  # a window's frames past it: the newest columns'
         self.slab_frames = window_frames - spans[self.streamed][0] if self.newest else 0
         self.reset()
 

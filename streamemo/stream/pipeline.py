@@ -114,7 +114,6 @@ class Pipeline:
         self.adapter = self._adapter(model)
         self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
         self.columns = self._column_stream()
-        self._lead = model.frontend.padded_frames(self.window)[0]  # a window's first frames that are padded
         self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
@@ -171,7 +170,7 @@ class Pipeline:
                          "scores each window whole", self.model.id,
                          self.model.network.time_stride * spec.frame_s, self.config.hop_s)
             return None
-        return ColumnStream(self.scorer.network, frames, padded[1])
+        return ColumnStream(self.scorer.network, frames, padded)
 
     def swap_model(self, model: Model, scorer: Scorer) -> None:
         """Scores from the next window on with another model of the same rate and window,
@@ -180,7 +179,6 @@ class Pipeline:
         same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
         self.columns = self._column_stream()
-        self._lead = model.frontend.padded_frames(self.window)[0]
         self._frames, self._pushed_at = None, None  # the next voiced window is encoded whole
         self.smoother.reset()
         if self.adapter is not None and model.speaker_norm is not None and same_features:
@@ -316,11 +314,11 @@ class Pipeline:
         one push, and the windows through the rest as one batch, each completed by its
         newest frames (its slab, which holds its padded last frame)."""
         spec, stream = self.model.frontend, self.columns
-        every = spec.frames(self.window)
-        tails = self._slabs_of(windows) if stream.slab_frames else [None] * len(windows)  # one frontend call
-        firsts = self._firsts_of(windows) if self.adapter is not None else [None] * len(windows)
+        n = len(windows)
+        tails = self._slabs_of(windows) if stream.slab_frames else [None] * n  # one frontend call a batch
+        heads = self._heads_of(windows) if self.adapter is not None else [None] * n
         probs, frames, slabs, ends = [], [], [], []
-        for w, tail, first_frames in zip(windows, tails, firsts):
+        for w, tail, head in zip(windows, tails, heads):
             whole = self._pushed_at is None or w.end - self._pushed_at >= self.window
             fresh = (w.end - self._pushed_at) // spec.hop_length if not whole else stream.pushed_frames
             if whole:  # a new run of columns: score the old one first
@@ -328,20 +326,19 @@ class Pipeline:
                     probs.append(self._push_and_score(frames, slabs, ends))
                     frames, slabs, ends = [], [], []
                 stream.reset()
-                window = self.scorer.features(w.audio[None])[0]  # (F, every)
-                new, slab = window[:, :fresh], window[:, every - stream.slab_frames :]
-                self._frames = new
+                window = self.scorer.features(w.audio[None])[0]  # (F, window frames)
+                new = self._frames = window[:, :fresh]
             else:
                 first = stream.pushed_frames - fresh  # the window's first new frame
-                at = first - (every - stream.slab_frames)  # where they start in the slab: a hop's are in it
+                at = first - (stream.window_frames - stream.slab_frames)  # where it is in the slab: a hop's are
                 new = (tail[:, at : at + fresh] if tail is not None and at >= 0
                        else self._frames_of(w.audio, first, stream.pushed_frames))
-                slab = new[:, :0] if tail is None else tail  # without one, empty
                 self._frames = torch.cat([self._frames, new], dim=1)[:, fresh:]
+            slab = new[:, :0] if tail is None else tail  # without padded frames, empty
             if self.adapter is not None:  # the window's voice counts before it is scored, as in _score
                 if not whole:  # the window's frames as it has them, padded edges and all, as training measures them
-                    window = torch.cat([first_frames, self._frames[:, self._lead :],
-                                        slab[:, slab.shape[1] - (every - stream.pushed_frames) :]], dim=1)
+                    window = torch.cat([head, self._frames[:, stream.lead :],
+                                        slab[:, slab.shape[1] - stream.after_push :]], dim=1)
                 self.adapter.update(window.cpu().numpy(), weight=self.hop / self.window)
                 scale, shift = (torch.as_tensor(a, dtype=new.dtype, device=new.device)[:, None]
                                 for a in self.adapter.affine())
@@ -359,25 +356,26 @@ class Pipeline:
         start, stop = spec.frame_start(first, len(audio)), spec.frame_start(end - 1, len(audio)) + spec.n_fft
         return self.scorer.features(audio[None, start:stop], pad=False)[0]
 
-    def _firsts_of(self, windows: list[_Window]) -> torch.Tensor:
-        """(n, n_features, lead): each window's first frames that reach into its padding (none, end-aligned)."""
-        spec = self.model.frontend
-        heads = np.stack([w.audio[: self._lead * spec.hop_length + spec.n_fft] for w in windows])
-        return self.scorer.features(heads)[:, :, : self._lead]
+    def _heads_of(self, windows: list[_Window]) -> torch.Tensor:
+        """(n, n_features, lead): each window's first frames that reach into its padding."""
+        spec, lead = self.model.frontend, self.columns.lead
+        if not lead:  # end-aligned: none
+            return torch.zeros(len(windows), spec.n_features, 0, device=self.scorer.device)
+        heads = np.stack([w.audio[: lead * spec.hop_length + spec.n_fft] for w in windows])
+        return self.scorer.features(heads)[:, :, :lead]
 
     def _slabs_of(self, windows: list[_Window]) -> torch.Tensor:
         """(n, n_features, slab_frames): each window's newest frames, its padded ones as the
         window has them: centred frames of its tail, the tail's own padded first frames left out."""
-        spec = self.model.frontend
-        first = spec.frames(self.window) - self.columns.slab_frames - self._lead
-        return self.scorer.features(np.stack([w.audio[first * spec.hop_length :] for w in windows]))[:, :, self._lead :]
+        spec, stream = self.model.frontend, self.columns
+        start = (stream.window_frames - stream.slab_frames - stream.lead) * spec.hop_length
+        return self.scorer.features(np.stack([w.audio[start:] for w in windows]))[:, :, stream.lead :]
 
     def _push_and_score(self, frames: list[torch.Tensor], slabs: list[torch.Tensor], ends: list[int]) -> np.ndarray:
         """The newest window is completed in the push itself (one pass through the conv stack
         a hop, live); the others of a batch by their slabs."""
         stream = self.columns
-        after = self.model.frontend.frames(self.window) - stream.pushed_frames  # the last window's, past the push
-        completing = slabs[-1][:, stream.slab_frames - after :] if stream.slab_frames else None
+        completing = slabs[-1][:, stream.slab_frames - stream.after_push :] if stream.slab_frames else None
         stream.push(torch.cat(frames, dim=1), completing)
         earlier = torch.stack(slabs[:-1]) if stream.slab_frames and len(slabs) > 1 else None
         return stream.probabilities(ends, earlier).cpu().numpy()

@@ -12,10 +12,10 @@ file holds other, older weights), copied into silero_vad.safetensors beside this
 (`package_weights`), so loading them runs no code. This module runs the network itself:
 the 16 kHz branch, on 512-sample chunks each preceded by the 64 samples before it, as the
 package does. The encoder sees one chunk at a time, so the chunks of a hop (of many hops,
-for a file) go through it as one batch and only the LSTM steps chunk by chunk; that costs about 0.3 to 0.7 ms per 0.25 s hop on one
-core (quiet to busy box), a seventh of the package's own TorchScript model, and half that
-per hop in a file. Each chunk is scored once, when the first window that ends after it is
-decided.
+for a file) go through it as one batch and only the LSTM steps chunk by chunk; that costs
+about 0.3 to 0.7 ms per 0.25 s hop on one core (quiet to busy box), a seventh of the
+package's own TorchScript model, and half that per hop in a file. Each chunk is scored
+once, when the first window that ends after it is decided.
 
 The decision for a window: at least `share` of the chunks in the newest `lookback_s`
 seconds have a speech probability of at least `threshold`. A stream's first window is
