@@ -141,7 +141,7 @@ def main() -> None:
                 raise SystemExit("the daemon exited during start-up")
         player = threading.Thread(target=play_forever, daemon=True)
         player.start()
-        latencies, voiced, statuses, rss = [], 0, [], []
+        latencies, arrivals, voiced, statuses, rss = [], [], 0, [], []
         cpu0, threads0, t0 = proc.cpu_times(), thread_cpu(daemon.pid), time.monotonic()
         next_sample = t0
         while time.monotonic() - t0 < args.seconds:
@@ -151,6 +151,7 @@ def main() -> None:
                 message = json.loads(body)
                 if topic == b"emotion":
                     latencies.append((now - message["t_capture"]) * 1000.0)
+                    arrivals.append(time.monotonic() - t0)
                     voiced += message["voiced"]
                 else:
                     statuses.append(message)
@@ -165,7 +166,7 @@ def main() -> None:
         stop.set()
         pulse.stop()
 
-    lat = np.asarray(latencies)
+    lat, when = np.asarray(latencies), np.asarray(arrivals)
     cpu_percent = 100.0 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / (t1 - t0)
     result = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -179,6 +180,9 @@ def main() -> None:
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
         "latency_ms_max": round(float(lat.max()), 2),
+        # The slowest messages and when they came (seconds into the run): a tail at start-up
+        # or at each utterance's onset reads differently from one spread over the run.
+        "latency_ms_slowest": [(round(float(lat[i]), 2), round(float(when[i]), 1)) for i in np.argsort(lat)[::-1][:8]],
         "proc_ms_p50_daemon": statuses[-1]["proc_ms_p50"] if statuses else None,
         "proc_ms_p99_daemon": statuses[-1]["proc_ms_p99"] if statuses else None,
         "overflows": statuses[-1]["overflows"] if statuses else None,

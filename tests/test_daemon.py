@@ -3,6 +3,7 @@
 import json
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -52,6 +53,38 @@ def test_real_microphone_path(pulse, random_model, speech_wav, free_endpoint):
     # jitter in PortAudio's ADC timestamps).
     delays = [b["t_publish"] - b["t_capture"] for b in emotion]
     assert all(-0.005 <= d < 2.0 for d in delays), [d for d in delays if not -0.005 <= d < 2.0]
+
+
+# The microphone in a fresh interpreter: opened, read, closed and the devices listed again.
+MIC_PLUGINS = """
+import time
+from streamemo.audio.sources import MicSource, rescan_devices
+def mapped_plugins():
+    return sorted({line.rsplit('/', 1)[-1].strip() for line in open('/proc/self/maps') if 'libasound_module_' in line})
+for attempt in range(2):
+    source = MicSource('default', 0.01, 10.0, 16000)
+    heard, deadline = 0, time.monotonic() + 5
+    while heard < 8000 and time.monotonic() < deadline:
+        chunk = source.read(0.1)
+        heard += 0 if chunk is None else len(chunk.samples)
+    print(heard, ' '.join(mapped_plugins()))
+    source.close()
+    rescan_devices()
+"""
+
+
+@pytest.mark.pulse
+def test_the_microphone_keeps_only_the_alsa_plugins_it_records_through(pulse):
+    """PortAudio lists devices by opening every PCM ALSA defines, which loads every installed
+    plugin (a52 brings all of ffmpeg's codecs). With the stream open, only the plugins it
+    records through stay mapped, on the first open and after a rescan, and audio flows."""
+    out = subprocess.run([sys.executable, "-c", MIC_PLUGINS], env=pulse.env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    for line in out.stdout.splitlines():
+        heard, *plugins = line.split()
+        assert int(heard) >= 8000, "half a second of audio must arrive"
+        assert plugins and all("pulse" in p for p in plugins), plugins
 
 
 @pytest.mark.pulse

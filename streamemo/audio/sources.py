@@ -7,6 +7,7 @@ returns None when nothing arrived within the timeout and raises `EndOfStream` at
 
 from __future__ import annotations
 
+import ctypes
 import os
 import select
 import sys
@@ -47,7 +48,24 @@ def import_sounddevice():
         raise StreamemoError(
             "PortAudio is not installed: run `sudo apt-get install libportaudio2` (or `make run`, which installs it)"
         ) from None
+    release_alsa_plugins()
     return sounddevice
+
+
+def release_alsa_plugins() -> None:
+    """Unloads the ALSA plugins PortAudio loaded to list devices and no open stream uses.
+
+    PortAudio's initialisation opens every PCM that ALSA's configuration defines, so every
+    installed plugin is loaded and stays loaded: `a52` alone brings in all of ffmpeg's codecs,
+    about 10 MB resident for a daemon that records from `pulse` (benchmarks/RESULTS-daemon-cost.md).
+    `snd_config_update_free_global` drops ALSA's configuration cache and unloads the plugins
+    no open PCM holds, as other device-listing programs do after enumerating (mpd, for one);
+    the next open reads the configuration again. Nothing happens where ALSA is not loaded."""
+    try:
+        asound = ctypes.CDLL("libasound.so.2", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except (OSError, AttributeError):  # no ALSA in this process (another OS, another host API)
+        return
+    asound.snd_config_update_free_global()
 
 
 def input_devices(sd) -> list[dict]:
@@ -98,6 +116,7 @@ def rescan_devices() -> None:
     sd = import_sounddevice()
     sd._terminate()
     sd._initialize()
+    release_alsa_plugins()
 
 
 class MicSource:
