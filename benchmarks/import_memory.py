@@ -1,7 +1,8 @@
 """What the daemon's imports cost in resident memory (issue 16): a fresh interpreter imports
 the daemon's dependencies one after another, in the order `streamemo run` first needs them,
 and reports the resident set after each; then it builds the running objects (model,
-pipeline with its voice gate, publisher) and lists which heavy libraries ended up loaded.
+pipeline with its voice gate), opens the microphone (the test suite's virtual one,
+tests/pulse.py) and lists which heavy libraries ended up loaded. Figures are MiB.
 
     .venv/bin/python benchmarks/import_memory.py
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 STEPS = [
     ("python", "pass"),
@@ -28,6 +30,11 @@ STEPS = [
      "from streamemo.stream.pipeline import Pipeline; from streamemo.config import PipelineConfig; "
      "p = Pipeline(m, PipelineConfig())"),
     ("a window scored", "import numpy as np; p.feed(np.zeros(40000, np.float32))"),
+    # PortAudio loaded every ALSA plugin when sounddevice was imported; opening the microphone
+    # unloads those its stream does not use (audio/sources.py: release_alsa_plugins).
+    ("the microphone opened (virtual, 16 kHz), 1 s read",
+     "import time; from streamemo.audio.sources import MicSource; "
+     "mic = MicSource('default', 0.01, 10.0, 16000); time.sleep(1); mic.read(0.5)"),
 ]
 HEAVY = ("matplotlib", "pandas", "sklearn", "librosa", "numba", "audiomentations", "pyroomacoustics", "pedalboard",
          "textual", "tqdm", "scipy", "torch", "nnAudio", "silero_vad")
@@ -50,10 +57,18 @@ print("heavy libraries loaded: " + ", ".join(h for h in HEAVY if h in sys.module
 
 
 def main() -> None:
-    print("| step | MB added | resident MB |")
+    print("| step | MiB added | resident MiB |")
     print("|---|---|---|")
     code = f"STEPS = {STEPS!r}\nHEAVY = {HEAVY!r}\n" + CHILD
-    subprocess.run([sys.executable, "-c", code], check=True)
+    # The microphone step records from the test suite's virtual microphone.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from pulse import PulseServer
+
+    pulse = PulseServer().start()
+    try:
+        subprocess.run([sys.executable, "-c", code], check=True, env=pulse.env)
+    finally:
+        pulse.stop()
 
 
 if __name__ == "__main__":
