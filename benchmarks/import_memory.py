@@ -4,7 +4,7 @@ and reports the resident set after each; then it builds the running objects (mod
 pipeline with its voice gate), opens the microphone (the test suite's virtual one,
 tests/pulse.py) and lists which heavy libraries ended up loaded. Figures are MiB.
 
-    .venv/bin/python benchmarks/import_memory.py
+    .venv/bin/python benchmarks/import_memory.py [--torch-free]
 
 Each step's cost includes what it drags in that earlier steps had not (torch's own
 libraries with torch). nnAudio is not a step: a model file carries its frontend's kernels,
@@ -36,6 +36,18 @@ STEPS = [
      "import time; from streamemo.audio.sources import MicSource; "
      "mic = MicSource('default', 0.01, 10.0, 16000); time.sleep(1); mic.read(0.5)"),
 ]
+# `--torch-free`: what a daemon scoring on the CPU without torch would hold at the least, for
+# comparison (issue 16's 250 MB): the same libraries but torch, the microphone open, and the
+# weights of the model and the voice gate read as numpy arrays. Nothing scores here.
+TORCH_FREE_STEPS = [
+    ("python", "pass"),
+    ("numpy", "import numpy"),
+    ("soxr, soundfile, pyzmq, safetensors", "import soxr, soundfile, zmq, safetensors.numpy"),
+    ("the microphone opened (virtual, 16 kHz), 1 s read", STEPS[-1][1]),
+    ("the model's and the voice gate's weights, as numpy",
+     "w = safetensors.numpy.load_file('models/default.safetensors'); "
+     "g = safetensors.numpy.load_file('streamemo/stream/silero_vad.safetensors')"),
+]
 HEAVY = ("matplotlib", "pandas", "sklearn", "librosa", "numba", "audiomentations", "pyroomacoustics", "pedalboard",
          "textual", "tqdm", "scipy", "torch", "nnAudio", "silero_vad")
 
@@ -57,9 +69,10 @@ print("heavy libraries loaded: " + ", ".join(h for h in HEAVY if h in sys.module
 
 
 def main() -> None:
+    torch_free = "--torch-free" in sys.argv[1:]
     print("| step | MiB added | resident MiB |")
     print("|---|---|---|")
-    code = f"STEPS = {STEPS!r}\nHEAVY = {HEAVY!r}\n" + CHILD
+    code = f"STEPS = {TORCH_FREE_STEPS if torch_free else STEPS!r}\nHEAVY = {HEAVY!r}\n" + CHILD
     # The microphone step records from the test suite's virtual microphone.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from pulse import PulseServer

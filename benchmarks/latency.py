@@ -141,7 +141,7 @@ def main() -> None:
                 raise SystemExit("the daemon exited during start-up")
         player = threading.Thread(target=play_forever, daemon=True)
         player.start()
-        latencies, arrivals, voiced, statuses, rss = [], [], 0, [], []
+        latencies, arrivals, published, voiced, statuses, rss = [], [], [], 0, [], []
         cpu0, threads0, t0 = proc.cpu_times(), thread_cpu(daemon.pid), time.monotonic()
         next_sample = t0
         while time.monotonic() - t0 < args.seconds:
@@ -152,6 +152,7 @@ def main() -> None:
                 if topic == b"emotion":
                     latencies.append((now - message["t_capture"]) * 1000.0)
                     arrivals.append(time.monotonic() - t0)
+                    published.append((message["t_publish"] - message["t_capture"]) * 1000.0)
                     voiced += message["voiced"]
                 else:
                     statuses.append(message)
@@ -180,6 +181,9 @@ def main() -> None:
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
         "latency_ms_p99": round(float(np.percentile(lat, 99)), 2),
         "latency_ms_max": round(float(lat.max()), 2),
+        # The daemon's share of it: from the window's last captured sample to its send.
+        "capture_to_publish_ms_p50": round(float(np.percentile(published, 50)), 2),
+        "capture_to_publish_ms_p99": round(float(np.percentile(published, 99)), 2),
         # The slowest messages and when they came (seconds into the run): a tail at start-up
         # or at each utterance's onset reads differently from one spread over the run.
         "latency_ms_slowest": [(round(float(lat[i]), 2), round(float(when[i]), 1)) for i in np.argsort(lat)[::-1][:8]],
