@@ -1,14 +1,21 @@
 """streamemo: real-time speech-emotion classification, published over ZeroMQ."""
 
 import os
+import sys
 
 __version__ = "0.1.0"
 
 # numpy's OpenBLAS splits even small matrix products over every core, and its threads spin
 # while they wait: the voice gate's per-hop products (32 x 256 x 258) cost twice the CPU on
-# two threads as on one (benchmarks/RESULTS-gates.md). Set before anything here imports numpy;
-# an explicit OPENBLAS_NUM_THREADS wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# two threads as on one (benchmarks/RESULTS-gates.md), and on a busy machine forty times.
+# Set before anything here imports numpy; an explicit OPENBLAS_NUM_THREADS wins. A program
+# that imported numpy first has its BLAS threads started already: they are limited to one.
+if "OPENBLAS_NUM_THREADS" not in os.environ:
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    if "numpy" in sys.modules:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1, user_api="blas")
 
 # The canonical label set every corpus reader maps onto, in the order models use.
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")

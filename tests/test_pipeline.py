@@ -111,3 +111,27 @@ def test_long_silence_resets_the_smoother():
     assert state is None
     state, top = smoother.update(np.array([0.0, 1.0]))
     assert top == 1 and state[1] == 1.0  # a fresh start, not a blend with the last speaker
+
+
+BLAS_THREADS = """
+import numpy
+import streamemo
+from threadpoolctl import threadpool_info
+print(*[i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"])
+"""
+
+
+@pytest.mark.parametrize("asked, expected", [(None, "1"), ("2", "2")])
+def test_a_program_that_imports_numpy_first_scores_on_one_blas_thread(asked, expected):
+    """The voice gate's small products cost twice the CPU on two OpenBLAS threads, forty times on
+    a busy machine. A program that imported numpy before streamemo has its BLAS threads started
+    already, and streamemo limits them to one; an explicit OPENBLAS_NUM_THREADS wins."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if asked:
+        env["OPENBLAS_NUM_THREADS"] = asked
+    out = subprocess.run([sys.executable, "-c", BLAS_THREADS], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() and set(out.stdout.split()) == {expected}, out.stdout
