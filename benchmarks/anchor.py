@@ -122,7 +122,7 @@ def main() -> None:
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{results['streamemo']['audio_s']:.0f} s of {'RAVDESS' if RAVDESS.is_dir() else 'espeak-ng'} speech, "
           f"{args.chunk}-sample chunks, one thread each; load average {os.getloadavg()[0]:.2f}")
-    print("| engine | CPU s | % of one core | peak RSS MB |")
+    print("| engine | CPU s | % of one core | peak RSS MiB |")
     print("|---|---|---|---|")
     for engine, r in results.items():
         print(f"| {engine} | {r['cpu_s']:.2f} | {100 * r['cpu_s'] / r['audio_s']:.2f} % | {r['peak_rss_mb']:.0f} |")
