@@ -69,10 +69,10 @@ print("heavy libraries loaded: " + ", ".join(h for h in HEAVY if h in sys.module
 
 
 def main() -> None:
-    torch_free = "--torch-free" in sys.argv[1:]
+    steps = TORCH_FREE_STEPS if "--torch-free" in sys.argv[1:] else STEPS
     print("| step | MiB added | resident MiB |")
     print("|---|---|---|")
-    code = f"STEPS = {TORCH_FREE_STEPS if torch_free else STEPS!r}\nHEAVY = {HEAVY!r}\n" + CHILD
+    code = f"STEPS = {steps!r}\nHEAVY = {HEAVY!r}\n" + CHILD
     # The microphone step records from the test suite's virtual microphone.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from pulse import PulseServer

@@ -1,5 +1,9 @@
 """Windowing, VAD, smoothing and chunk-size invariance of what gets published."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -126,10 +130,6 @@ def test_a_program_that_imports_numpy_first_scores_on_one_blas_thread(asked, exp
     """The voice gate's small products cost twice the CPU on two OpenBLAS threads, forty times on
     a busy machine. A program that imported numpy before streamemo has its BLAS threads started
     already, and streamemo limits them to one; an explicit OPENBLAS_NUM_THREADS wins."""
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     if asked:
         env["OPENBLAS_NUM_THREADS"] = asked
