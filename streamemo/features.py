@@ -40,6 +40,17 @@ class FrontendSpec:
     # no frame is padded; it trained 3 UA points worse on the RAVDESS folds
     # (benchmarks/RESULTS-train.md, session 12).
     align: str = "center"
+    # kind "whisper": Whisper's log-mel (n_fft 400, hop 160, 80 Slaney bands 0-8 kHz) through
+    # the first `encoder_layers` layers of a frozen encoder shipped in the package
+    # (streamemo/encoder/), in blocks of `block_frames` encoder frames (20 ms each) with
+    # `context_frames` before each (encoder/frontend.py). The card names the encoder file and
+    # its SHA-256, so a model never runs on another encoder.
+    encoder: str = ""
+    encoder_sha256: str = ""
+    encoder_width: int = 0  # the encoder's d_model: the features' bands
+    encoder_layers: int = 0
+    block_frames: int = 0
+    context_frames: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> FrontendSpec:
@@ -50,15 +61,29 @@ class FrontendSpec:
 
     @property
     def n_features(self) -> int:
+        if self.kind == "whisper":
+            return self.encoder_width
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
+
+    @property
+    def frame_hop(self) -> int:
+        """Samples between frames: the encoder's frames are two mel hops apart."""
+        return 2 * self.hop_length if self.kind == "whisper" else self.hop_length
 
     @property
     def frame_s(self) -> float:
         """Seconds between frames."""
-        return self.hop_length / self.sample_rate
+        return self.frame_hop / self.sample_rate
+
+    @property
+    def block_samples(self) -> int:
+        """Samples in one encoder block (kind "whisper"); 0 for other kinds."""
+        return self.block_frames * self.frame_hop if self.kind == "whisper" else 0
 
     def frames(self, n_samples: int) -> int:
         """Frames the frontend yields for a window of `n_samples`."""
+        if self.kind == "whisper":  # whole blocks only
+            return n_samples // self.block_samples * self.block_frames
         if self.align == "center":
             return n_samples // self.hop_length + 1
         return max(0, (n_samples - self.n_fft) // self.hop_length + 1)
@@ -86,6 +111,16 @@ class FrontendSpec:
                 sum(i * self.hop_length + half > n_samples for i in range(frames)))
 
 
+def build_frontend(spec: FrontendSpec, kernels: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """The frontend module for `spec`: log-mel or MFCC (`Frontend`), or Whisper's log-mel
+    and encoder (`encoder.frontend.EncoderFrontend`)."""
+    if spec.kind == "whisper":
+        from streamemo.encoder.frontend import EncoderFrontend
+
+        return EncoderFrontend(spec, kernels)
+    return Frontend(spec, kernels)
+
+
 class Frontend(torch.nn.Module):
     """(batch, samples) float waveform in [-1, 1] -> (batch, n_features, frames)."""
 
@@ -95,7 +130,7 @@ class Frontend(torch.nn.Module):
         in: 50 MB) to rebuild them; without them, or for MFCC, nnAudio builds its layer here."""
         super().__init__()
         if spec.kind not in ("logmel", "mfcc"):
-            raise ValueError(f"unknown frontend kind {spec.kind!r}; expected logmel or mfcc")
+            raise ValueError(f"unknown frontend kind {spec.kind!r}; expected logmel or mfcc (whisper: build_frontend)")
         if spec.align not in ("end", "center"):
             raise ValueError(f"unknown frontend align {spec.align!r}; expected end or center")
         self.spec = spec

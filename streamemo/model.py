@@ -13,6 +13,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,18 @@ def model_paths(path: str | Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".safetensors"), path.with_name(path.name + ".json")
 
 
+BUNDLED = Path(__file__).parent / "models"  # the models shipped in the package (a link to models/ in a checkout)
+
+
+def resolve_model(path: str | Path) -> Path:
+    """A bare name that is not a model in the current folder ("small", "default") names a
+    bundled model; anything else is a path."""
+    path = Path(path)
+    if len(path.parts) == 1 and not model_paths(path)[1].exists() and model_paths(BUNDLED / path.name)[1].exists():
+        return BUNDLED / path.name
+    return path
+
+
 def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -> tuple[Path, Path]:
     """Writes weights then card, each to a temporary file renamed into place: a crash never
     leaves a half-written model behind."""
@@ -86,9 +99,9 @@ def save_model(model: Model, path: str | Path, extra_card: dict | None = None) -
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
     if model.frontend_kernels is None:
-        from streamemo.features import Frontend
+        from streamemo.features import build_frontend
 
-        model.frontend_kernels = Frontend(model.frontend).kernels()
+        model.frontend_kernels = build_frontend(model.frontend).kernels()
     state.update({KERNELS + k: v.contiguous() for k, v in model.frontend_kernels.items()})
     tmp_weights = _temp_beside(weights_path)
     try:
@@ -183,8 +196,10 @@ def check_card(card: dict, card_path: Path) -> None:
     if unknown:
         raise ModelError(f"{where}: frontend has unknown field(s) {', '.join(unknown)}; known: {', '.join(fields)}", 2)
     spec = {**fields, **frontend}
-    if spec["kind"] not in ("logmel", "mfcc"):
-        raise ModelError(f"{where}: frontend.kind must be logmel or mfcc, got {spec['kind']!r}", 2)
+    if spec["kind"] not in ("logmel", "mfcc", "whisper"):
+        raise ModelError(f"{where}: frontend.kind must be logmel, mfcc or whisper, got {spec['kind']!r}", 2)
+    if spec["kind"] == "whisper":
+        _check_encoder(spec, card.get("window_s"), where)
     values = {"window_s": card.get("window_s"), **{f"frontend.{k}": v for k, v in spec.items()}}
     for key, limit in CARD_LIMITS.items():
         limit.check(key, values[key], where, ModelError)
@@ -208,9 +223,44 @@ def check_card(card: dict, card_path: Path) -> None:
     check_arch_params(arch["name"], arch.get("params", {}), where)
 
 
+# What Whisper's encoder was trained on; a card asking for other mel settings is not its input.
+WHISPER_MEL = {"sample_rate": 16000, "n_fft": 400, "win_length": 400, "hop_length": 160, "n_mels": 80,
+               "fmin": 0.0, "fmax": 8000.0}
+ENCODER_LIMITS = {
+    "encoder_width": Range(1, 4096, "the encoder's width such as 384", integer=True),
+    "encoder_layers": Range(1, 64, "a number of encoder layers such as 2", integer=True),
+    "block_frames": Range(1, 750, "encoder frames per block such as 12", integer=True),
+    "context_frames": Range(0, 1488, "encoder frames of left context such as 24", integer=True),
+}
+
+
+def _check_encoder(spec: dict, window_s, where: str) -> None:
+    """A whisper frontend's fields: Whisper's own mel settings, a shipped encoder named by a
+    plain file name with its SHA-256, and a window of whole blocks."""
+    for key, value in WHISPER_MEL.items():
+        if spec[key] != value:
+            raise ModelError(f"{where}: a whisper frontend needs {key} {value:g} (Whisper's own), got {spec[key]!r}", 2)
+    name = spec["encoder"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise ModelError(f"{where}: frontend.encoder must name a shipped encoder file such as "
+                         f"whisper-tiny.en-2, got {name!r:.100}", 2)
+    if not isinstance(spec["encoder_sha256"], str) or not re.fullmatch(r"[0-9a-f]{64}", spec["encoder_sha256"]):
+        raise ModelError(f"{where}: frontend.encoder_sha256 must be the encoder file's SHA-256 (64 hex digits)", 2)
+    for key, limit in ENCODER_LIMITS.items():
+        limit.check(f"frontend.{key}", spec[key], where, ModelError)
+    if spec["context_frames"] + spec["block_frames"] > 1500:
+        raise ModelError(f"{where}: frontend.block_frames + context_frames must be at most 1500 (30 s, Whisper's "
+                         "longest input)", 2)
+    block = spec["block_frames"] * 2 * spec["hop_length"]
+    if isinstance(window_s, (int, float)) and round(window_s * spec["sample_rate"]) % block:
+        raise ModelError(f"{where}: window_s {window_s} s is not a whole number of the encoder's "
+                         f"{block / spec['sample_rate']:g} s blocks", 2)
+
+
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
-    """Loads and checks a model; every problem is one ModelError line naming the file."""
-    weights_path, card_path = model_paths(path)
+    """Loads and checks a model (a path, or a bundled model's name: `resolve_model`); every
+    problem is one ModelError line naming the file."""
+    weights_path, card_path = model_paths(resolve_model(path))
     card = _read_card(card_path)
     check_card(card, card_path)
     if not weights_path.is_file():
@@ -248,6 +298,13 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> Model:
         model.network = build_network(model.arch, model.arch_params, frontend.n_features, len(model.labels))
     except (KeyError, TypeError, ValueError) as e:
         raise ModelError(f"model card {card_path} is missing or has a bad field: {e}") from None
+    if frontend.kind == "whisper":  # the encoder it was trained on, by name and hash, or no model
+        from streamemo.encoder.frontend import encoder_bytes
+
+        try:
+            encoder_bytes(frontend)
+        except ModelError as e:
+            raise ModelError(f"model card {card_path}: {e}", 2) from None
     kernels = {k[len(KERNELS):]: state.pop(k) for k in list(state) if k.startswith(KERNELS)}
     if kernels:
         try:

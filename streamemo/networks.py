@@ -37,6 +37,15 @@ class CNNLSTMParams:
 
 
 @dataclass(frozen=True)
+class EncoderHeadParams:
+    channels: list = field(default_factory=lambda: [128, 128])  # 1D convolutions over time
+    kernel: int = 5
+    pool: int = 2  # frames per column after the convolutions (time max-pool)
+    lstm_hidden: int = 64
+    dropout: float = 0.3
+
+
+@dataclass(frozen=True)
 class CNN2DParams:
     channels: list = field(default_factory=lambda: [32, 64, 128, 128])
     dropout: float = 0.3
@@ -155,6 +164,37 @@ class CNNLSTM(nn.Module):
         return self.head((weights * x).sum(dim=1))
 
 
+class EncoderHead(nn.Module):
+    """The CNN-LSTM over a pretrained encoder's features (`FrontendSpec.kind` "whisper").
+
+    Its bands are learnt features, not frequencies, so the convolutions are 1D over time with
+    the bands as channels (a 2D kernel sliding along them would assume an order they do not
+    have); then a BiLSTM over the pooled columns and attention pooling, as in `CNNLSTM`.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, p: EncoderHeadParams):
+        super().__init__()
+        self.norm = _Normalise(n_features)
+        layers, c_in = [nn.Dropout(p.dropout)], n_features
+        for c in p.channels:
+            layers += [nn.Conv1d(c_in, c, p.kernel, padding=p.kernel // 2, bias=False), nn.BatchNorm1d(c),
+                       nn.ReLU(inplace=True)]
+            c_in = c
+        self.convs = nn.Sequential(*layers)
+        self.pool = p.pool
+        self.lstm = nn.LSTM(c_in, p.lstm_hidden, batch_first=True, bidirectional=True)
+        self.attention = nn.Linear(2 * p.lstm_hidden, 1)
+        self.head = nn.Sequential(nn.Dropout(p.dropout), nn.Linear(2 * p.lstm_hidden, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(self.norm(x))  # (B, C, T)
+        if self.pool > 1:
+            x = nn.functional.max_pool1d(x, self.pool)
+        x, _ = self.lstm(x.transpose(1, 2))  # (B, T', 2H)
+        weights = torch.softmax(self.attention(x), dim=1)
+        return self.head((weights * x).sum(dim=1))
+
+
 class CNN2D(nn.Module):
     """A 2D CNN on the log-mel image, global average pooled (the spectrogram-image notebooks)."""
 
@@ -214,7 +254,8 @@ class Ensemble(nn.Module):
 
 
 # name -> (network, its hyper-parameters)
-ARCHITECTURES = {"cnn_lstm": (CNNLSTM, CNNLSTMParams), "cnn2d": (CNN2D, CNN2DParams),
+ARCHITECTURES = {"cnn_lstm": (CNNLSTM, CNNLSTMParams), "encoder_head": (EncoderHead, EncoderHeadParams),
+                 "cnn2d": (CNN2D, CNN2DParams),
                  "conv1d": (Conv1D, Conv1DParams), "ensemble": (Ensemble, EnsembleParams)}
 
 
@@ -229,6 +270,7 @@ ARCH_LIMITS = {
     "kernel": Range(1, 63, "a kernel length such as 5", integer=True),
     "dropout": Range(0.0, 0.95, "a probability such as 0.2"),
     "members": Range(1, 16, "a number of networks such as 2", integer=True),
+    "pool": Range(1, 16, "frames pooled per column such as 2", integer=True),
 }
 
 CHOICES = {"time_padding": ("valid", "same")}  # parameters that name a choice, not a number
@@ -247,7 +289,8 @@ def check_arch_params(arch: str, params, where: str) -> None:
             raise ModelError(f"{where}: {arch} has no parameter {key!r}; it takes {', '.join(known)}", 2)
         if key == "member_arch":
             if value not in ARCHITECTURES or value == "ensemble":
-                raise ModelError(f"{where}: member_arch must be one of cnn_lstm, cnn2d, conv1d, got {value!r}", 2)
+                raise ModelError(f"{where}: member_arch must be one of cnn_lstm, encoder_head, cnn2d, conv1d, "
+                                 f"got {value!r}", 2)
         elif key == "member_params":
             check_arch_params(params.get("member_arch", "cnn_lstm"), value, where)
         elif key in CHOICES:

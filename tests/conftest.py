@@ -151,3 +151,25 @@ def corpus(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent (the corpora live in ../shared/data beside the project)")
     return path
+
+
+@pytest.fixture(scope="session")
+def encoder_model(tmp_path_factory) -> Path:
+    """An untrained head on the shipped Whisper encoder, saved like the default model (which
+    is one): its frontend, blocks, card checks and speaker adaptation are real; its
+    judgement is not."""
+    import numpy as np
+    import torch
+
+    from streamemo import EMOTIONS
+    from streamemo.features import BandStats
+    from streamemo.model import Model, save_model
+    from streamemo.train.recipe import whisper_frontend
+
+    torch.manual_seed(0)
+    spec = whisper_frontend()
+    model = Model.create("random-encoder", EMOTIONS, 1.92, spec, "encoder_head")
+    model.speaker_norm = BandStats(np.full(spec.n_features, 0.5), np.full(spec.n_features, 0.4))
+    path = tmp_path_factory.mktemp("models") / "random-encoder"
+    save_model(model, path)
+    return path

@@ -41,8 +41,12 @@ class VoiceStats:
     """Running sums over active frames of voiced windows, optionally decaying: the one
     definition of "a voice's statistics", shared by training and the daemon."""
 
-    def __init__(self, n_features: int, memory_frames: float = math.inf):
+    def __init__(self, n_features: int, memory_frames: float = math.inf, select_active: bool = True):
+        """`select_active`: count only a window's frames near its loudest (log-mel maps); an
+        encoder's features carry no energy to tell pauses by, and every frame of a voiced
+        window counts."""
         self.memory_frames = memory_frames
+        self.select_active = select_active
         self.frames, self.sum, self.sum_sq = 0.0, np.zeros(n_features), np.zeros(n_features)
 
     def update(self, feats: np.ndarray, weight: float) -> None:
@@ -51,7 +55,7 @@ class VoiceStats:
         feats = np.asarray(feats, dtype=np.float64)
         if not np.isfinite(feats).all():  # one bad map must not poison the estimate for good
             return
-        frames = active_frames(feats)
+        frames = active_frames(feats) if self.select_active else feats
         decay = math.exp(-weight * feats.shape[1] / self.memory_frames)
         self.frames = self.frames * decay + weight * frames.shape[1]
         self.sum = self.sum * decay + weight * frames.sum(axis=1)
@@ -102,15 +106,16 @@ class SpeakerAdapter:
     constant of `memory_frames` voiced frames, so the estimate follows a change of speaker.
     """
 
-    def __init__(self, ref: BandStats, prior_frames: float, memory_frames: float):
+    def __init__(self, ref: BandStats, prior_frames: float, memory_frames: float, select_active: bool = True):
         self.ref = ref
+        self.select_active = select_active
         self.prior_frames = float(prior_frames)
         self.memory_frames = float(memory_frames)
         self.learning = True
         self.reset()
 
     def reset(self) -> None:
-        self.heard = VoiceStats(len(self.ref.mean), self.memory_frames)
+        self.heard = VoiceStats(len(self.ref.mean), self.memory_frames, self.select_active)
 
     def update(self, feats: np.ndarray, weight: float = 1.0) -> None:
         if self.learning:

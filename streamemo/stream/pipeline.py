@@ -6,7 +6,8 @@ its own, so the output does not depend on how the audio was chunked: feeding 1 s
 48000 at a time gives the same numbers. The daemon, `streamemo classify` and the trainer's
 evaluation all score audio through this module.
 
-A streaming model (stream/columns.py) at a hop that is a whole number of its column
+A model on Whisper's encoder computes each block of its encoder once (stream/blocks.py). A
+streaming model (stream/columns.py) at a hop that is a whole number of its column
 strides computes each frame and each column of its conv stack once, and runs only its
 sequence part per window; any other model, or hop, has each window scored whole. Frames
 are computed when a voiced window first needs them, so unvoiced audio costs only the voice
@@ -24,9 +25,10 @@ import torch
 
 from streamemo import ModelError, StreamemoError
 from streamemo.config import PipelineConfig
-from streamemo.features import MAX_FRAMES, Frontend
+from streamemo.features import MAX_FRAMES, build_frontend
 from streamemo.model import Model
 from streamemo.stream.adaptation import SpeakerAdapter
+from streamemo.stream.blocks import BlockStream
 from streamemo.stream.columns import ColumnStream, can_stream
 from streamemo.stream.inference import inference_network
 from streamemo.stream.smoothing import Smoother
@@ -56,7 +58,7 @@ BATCH = 16  # windows scored together at most, when one feed completes many (a f
 class _Window:
     """A completed window, decided by the gate, waiting to be scored."""
 
-    audio: np.ndarray  # its samples
+    audio: np.ndarray  # its samples (for an encoder model, with the encoder's context before them)
     end: int  # samples fed since reset at its last sample
     t_capture: float | None
     gate_mark: int  # where it ends for the voice gate (SpeechGate.mark)
@@ -68,7 +70,7 @@ class Scorer:
     def __init__(self, model: Model, device: torch.device | str = "cpu"):
         self.device = torch.device(device)
         self.model = model
-        self.frontend = Frontend(model.frontend, model.frontend_kernels).to(self.device)
+        self.frontend = build_frontend(model.frontend, model.frontend_kernels).to(self.device)
         self.network = inference_network(model.network).to(self.device)
 
     @torch.inference_mode()
@@ -114,7 +116,9 @@ class Pipeline:
         self.adapter = self._adapter(model)
         self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
         self.columns = self._column_stream()
-        self._history = np.zeros(self.window, dtype=np.float32)  # circular: the last `window` samples
+        self.blocks = self._block_stream()
+        # Circular: the last `window` samples, and an encoder model's context before them.
+        self._history = np.zeros(self.window + (self.scorer.frontend.past_samples if self.blocks else 0), np.float32)
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
         self.self_test(heard)
@@ -146,14 +150,29 @@ class Pipeline:
 
     def recent_audio(self) -> np.ndarray:
         """The last window of audio fed, oldest sample first (zeros before any)."""
-        return self._current_window()
+        return self._current_window()[-self.window :]
+
+    def _block_stream(self) -> BlockStream | None:
+        """An encoder model's blocks, each computed once at a hop of whole blocks."""
+        spec = self.model.frontend
+        if spec.kind != "whisper":
+            return None
+        if self.window % spec.block_samples:
+            raise StreamemoError(f"pipeline.window_s {self.window / self.rate:g} s is not a whole number of model "
+                                 f"{self.model.name}'s {spec.block_samples / self.rate:g} s encoder blocks; use "
+                                 f"{self.model.window_s:g} s (the model's) or leave window_s unset", 2)
+        if self.hop % spec.block_samples:
+            log.info("model %s encodes each block once only at hops of a whole number of %g s; at %g s each "
+                     "window's blocks are encoded anew", self.model.id, spec.block_samples / self.rate,
+                     self.config.hop_s)
+        return BlockStream(self.scorer.frontend, self.window, self.scorer.device)
 
     def _adapter(self, model: Model) -> SpeakerAdapter | None:
         if model.speaker_norm is None or not self.config.speaker_adaptation:
             return None
         frame_s = model.frontend.frame_s
         return SpeakerAdapter(model.speaker_norm, self.config.adaptation_prior_s / frame_s,
-                              self.config.adaptation_memory_s / frame_s)
+                              self.config.adaptation_memory_s / frame_s, model.frontend.kind != "whisper")
 
     def _column_stream(self) -> ColumnStream | None:
         """The model's column stream, or None when it is scored a window at a time: not a
@@ -179,6 +198,13 @@ class Pipeline:
         same_features = model.frontend == self.model.frontend
         self.model, self.scorer = model, scorer
         self.columns = self._column_stream()
+        self.blocks = self._block_stream()
+        size = self.window + (self.scorer.frontend.past_samples if self.blocks else 0)
+        if size != len(self._history):  # another encoder context: keep what of the audio fits
+            audio = self._current_window()[-size:]
+            self._history = np.zeros(size, np.float32)
+            self._history[size - len(audio):] = audio
+            self._write = 0
         self._frames, self._pushed_at = None, None  # the next voiced window is encoded whole
         self.smoother.reset()
         if self.adapter is not None and model.speaker_norm is not None and same_features:
@@ -196,6 +222,8 @@ class Pipeline:
         self.gate.reset()
         if self.columns is not None:
             self.columns.reset()
+        if self.blocks is not None:
+            self.blocks.reset()
         self._frames = None  # with a column stream: the frames the window last scored pushed (n_features, frames)
         self._pushed_at = None  # with a column stream: `total` when frames were last added; None: none since reset
         self._gate_deaf = False  # while flush's padding fills the one short window
@@ -253,15 +281,15 @@ class Pipeline:
     def _append(self, samples: np.ndarray) -> None:
         if not self._gate_deaf:
             self.gate.feed(samples)
-        n = len(samples)
-        if n >= self.window:
-            self._history[:] = samples[-self.window :]
+        n, size = len(samples), len(self._history)
+        if n >= size:
+            self._history[:] = samples[-size:]
             self._write = 0
         else:
-            first = min(n, self.window - self._write)
+            first = min(n, size - self._write)
             self._history[self._write : self._write + first] = samples[:first]
             self._history[: n - first] = samples[first:]
-            self._write = (self._write + n) % self.window
+            self._write = (self._write + n) % size
         self.total += n
 
     def _current_window(self) -> np.ndarray:
@@ -276,6 +304,8 @@ class Pipeline:
         voiced = [w for w, (v, _) in zip(batch, decisions) if v]
         if not voiced:
             scored = iter(())
+        elif self.blocks is not None:
+            scored = iter(self._adapt_and_score(self.blocks.features([(w.audio, w.end) for w in voiced])))
         elif self.columns is not None:
             scored = iter(self._stream(voiced))
         else:
@@ -382,7 +412,10 @@ class Pipeline:
 
     def _score(self, windows: list[_Window]) -> np.ndarray:
         """Voiced windows, in order -> their probabilities, each window encoded whole."""
-        features = self.scorer.features(np.stack([w.audio for w in windows]))
+        return self._adapt_and_score(self.scorer.features(np.stack([w.audio for w in windows])))
+
+    def _adapt_and_score(self, features: torch.Tensor) -> np.ndarray:
+        """Voiced windows' features, in order -> their probabilities, speaker-adapted."""
         if self.adapter is None:
             return self.scorer.probabilities(features)
         # Each window's voice counts before it is scored: the first words already adapt.

@@ -34,7 +34,7 @@ def class_weights(y: np.ndarray, n_classes: int, draw: np.ndarray | None) -> tor
 
 def crops_at_hop(feats: np.ndarray, width: int, hop: int) -> np.ndarray:
     """(n_windows, F, width): the windows the daemon would score, in frames."""
-    return np.stack([feats[:, s : s + width] for s in window_starts(feats.shape[1], width, hop)])
+    return np.stack([feats[:, s : s + width] for s in window_starts(feats.shape[1], width, hop)]).astype(np.float32)
 
 
 class Batches:
@@ -68,7 +68,7 @@ class Batches:
              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(features, targets, the classes each example may be scored over or None for all)."""
         x = np.stack([self._crop(self.copies[i][pick[i] - 1] if pick[i] else self.feats[i], starts[i])
-                      for i in batch])
+                      for i in batch]).astype(np.float32)  # encoder features are cached as float16
         if self.sessions is not None:
             x = self.sessions.normalise(x, batch, session_rng)
         x = torch.from_numpy(x)

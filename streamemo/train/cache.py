@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from streamemo.features import Frontend, FrontendSpec
+from streamemo.features import FrontendSpec, build_frontend
 from streamemo.stream.adaptation import ACTIVE_RANGE, VoiceStats
 from streamemo.audio.files import UnreadableAudio, load_audio, trim_silence
 from streamemo.train.datasets import Clip
@@ -66,7 +66,7 @@ class FeatureStore:
         self.recipe = recipe
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.use_cache = use_cache
-        self.frontend = Frontend(recipe.frontend)
+        self.frontend = build_frontend(recipe.frontend)
         self.computed = 0  # counters for the run summary and the cache benchmark
         self.hits = 0
 
@@ -91,7 +91,10 @@ class FeatureStore:
             # the clip's start): the last few ms that make no whole frame go.
             audio = audio[: len(audio) - (len(audio) - window) % hop]
         with torch.inference_mode():
-            return self.frontend(torch.from_numpy(audio)[None])[0].numpy().astype(np.float32)
+            feats = self.frontend(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].numpy()
+        # An encoder's 384 bands at 50 frames a second are 20x a log-mel map's bytes: kept as
+        # float16 (its weights' own precision), converted back per batch.
+        return feats.astype(np.float16 if self.recipe.frontend.kind == "whisper" else np.float32)
 
     def get(self, clip: Clip, augment=None, copy: int = 0) -> np.ndarray:
         """(n_features, frames) for one clip; raises UnreadableAudio for a bad file."""
@@ -114,7 +117,10 @@ class FeatureStore:
 
         def compute(_key: str) -> np.ndarray:
             audio = load_audio(clip.path, self.recipe.frontend.sample_rate)
-            stats = measure_voice(audio, self.frontend, window, hop, pipeline)
+            # An encoder's windows are crops of the clip's features, which the cache already holds.
+            whisper = self.recipe.frontend.kind == "whisper" and not self.recipe.trim
+            feats = self.get(clip).astype(np.float32) if whisper else None
+            stats = measure_voice(audio, self.frontend, window, hop, pipeline, feats)
             return np.concatenate([[stats.frames], stats.sum, stats.sum_sq])
 
         packed = self._cached(clip, extra, compute)

@@ -17,7 +17,7 @@ from streamemo.networks import check_arch_params
 from streamemo.train.augment import AugmentConfig
 from streamemo.train.datasets import ReadResult
 from streamemo.train.readers import READERS, read_corpus
-from streamemo.train.recipe import TrainConfig, watches_validation
+from streamemo.train.recipe import RECIPES, TrainConfig, watches_validation
 
 DEFAULTS = TrainConfig()
 
@@ -60,12 +60,15 @@ def read_data(specs: list[str], args) -> ReadResult:
 def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     g = parser.add_argument_group("recipe (defaults: the shipped model's recipe)")
-    g.add_argument("--recipe", type=Path, help="JSON file of TrainConfig fields; flags override it")
-    g.add_argument("--arch", choices=["cnn_lstm", "cnn2d", "conv1d"], help=f"network (default {d.arch})")
+    g.add_argument("--recipe", type=Path, metavar="NAME|FILE",
+                   help=f"a named recipe ({', '.join(RECIPES)}: the shipped models') or a JSON file of "
+                        "TrainConfig fields; flags override it")
+    g.add_argument("--arch", choices=["encoder_head", "cnn_lstm", "cnn2d", "conv1d"], help=f"network (default {d.arch})")
     g.add_argument("--arch-params", type=json.loads, metavar="JSON",
                    help='network hyper-parameters, e.g. \'{"channels": [128, 128], "lstm_hidden": 64}\'')
-    g.add_argument("--features", choices=["logmel", "mfcc"],
-                   help=f"frontend kind (default {d.frontend.kind}; mfcc for --arch conv1d)")
+    g.add_argument("--features", choices=["whisper", "logmel", "mfcc"],
+                   help=f"frontend kind (default {d.frontend.kind}; logmel and mfcc take the small recipe's "
+                        "frontend; mfcc for --arch conv1d)")
     g.add_argument("--window", type=float, metavar="S", help=f"window length in seconds (default {d.window_s})")
     g.add_argument("--trim", action="store_true", default=None, help="trim leading/trailing silence")
     g.add_argument("--epochs", type=int, help=f"default {d.epochs}")
@@ -111,7 +114,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> TrainConfig:
     base = DEFAULTS.to_dict()
-    if args.recipe:
+    if args.recipe and str(args.recipe) in RECIPES and not args.recipe.exists():
+        base = RECIPES[str(args.recipe)]().to_dict()
+    elif args.recipe:
         try:
             base.update(json.loads(args.recipe.read_text()))
         except (OSError, json.JSONDecodeError) as e:
@@ -133,10 +138,19 @@ def config_from_args(args) -> TrainConfig:
         base["arch_params"] = {}  # the default recipe's parameters belong to its architecture
     # conv1d is the MFCC notebooks' network: MFCC sequences unless --features says otherwise.
     features = args.features or ("mfcc" if args.arch == "conv1d" else None)
-    if features:
+    if features and features != base["frontend"]["kind"]:
+        if base["frontend"]["kind"] == "whisper":  # a spectrogram network: the small recipe's frontend
+            small = TrainConfig.small().to_dict()
+            base["frontend"] = small["frontend"]
+            if args.arch is None:
+                base.update(arch=small["arch"], arch_params=small["arch_params"])
+            if args.window is None:
+                base["window_s"] = small["window_s"]
+        elif features == "whisper":
+            base["frontend"] = DEFAULTS.frontend.to_dict()
         base["frontend"] = {**base["frontend"], "kind": features}
-        if features != "logmel" and args.speaker_norm is None:
-            base["speaker_norm"] = False  # it needs log-mel energies to tell voice from pauses
+        if features == "mfcc" and args.speaker_norm is None:
+            base["speaker_norm"] = False  # it needs log-mel or encoder features
     if args.augment:
         base["augment"] = {**base["augment"], **args.augment}
     base["progress"] = not args.quiet

@@ -12,20 +12,24 @@ from streamemo.train.augment import AugmentConfig
 DAEMON = PipelineConfig()  # the daemon's defaults: validation and voice statistics use its hop and gate
 
 
+def whisper_frontend() -> FrontendSpec:
+    """The default model's frontend: Whisper tiny.en's first two layers, in blocks of 0.24 s
+    (the daemon's hop) with 0.48 s of context (benchmarks/RESULTS-train.md, session 15)."""
+    from streamemo.encoder.frontend import encoder_spec
+
+    return encoder_spec("whisper-tiny.en-2", layers=2, block_frames=12, context_frames=24)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = "cnn_lstm"
-    # Convolutions valid in time, so the daemon computes each frame and column once
-    # (stream/columns.py); six RAVDESS folds: UA 63.9 against 63.5 with "same" (RESULTS-train.md).
-    arch_params: dict = field(default_factory=lambda: {"time_padding": "valid"})
-    window_s: float = 2.0
-    # 20 ms frames (not the stock 10 ms): half the frames, half the frontend and network cost
-    # per window, and prosody, the main emotion cue, changes far slower than that.
-    frontend: FrontendSpec = FrontendSpec(hop_length=320)
+    # A CNN-LSTM head over a frozen pretrained encoder's features (networks.EncoderHead).
+    arch: str = "encoder_head"
+    arch_params: dict = field(default_factory=dict)
+    window_s: float = 1.92  # 8 encoder blocks: a window ends on a block at every hop
+    frontend: FrontendSpec = field(default_factory=whisper_frontend)
     trim: bool = False  # trim leading/trailing silence before features
-    # UA on the six RAVDESS folds at 60 / 90 / 120 epochs: seed 0 61.8 / 63.7 / 66.2, seed 1
-    # 62.0 / 64.1 / 64.1; seed 2 at 120: 65.7 (benchmarks/RESULTS-train.md).
-    epochs: int = 120
+    # Each epoch draws ~10,000 examples from the seven corpora, each from its cached features.
+    epochs: int = 20
     batch_size: int = 32
     optimizer: str = "adamw"  # adamw | sgd
     lr: float = 3e-3
@@ -42,14 +46,16 @@ class TrainConfig:
     # its size to this power (1: as many draws as clips, every clip once an epoch; 0.5: to
     # the square root of its size; 0: every corpus alike). Below 1, a small corpus's clips
     # are drawn more than once an epoch and a large one's less.
-    corpus_sampling_power: float = 1.0
+    corpus_sampling_power: float = 0.5
     # Each clip's softmax only over the classes its corpus has: a corpus without disgust
     # (ASED, TurEV, the Korean sample) then never teaches "this corpus's room, microphone or
     # language means not disgust", a prior that misleads on every other corpus.
     corpus_classes_only: bool = False
     label_smoothing: float = 0.0
     mixup: float = 0.2  # Beta(a, a) mixup of pairs of examples; 0 = off
-    augment: AugmentConfig = AugmentConfig()
+    # The waveform copies also go through simulated rooms, real background noise and
+    # microphones/codecs: a pretrained encoder has the capacity for them (the small network had not).
+    augment: AugmentConfig = AugmentConfig(room=True, background=True, channel=True)
     spec_augment: bool = True
     wave_copies: int = 2  # augmented waveform copies per training clip (cached); 0 = off
     # >1: train this many networks with seeds seed, seed+1, ... and ship them as one
@@ -70,6 +76,12 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     progress: bool = True
 
+    @classmethod
+    def small(cls, **changes) -> TrainConfig:
+        """The small model's recipe (`models/small`): log-mel straight into a 2D CNN-LSTM,
+        for boards without the CPU for an encoder."""
+        return cls(**{**SMALL, **changes})
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["frontend"] = self.frontend.to_dict()
@@ -81,6 +93,25 @@ class TrainConfig:
         data["frontend"] = FrontendSpec.from_dict(data.get("frontend", {}))
         data["augment"] = AugmentConfig.from_dict(data.get("augment", {}))
         return cls(**data)
+
+
+# What the small model's recipe changes from the default one.
+SMALL = dict(
+    arch="cnn_lstm",
+    # Convolutions valid in time, so the daemon computes each frame and column once
+    # (stream/columns.py); six RAVDESS folds: UA 63.9 against 63.5 with "same" (RESULTS-train.md).
+    arch_params={"time_padding": "valid"},
+    window_s=2.0,
+    # 20 ms frames (not the stock 10 ms): half the frames, half the frontend and network cost
+    # per window, and prosody, the main emotion cue, changes far slower than that.
+    frontend=FrontendSpec(hop_length=320),
+    # UA on the six RAVDESS folds at 60 / 90 / 120 epochs: seed 0 61.8 / 63.7 / 66.2, seed 1
+    # 62.0 / 64.1 / 64.1; seed 2 at 120: 65.7 (benchmarks/RESULTS-train.md).
+    epochs=120,
+    corpus_sampling_power=1.0,
+    augment=AugmentConfig(),
+)
+RECIPES = {"default": TrainConfig, "small": TrainConfig.small}
 
 
 def watches_validation(cfg: TrainConfig) -> bool:

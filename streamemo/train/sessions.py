@@ -90,16 +90,29 @@ class SpeakerSessions:
         return out
 
 
-def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config) -> VoiceStats:
+def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config, feats: np.ndarray | None = None
+                  ) -> VoiceStats:
     """A recording's statistics (mono float32 at the model rate), over exactly the windows
     the daemon would adapt on: every `hop`, those the voice gate of `config` (a
-    PipelineConfig) accepts."""
-    rate, acc = frontend.spec.sample_rate, VoiceStats(frontend.spec.n_features)
+    PipelineConfig) accepts. `feats`: an encoder frontend's features of the whole recording,
+    when already computed."""
+    spec = frontend.spec
+    rate, acc = spec.sample_rate, VoiceStats(spec.n_features, select_active=spec.kind != "whisper")
     gate = SpeechGate(rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
-    windows = frame_windows(audio, window, hop)[gate.decisions(audio, window, hop)]
-    if len(windows):
+    voiced = np.asarray(gate.decisions(audio, window, hop), bool)
+    if spec.kind == "whisper":  # the daemon's windows are crops of the stream's blocks, not encoded alone
+        if feats is None:
+            padded = np.pad(audio, (0, max(0, window - len(audio)))).astype(np.float32)
+            with torch.inference_mode():
+                feats = frontend(torch.from_numpy(padded)[None])[0].numpy()
+        width, step = spec.frames(window), hop // spec.frame_hop
+        maps = [feats[:, i * step : i * step + width] for i in np.flatnonzero(voiced)]
+    elif voiced.any():
         with torch.inference_mode():
-            maps = frontend(torch.from_numpy(windows)).numpy()
+            maps = frontend(torch.from_numpy(frame_windows(audio, window, hop)[voiced])).numpy()
+    else:
+        maps = []
+    if len(maps):
         for m in maps:
             acc.update(m, hop / window)
     return acc

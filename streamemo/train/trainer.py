@@ -238,8 +238,8 @@ class Trainer:
         in place, with their speakers' full statistics: validation figures are those of a
         daemon that has heard each speaker for a while."""
         cfg = self.config
-        if cfg.frontend.kind != "logmel":  # pauses are told from voice by log-mel energy
-            raise StreamemoError(f"speaker normalisation needs log-mel features, not {cfg.frontend.kind}; "
+        if cfg.frontend.kind == "mfcc":  # pauses are told from voice by log-mel energy
+            raise StreamemoError(f"speaker normalisation needs log-mel or encoder features, not {cfg.frontend.kind}; "
                                  "train with --no-speaker-norm", 2)
         every = clips + val_clips
         heard = [self.store.voice(c, self.window_samples, self.hop_samples, DAEMON)
@@ -255,10 +255,14 @@ class Trainer:
     def _fit_normalisation(model: Model, feats: list[np.ndarray]) -> None:
         """Per-band mean and std over every frame of the training clips: one global
         statistic, so loudness differences between clips survive normalisation."""
-        allf = np.concatenate(feats, axis=1).astype(np.float64)
+        # Summed clip by clip: all frames at once in float64 would be gigabytes for an encoder's features.
+        frames = sum(f.shape[1] for f in feats)
+        total = sum(f.sum(axis=1, dtype=np.float64) for f in feats)
+        mean = total / frames
+        var = sum(np.square(f.astype(np.float64) - mean[:, None]).sum(axis=1) for f in feats) / frames
         norm = model.network.norm
-        norm.mean.copy_(torch.from_numpy(allf.mean(axis=1)).float())
-        norm.std.copy_(torch.from_numpy(allf.std(axis=1) + 1e-5).float())
+        norm.mean.copy_(torch.from_numpy(mean).float())
+        norm.std.copy_(torch.from_numpy(np.sqrt(var) + 1e-5).float())
 
     def _optimizer(self, network: torch.nn.Module) -> torch.optim.Optimizer:
         cfg = self.config
