@@ -81,3 +81,7 @@ def test_a_wheel_installed_outside_the_checkout_classifies_with_its_bundled_mode
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["windows"]  # no --model: the bundled one, from the wheel (above)
+    small = subprocess.run([str(venv / "bin" / "streamemo"), "classify", str(speech_wav), "--json", "--model", "small"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert small.returncode == 0, small.stderr
+    assert json.loads(small.stdout)["windows"][0]["model"].startswith("small@")  # by name, from the wheel

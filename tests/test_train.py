@@ -50,7 +50,7 @@ def tiny_corpus(tmp_path_factory) -> Path:
 
 
 def tiny_config(**changes) -> TrainConfig:
-    base = TrainConfig(arch_params=TINY, window_s=1.0, epochs=2, batch_size=8, lr=3e-3, progress=False,
+    base = TrainConfig.small(arch_params=TINY, window_s=1.0, epochs=2, batch_size=8, lr=3e-3, progress=False,
                        val_fraction=0.25, device="cpu", threads=1, wave_copies=0)
     return replace(base, **changes)
 
@@ -85,7 +85,7 @@ def test_other_architectures_train_on_augmented_copies(tiny_corpus, tmp_path, ar
     clips = read_ravdess(tiny_corpus).clips
     kind = "mfcc" if arch == "conv1d" else "logmel"
     cfg = tiny_config(arch=arch, arch_params=params, epochs=1, wave_copies=1, speaker_norm=kind == "logmel",
-                      frontend=replace(TrainConfig().frontend, kind=kind))
+                      frontend=replace(TrainConfig.small().frontend, kind=kind))
     trainer = Trainer(cfg, tmp_path / "cache")
     result = trainer.fit(clips)
     n_train = len(result.train_clips)
@@ -228,7 +228,9 @@ def test_architectures_take_their_notebooks_features():
     def config(*flags):
         return config_from_args(build_parser("train").parse_args(["train", "--data", "x:y", "-o", "m", *flags]))
 
-    assert config().frontend.kind == "logmel" and config("--arch", "cnn2d").frontend.kind == "logmel"
+    assert config().frontend.kind == "whisper" and config().arch == "encoder_head"
+    assert config("--arch", "cnn2d").frontend.kind == "logmel" and config("--recipe", "small").frontend.kind == "logmel"
+    assert config("--recipe", "small", "--arch", "encoder_head").frontend == config().frontend
     mfcc = config("--arch", "conv1d")
     assert mfcc.frontend.kind == "mfcc" and not mfcc.speaker_norm  # adaptation needs log-mel energies
     assert config("--arch", "conv1d", "--features", "logmel").frontend.kind == "logmel"
@@ -338,7 +340,7 @@ def _env(tmp_path) -> dict:
 
 def test_cli_train_then_evaluate_and_fine_tune(tiny_corpus, tmp_path):
     env = _env(tmp_path)
-    common = ["--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1",
+    common = ["--window", "1", "--recipe", "small", "--arch-params", json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1",
               "--wave-copies", "0"]
     out = subprocess.run([*STREAMEMO, "train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"),
                           "--epochs", "1", *common], env=env, capture_output=True, text=True, timeout=120)
@@ -401,7 +403,7 @@ def test_torchrun_two_cpu_processes(tiny_corpus, tmp_path):
     env = _env(tmp_path)
     out = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "streamemo", "train",
                           "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ddp"), "--epochs", "2",
-                          "--window", "1", "--arch-params", json.dumps(TINY), "--batch-size", "4", "--quiet",
+                          "--window", "1", "--recipe", "small", "--arch-params", json.dumps(TINY), "--batch-size", "4", "--quiet",
                           "--threads", "1", "--device", "cpu", "--wave-copies", "0"],
                          env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -422,7 +424,7 @@ def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
     folds.write_text(json.dumps({"ravdess": {"unit": "actor", "folds": [[1, 2], [3, 4]]}}))
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{corpus}", "--folds", "ravdess",
                           "--folds-file", str(folds), "--fold", "1,2", "--epochs", "1", "--window", "1",
-                          "--arch-params", json.dumps(TINY), "--val-fraction", "0.5", "--quiet", "--threads", "1",
+                          "--recipe", "small", "--arch-params", json.dumps(TINY), "--val-fraction", "0.5", "--quiet", "--threads", "1",
                           "--wave-copies", "0",
                           "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)
@@ -437,12 +439,14 @@ def test_cli_evaluate_folds_writes_the_report(tiny_corpus, tmp_path):
     assert [len(f["predictions"]) for f in report["folds"]] == [16, 16]  # fold 1: 17 clips, one unreadable
 
 
-def test_spectrogram_command_draws_the_log_mel_image(tiny_corpus, tmp_path):
+def test_spectrogram_command_draws_the_log_mel_image(tiny_corpus, tmp_path, capsys):
     from streamemo.cli import main
 
     clip = next(tiny_corpus.rglob("*.wav"))
-    assert main(["spectrogram", str(clip), "-o", str(tmp_path / "s.png"), "--model", str(ROOT / "models" / "default")]) == 0
-    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for model, bands in (("small", 64), ("default", 80)):  # bundled models by name; default's is Whisper's log-mel
+        assert main(["spectrogram", str(clip), "-o", str(tmp_path / "s.png"), "--model", model]) == 0
+        assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({bands} x " in capsys.readouterr().out
     assert main(["spectrogram", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "x.png")]) == 1
 
 

@@ -1,4 +1,5 @@
-"""`streamemo spectrogram FILE -o out.png`: the log-mel image a model sees for a file."""
+"""`streamemo spectrogram FILE -o out.png`: the log-mel image a model sees for a file (for a
+model on Whisper's encoder, the log-mel its encoder sees)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ def main(args) -> int:
     import torch
 
     from streamemo.audio.files import UnreadableAudio, load_audio
-    from streamemo.features import Frontend, FrontendSpec
+    from streamemo.features import Frontend, FrontendSpec, build_frontend
 
     spec = FrontendSpec()
     model_path = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.with_suffix(".json").exists() else None)
@@ -34,7 +35,11 @@ def main(args) -> int:
     except UnreadableAudio as e:
         raise StreamemoError(f"cannot read {e}") from None
     with torch.inference_mode():
-        feats = Frontend(spec)(torch.from_numpy(audio)[None])[0].numpy()
+        waveform = torch.from_numpy(audio)[None]
+        if spec.kind == "whisper":  # the encoder's input: its 384 learnt bands are no picture
+            feats = build_frontend(spec).log_mel(waveform)[0].numpy()
+        else:
+            feats = Frontend(spec)(waveform)[0].numpy()
 
     import matplotlib
 
@@ -45,9 +50,10 @@ def main(args) -> int:
     fig, ax = plt.subplots(figsize=(max(4.0, 2.0 * seconds), 3.5))
     im = ax.imshow(feats, origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, feats.shape[0]))
     ax.set_xlabel("seconds")
-    ax.set_ylabel("mel band" if spec.kind == "logmel" else "MFCC")
-    ax.set_title(f"{args.file.name}: {spec.kind}, {spec.n_features} bands, hop {1000 * spec.hop_length // spec.sample_rate} ms")
-    fig.colorbar(im, ax=ax, label="log energy" if spec.kind == "logmel" else "coefficient")
+    ax.set_ylabel("MFCC" if spec.kind == "mfcc" else "mel band")
+    ax.set_title(f"{args.file.name}: {spec.kind}, {feats.shape[0]} bands, hop {1000 * spec.hop_length // spec.sample_rate} ms")
+    fig.colorbar(im, ax=ax, label="coefficient" if spec.kind == "mfcc" else
+                 "log10 energy, Whisper's scaling" if spec.kind == "whisper" else "log energy")
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.output, dpi=100)

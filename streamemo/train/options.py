@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from streamemo import StreamemoError
@@ -19,6 +21,7 @@ from streamemo.train.datasets import ReadResult
 from streamemo.train.readers import READERS, read_corpus
 from streamemo.train.recipe import RECIPES, TrainConfig, watches_validation
 
+log = logging.getLogger(__name__)
 DEFAULTS = TrainConfig()
 
 # The recipe's numbers and their ranges (config.Range, as for the daemon's keys).
@@ -133,11 +136,20 @@ def config_from_args(args) -> TrainConfig:
         "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }
+    recipe_arch = base["arch"]
     base.update({k: v for k, v in flags.items() if v is not None})
-    if args.arch and args.arch != DEFAULTS.arch and args.arch_params is None:
+    if args.arch and args.arch != recipe_arch and args.arch_params is None:
         base["arch_params"] = {}  # the default recipe's parameters belong to its architecture
-    # conv1d is the MFCC notebooks' network: MFCC sequences unless --features says otherwise.
-    features = args.features or ("mfcc" if args.arch == "conv1d" else None)
+    # Each network takes its own features unless --features says otherwise: conv1d the MFCC
+    # notebooks' sequences, the 2D networks log-mel maps, the encoder head an encoder's.
+    if args.arch == "conv1d":
+        features = args.features or "mfcc"
+    elif args.arch in ("cnn_lstm", "cnn2d") and base["frontend"]["kind"] == "whisper":
+        features = args.features or "logmel"
+    elif args.arch == "encoder_head":
+        features = args.features or "whisper"
+    else:
+        features = args.features
     if features and features != base["frontend"]["kind"]:
         if base["frontend"]["kind"] == "whisper":  # a spectrogram network: the small recipe's frontend
             small = TrainConfig.small().to_dict()
@@ -172,7 +184,14 @@ def config_from_args(args) -> TrainConfig:
     if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
         from streamemo.train.noise import load_noise_set
 
-        load_noise_set(config.augment.noise_dir, "train")
+        try:
+            load_noise_set(config.augment.noise_dir, "train")
+        except StreamemoError as e:
+            if args.augment and "background" in args.augment:  # asked for by name: an error
+                raise
+            # The default recipe's noise comes from ../shared/data; away from it, train without.
+            log.warning("%s; training without background noise", str(e).split(": point")[0])
+            config = replace(config, augment=replace(config.augment, background=False))
     if config.val_fraction <= 0 and watches_validation(config):
         raise StreamemoError("--select best, --schedule plateau and --early-stop judge epochs on validation speakers, "
                              "and none are held out: add --val-fraction 0.15", 2)
