@@ -377,6 +377,24 @@ async def test_a_daemon_that_exits_early_is_shown(tmp_path, free_endpoint):
 
 
 @asynctest
+async def test_a_daemon_that_fails_to_start_shows_its_own_error_line(tmp_path, free_endpoint, pulse, random_model,
+                                                                     monkeypatch):
+    """The real daemon refusing an unknown device: its error line is followed in the log by
+    the device list, and the banner must show the error, not the list's last line."""
+    for name, value in pulse.env.items():  # the daemon inherits the dashboard's environment
+        monkeypatch.setenv(name, value)
+    child = DaemonChild([sys.executable, "-m", "streamemo", "run", "--bind", free_endpoint, "--source", "USB",
+                         "--model", str(random_model)], tmp_path / "daemon.log")
+    child.start()
+    app = DashboardApp(Receiver([free_endpoint]), child=child)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.daemon_problem, timeout=30, what="the daemon's exit noticed")
+        text = app.banner.render().plain
+        assert "exit code 2" in text and "streamemo run: error: no input device matches 'USB'" in text, text
+    assert "default" in (tmp_path / "daemon.log").read_text()  # the list is in the log, for whoever opens it
+
+
+@asynctest
 async def test_a_starting_daemon_is_announced_until_it_publishes(tmp_path, feed):
     child = DaemonChild([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "daemon.log")
     child.start()

@@ -9,6 +9,7 @@ is SIGTERM, a grace period for the daemon's orderly shutdown, then SIGKILL.
 from __future__ import annotations
 
 import ctypes
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 STOP_GRACE_S = 5.0
+ERROR_LINE = re.compile(r"streamemo \w+: error: ")  # how cli.main reports a failure
 PR_SET_PDEATHSIG = 1
 
 
@@ -51,18 +53,22 @@ class DaemonChild:
             return None
         code = self.process.returncode
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        last = self.last_log_line()
-        return f"the daemon stopped ({how}){': ' + last if last else ''}\nits log: {self.log_path}"
+        why = self.reason()
+        return f"the daemon stopped ({how}){': ' + why if why else ''}\nits log: {self.log_path}"
 
-    def last_log_line(self) -> str:
+    def reason(self) -> str:
+        """The line of this run's log that says why the daemon stopped: its own error line
+        ("streamemo run: error: …", which may go on over more lines, such as the device list
+        after "no input device matches"), else the last line (a traceback's exception)."""
         try:
             with open(self.log_path, "rb") as log:
                 log.seek(self._log_start)
-                tail = log.read()[-4096:].decode(errors="replace")
+                tail = log.read()[-16384:].decode(errors="replace")
         except OSError:
             return ""
         lines = [line.strip() for line in tail.splitlines() if line.strip()]
-        return lines[-1] if lines else ""
+        errors = [line for line in lines if ERROR_LINE.match(line)]
+        return (errors or lines or [""])[-1]
 
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
