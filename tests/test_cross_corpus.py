@@ -76,7 +76,7 @@ def test_corpus_sampling_power_shares_draws_between_corpora():
 def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora, tmp_path):
     ravdess, emodb = two_corpora
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
-                          "--leave-one-corpus-out", "--epochs", "1", "--window", "1", "--arch-params",
+                          "--leave-one-corpus-out", "--epochs", "1", "--window", "1", "--recipe", "small", "--arch-params",
                           json.dumps(TINY), "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0",
                           "--corpus-sampling-power", "0.5", "--corpus-classes-only", "--degrade", "reverb", "--report", str(tmp_path / "rep")],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=300)
@@ -105,7 +105,7 @@ def test_leave_one_corpus_out_trains_on_the_others_and_reports_each(two_corpora,
 
 def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
     ravdess, emodb = two_corpora
-    out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(ROOT / "models" / "default"),
+    out = subprocess.run([*STREAMEMO, "evaluate", "--model", str(ROOT / "models" / "small"),
                           "--test", f"emodb:{emodb}", "--test", f"ravdess:{ravdess}", "--quiet",
                           "--report", str(tmp_path / "rep")], env=_env(tmp_path), capture_output=True, text=True,
                          timeout=120)
@@ -117,11 +117,12 @@ def test_an_existing_model_is_reported_per_test_corpus(two_corpora, tmp_path):
 
 def test_folds_fine_tune_a_model_only_if_it_never_heard_the_test_corpus(two_corpora, tmp_path):
     ravdess, emodb = two_corpora
-    common = ["--window", "1", "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0", "--epochs", "1"]
-    # The shipped model heard RAVDESS and EmoDB: starting the folds from it would test on
+    common = ["--recipe", "small", "--window", "1", "--batch-size", "8", "--quiet", "--threads", "1", "--wave-copies", "0",
+              "--epochs", "1"]
+    # The small shipped model heard RAVDESS and EmoDB: starting the folds from it would test on
     # speakers it trained on, so the run stops before any fold trains.
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
-                          "--leave-one-corpus-out", "--init", str(ROOT / "models" / "default"), *common],
+                          "--leave-one-corpus-out", "--init", str(ROOT / "models" / "small"), *common],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "was trained on emodb, ravdess" in out.stderr, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
@@ -129,7 +130,7 @@ def test_folds_fine_tune_a_model_only_if_it_never_heard_the_test_corpus(two_corp
     # trained on EmoDB alone, so it may start the second stage's fold 2, and fold 1 may not.
     stage1 = tmp_path / "stage1"
     out = subprocess.run([*STREAMEMO, "evaluate", "--data", f"ravdess:{ravdess}", "--data", f"emodb:{emodb}",
-                          "--leave-one-corpus-out", "--save-models", str(stage1), "--arch-params", json.dumps(TINY),
+                          "--leave-one-corpus-out", "--save-models", str(stage1), "--recipe", "small", "--arch-params", json.dumps(TINY),
                           *common, "--report", str(tmp_path / "rep1")], env=_env(tmp_path), capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -162,7 +163,7 @@ def test_evaluation_mistakes_are_one_line_before_any_work(args, says, tmp_path):
 def test_the_card_gives_the_corpora_the_model_never_heard(two_corpora, tmp_path):
     ravdess, emodb = two_corpora
     model = tmp_path / "m"
-    out = subprocess.run([*STREAMEMO, "train", "--data", f"emodb:{emodb}", "-o", str(model), "--arch-params",
+    out = subprocess.run([*STREAMEMO, "train", "--data", f"emodb:{emodb}", "-o", str(model), "--recipe", "small", "--arch-params",
                           json.dumps(TINY), "--window", "1", "--batch-size", "8", "--quiet", "--threads", "1",
                           "--wave-copies", "0", "--epochs", "1"], env=_env(tmp_path), capture_output=True, text=True,
                          timeout=300)

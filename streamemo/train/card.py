@@ -67,17 +67,23 @@ def cross_corpus_figures(report: dict) -> dict:
 
 
 def attach_evaluation(model_path: str | Path, report_path: Path | None, card_md: Path | None = None,
-                      cross_path: Path | None = None) -> None:
+                      cross_path: Path | None = None, loco_path: Path | None = None) -> None:
     """Rewrites the model's card with the report's figures (the weights file is rewritten
     byte for byte, so its hash is unchanged) and, if asked, writes MODEL_CARD.md. `cross_path`:
     a report of this very model on corpora it never heard, for the card's cross-corpus part;
     given alone, the card keeps its evaluation and MODEL_CARD.md gets that part put in."""
-    if report_path is None and cross_path is None:
-        raise StreamemoError("nothing to attach: give --evaluation, --cross-corpus or both", 2)
+    if report_path is None and cross_path is None and loco_path is None:
+        raise StreamemoError("nothing to attach: give --evaluation, --cross-corpus, --leave-one-corpus-out or more", 2)
+    if card_md and report_path is None and cross_path is None:
+        raise StreamemoError("--card-md needs --evaluation (to write the card whole) or --cross-corpus", 2)
     report = read_report(report_path) if report_path else None
     cross = read_report(cross_path, "--cross-corpus") if cross_path else None
+    loco = read_report(loco_path, "--leave-one-corpus-out") if loco_path else None
     model = load_model(model_path)
     extra = {}
+    if loco is not None:
+        check_labels(loco, loco_path, model.labels, str(model_path))
+        extra["leave_one_corpus_out"] = cross_corpus_figures(loco)
     if report is not None:
         check_labels(report, report_path, model.labels, str(model_path))
         extra["evaluation"] = evaluation_figures(report)
@@ -96,4 +102,4 @@ def attach_evaluation(model_path: str | Path, report_path: Path | None, card_md:
         Path(card_md).write_text(splice_cross_corpus(Path(card_md).read_text(), cross,
                                                      load_model(model_path).card["weights_sha256"]))
     elif card_md:
-        Path(card_md).write_text(model_card_markdown(load_model(model_path).card, report, cross=cross))
+        Path(card_md).write_text(model_card_markdown(load_model(model_path).card, report, cross=cross, loco=loco))

@@ -240,24 +240,47 @@ def splice_cross_corpus(card_md: str, cross: dict, weights_sha256: str) -> str:
     return before + section + "\n" + LIMITS_HEADING + limits
 
 
-def model_card_markdown(card: dict, report: dict | None, latency: str | None = None, cross: dict | None = None) -> str:
+LOCO_HEADING = "## Evaluation: leave one corpus out"
+
+
+def loco_markdown(loco: dict) -> list[str]:
+    """The model card's part for an `evaluate --leave-one-corpus-out` report of its recipe."""
+    body = markdown(loco["title"], loco["summary"], loco["folds"], loco.get("meta", {})).split("\n", 2)[2]
+    return [LOCO_HEADING, "",
+            "The recipe (not these exact weights) trained once per corpus on all the others and tested on the "
+            "corpus it never heard (another language, studio and set of speakers), each scored over the classes "
+            "it has; chance is 1 / (its classes). These weights are that recipe trained on every corpus: the "
+            "closest estimate of what a new live user gets.", "",
+            body.split("\nPlots:")[0].replace("## ", "### "), ""]
+
+
+def _features(fe: dict) -> str:
+    """What the network reads, in words."""
+    kind = fe.get("kind", "logmel")
+    if kind == "whisper":
+        return (f"the frozen encoder `{fe['encoder']}` (first {fe['encoder_layers']} layers of Whisper, SHA-256 "
+                f"`{fe['encoder_sha256'][:16]}…`; {fe['block_frames'] * 20} ms blocks with "
+                f"{fe['context_frames'] * 20} ms of left context) over Whisper's 80-band log-mel, "
+                f"{fe['encoder_width']} features every 20 ms at {fe['sample_rate']} Hz")
+    bands = f"{fe['n_mels']}-band log-mel" if kind == "logmel" else f"{fe.get('n_mfcc')}-coefficient MFCC"
+    return f"{bands} at {fe['sample_rate']} Hz ({1000 * fe['hop_length'] // fe['sample_rate']} ms frames)"
+
+
+def model_card_markdown(card: dict, report: dict | None, latency: str | None = None, cross: dict | None = None,
+                        loco: dict | None = None) -> str:
     """MODEL_CARD.md for a trained model: what it is, what it was trained on and under which
-    licenses, how it scored on held-out speakers (from an evaluate report), and its limits."""
+    licenses, how it scored on held-out speakers (from an evaluate report) and, for its
+    recipe, on held-out corpora (`loco`), and its limits."""
     t = card.get("training", {})
     recipe = t.get("recipe", {})
     corpora = list(t.get("licenses", {}))
     share_alike = [c for c in corpora if c in SHARE_ALIKE]
     no_derivatives = [c for c in corpora if c in NO_DERIVATIVES]
     non_commercial = bool(share_alike or no_derivatives or set(corpora) & NON_COMMERCIAL)
-    fe = card["frontend"]
-    kind = (f"{fe['n_mels']}-band log-mel" if fe.get("kind", "logmel") == "logmel"
-            else f"{fe.get('n_mfcc')}-coefficient MFCC")
     lines = [f"# Model card: {card['name']}", "",
              f"`{card['name']}.safetensors` + `{card['name']}.json`: {_arch(card['arch'])} "
              f"({card['n_parameters']:,} parameters), {card['window_s']:g} s windows of "
-             f"{kind} at {fe['sample_rate']} Hz "
-             f"({1000 * fe['hop_length'] // fe['sample_rate']} ms frames). "
-             f"Labels: {', '.join(card['labels'])}.", "",
+             f"{_features(card['frontend'])}. Labels: {', '.join(card['labels'])}.", "",
              f"Weights SHA-256 `{card['weights_sha256'][:16]}…`; trained from git commit `{card.get('git_commit')}`.",
              ""]
     if latency:
@@ -308,6 +331,8 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
         md = markdown(report["title"], report["summary"], report["folds"], report.get("meta", {}))
         body = md.split("\n", 2)[2]  # drop the report's own title
         lines += [body.split("\nPlots:")[0].replace("## ", "### "), ""]
+    if loco:
+        lines += loco_markdown(loco)
     if cross:
         lines += cross_corpus_markdown(cross)
     lines += [LIMITS_HEADING, "",
