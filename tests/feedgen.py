@@ -120,6 +120,7 @@ def main() -> None:
             voiced = (t % 12.0) < 9.0  # 9 s of speech, 3 s of silence
             probs = wandering(t)
             raw = [max(0.0, p + 0.08 * math.sin(7 * t + i)) for i, p in enumerate(probs)]
+            raw = [r / sum(raw) for r in raw]  # a window's probabilities sum to 1, as the protocol checks
             publisher.send(emotion_message(seq, probs, raw=raw, voiced=voiced, t_capture=now - 0.03,
                                            level_db=-18 - 6 * math.sin(t) if voiced else -55.0))
             if seq % max(1, round(args.rate)) == 0:

@@ -178,9 +178,9 @@ async def test_r_clears_the_timeline(feed):
 async def test_a_silent_feed_shows_silence(feed):
     app = DashboardApp(Receiver([feed.endpoint]))
     async with app.run_test(size=(80, 24)) as pilot:
-        feed.voiced = False
+        feed.voiced, feed.probs = False, None  # silence the daemon's smoother holds nothing of
         await until(pilot, lambda: "no speech" in shown(app, "#top"), [feed], what="no speech on top")
-        assert "no speech" in shown(app, "#level") and "-58 dBFS" in shown(app, "#level")
+        assert "· no speech" in shown(app, "#level") and "-58 dBFS" in shown(app, "#level")
         await until(pilot, lambda: SILENCE in app.query_one("#timeline").view.timeline, [feed],
                     what="silence in the timeline")
         assert "·" in shown(app, "#timeline")
@@ -190,6 +190,32 @@ async def test_a_silent_feed_shows_silence(feed):
         feed.probs = one_hot("fearful")
         await until(pilot, lambda: "FEARFUL" in shown(app, "#top"), [feed], what="voice again")
         assert "● speech" in shown(app, "#level")
+
+
+@asynctest
+async def test_the_top_emotion_is_held_through_a_pause_and_goes_when_the_voice_stops(feed):
+    """Between sentences the daemon holds its smoothed probabilities but names no top label:
+    the big label keeps the last emotion, marked as held, instead of blinking to "no speech"."""
+    app = DashboardApp(Receiver([feed.endpoint]))
+    async with app.run_test(size=(80, 24)) as pilot:
+        feed.probs = one_hot("sad", 0.6)
+        await until(pilot, lambda: "SAD" in shown(app, "#top"), [feed], what="SAD on top")
+        assert "held" not in shown(app, "#top") and not app.query_one("#top").has_class("-held")
+
+        feed.voiced = False  # a pause: probabilities held, no top label (what the daemon sends)
+        await until(pilot, lambda: "held" in shown(app, "#top"), [feed], what="SAD held")
+        assert shown(app, "#top").startswith("SAD  60%") and "no speech now" in shown(app, "#top")
+        top = app.query_one("#top")
+        assert top.has_class("-sad") and top.has_class("-held")
+        assert "· no speech" in shown(app, "#level")
+
+        feed.voiced = True  # the voice again: live, no longer held
+        await until(pilot, lambda: "held" not in shown(app, "#top"), [feed], what="SAD live again")
+        assert "SAD" in shown(app, "#top") and not top.has_class("-held")
+
+        feed.voiced, feed.probs = False, None  # the voice has stopped: the smoother let go
+        await until(pilot, lambda: shown(app, "#top") == "no speech", [feed], what="no speech")
+        assert top.has_class("-none") and not top.has_class("-held")
 
 
 @asynctest
@@ -403,7 +429,16 @@ async def test_a_starting_daemon_is_announced_until_it_publishes(tmp_path, feed)
         async with app.run_test(size=(80, 24)) as pilot:
             assert app.banner.display and "starting the daemon" in app.banner.render().plain
             assert not app.banner.has_class("-error")
+            # Not yet bound, then bound but silent: a normal start, so neither alarm is raised.
+            assert "○ " in connection_shown(app) and "starting" in connection_shown(app)
+            feed.sending = False
+            await until(pilot, lambda: app.receiver.states[0].connected, timeout=10, what="connected, silent")
+            await keep_feeding(pilot, [], 2.5)  # longer than a stale feed is given
+            assert "starting" in connection_shown(app)
+            assert "disconnected" not in connection_shown(app) and "stale" not in connection_shown(app)
+            feed.sending = True
             await until(pilot, lambda: not app.banner.display, [feed], what="the banner to go once messages flow")
+            await until(pilot, lambda: "live" in connection_shown(app), [feed], what="live")
     finally:
         child.stop()
 
@@ -514,6 +549,22 @@ def test_dash_refuses_daemon_arguments_it_cannot_honour(argv, complaint, capsys)
 
     assert main(argv) == 2
     assert complaint in capsys.readouterr().err
+
+
+def test_the_message_rate_is_the_daemons_rate():
+    """A daemon sending every 0.24 s sends 4.17 messages a second: shown as 4.2, the rate its
+    status promises, not as 4.0 or 4.5 by how many arrivals fall into a 2 s window."""
+    from streamemo.dashboard.state import EndpointState
+    from streamemo.protocol import encode
+
+    state = EndpointState("tcp://127.0.0.1:1")
+    shown = set()
+    for seq in range(100):
+        t = 100.0 + 0.24 * seq
+        state.receive(encode("emotion", emotion_body(seq, one_hot("sad"), t_capture=t)), t)
+        if seq > 10:
+            shown.add(f"{state.view(t + 0.1).message_rate:.1f}")
+    assert shown == {"4.2"}
 
 
 def test_state_survives_a_daemon_restarting_with_another_label_set():

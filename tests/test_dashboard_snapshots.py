@@ -9,6 +9,7 @@ and look at the SVGs.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import pytest
@@ -43,6 +44,7 @@ def fixed_app() -> DashboardApp:
         voiced = not (20 <= t < 28 or 50 <= t < 54)  # two pauses in the speech
         probs = scripted_probs(t)
         raw = [p * (1 + 0.3 * math.sin(seq + i)) for i, p in enumerate(probs)]
+        raw = [r / sum(raw) for r in raw]  # a window's probabilities, summing to 1 as the protocol checks
         body = emotion_body(seq, probs, raw=raw, voiced=voiced, t_capture=received - 0.042,
                             level_db=-17.0 if voiced else -52.0)
         live.receive(encode("emotion", body), received)
@@ -52,9 +54,25 @@ def fixed_app() -> DashboardApp:
     return DashboardApp(receiver)
 
 
-@pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])
+@pytest.mark.parametrize("size", [(80, 24), (120, 30), (160, 48)], ids=["80x24", "120x30", "160x48"])
 def test_main_screen(snap_compare, size):
     assert snap_compare(fixed_app(), terminal_size=size)
+
+
+def test_120_columns_give_arousal_and_valence_numbers_and_the_voice_lines():
+    """What the 120x30 snapshot must show, said in words: the numbers beside the two axis
+    bars, and the speaker adaptation and speech share lines of the status panel."""
+
+    async def look():
+        app = fixed_app()
+        async with app.run_test(size=(120, 30)) as pilot:
+            await pilot.pause()
+            view = app.views[0]
+            return app.query_one("#bars").border_subtitle, app.query_one("#status").render().plain, view
+
+    dimensions, status, view = asyncio.run(look())
+    assert "arousal" in dimensions and f"{view.arousal:+.2f}" in dimensions and f"{view.valence:+.2f}" in dimensions
+    assert "adapted on 42 s of voice" in status and "40% of the last minute" in status
 
 
 def test_paused_screen_at_80x24(snap_compare):

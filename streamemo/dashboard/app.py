@@ -9,6 +9,7 @@ so resuming shows the present, not a replay.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from streamemo.dashboard.receiver import Receiver
-from streamemo.dashboard.state import EndpointView
+from streamemo.dashboard.state import LIVE, REFUSED, STARTING, EndpointView
 from streamemo.dashboard.widgets import (
     EmotionBars,
     EndpointBar,
@@ -41,10 +42,10 @@ HELP = """\
 [b]r[/b] reset the timeline   [b]tab[/b] next endpoint (shift+tab back)   [b]?[/b] help
 
 [b]bars[/b]      smoothed probability per emotion; [b]┃[/b] this window's raw value;
-          ▶ the top emotion; muted: held while there is no voice
-[b]timeline[/b]  last 60 s, newest right; [b]·[/b] silence (no voice), blank: no data
+          ▶ the top emotion; muted: held through a pause in the voice
+[b]timeline[/b]  last 60 s, newest right; [b]·[/b] no speech, blank: no data
 [b]states[/b]    ● live   ◐ stale (connected, no message for 2 s)
-          ○ waiting (connected, nothing yet)   ✕ disconnected (retrying)
+          ○ waiting or starting (nothing yet)   ✕ disconnected (retrying)
           ⊘ refused (CURVE keys rejected or missing: see --help)
 [b]latency[/b]   capture of a window's last sample → receipt here
           (between machines it includes their clocks' difference)
@@ -101,6 +102,8 @@ class DashboardApp(App[None]):
         self.receiver = receiver
         self.child = child
         self.views: list[EndpointView] = []
+        # Until check_child first runs: a daemon just started is starting, not disconnected.
+        self.set_reactive(DashboardApp.daemon_starting, child is not None)
 
     def compose(self) -> ComposeResult:
         # Kept as attributes rather than queried: App.query_one looks at the *active*
@@ -112,7 +115,7 @@ class DashboardApp(App[None]):
         top, level, bars, status, self.timeline = self.panels
         bars.border_title = "emotions  ┃ raw"
         status.border_title = "status"
-        self.timeline.border_title, self.timeline.border_subtitle = "last 60 s", "· silence   now →"
+        self.timeline.border_title, self.timeline.border_subtitle = "last 60 s", "· no speech   now →"
         yield self.endpoint_bar
         yield self.banner
         with Horizontal(id="upper"):
@@ -154,6 +157,10 @@ class DashboardApp(App[None]):
 
     def refresh_views(self) -> None:
         self.views = self.receiver.views()
+        if self.daemon_starting and self.views[0].connection not in (LIVE, REFUSED):
+            # Loading torch and the model takes seconds, unbound ("disconnected") then silent
+            # ("stale"): neither is wrong, so neither is said.
+            self.views[0] = dataclasses.replace(self.views[0], connection=STARTING)
         self.selected = min(self.selected, len(self.views) - 1)
         self.endpoint_bar.views = tuple(self.views)
         if not self.paused:
@@ -181,6 +188,7 @@ class DashboardApp(App[None]):
 
     def watch_daemon_starting(self) -> None:
         self.update_banner()
+        self.refresh_views()
 
     def update_banner(self) -> None:
         if self.daemon_problem:

@@ -15,14 +15,14 @@ from textual.reactive import reactive
 from textual.widget import Widget
 
 from streamemo import EMOTIONS
-from streamemo.dashboard.state import DISCONNECTED, LIVE, REFUSED, SILENCE, STALE, WAITING, EndpointView
+from streamemo.dashboard.state import DISCONNECTED, LIVE, REFUSED, SILENCE, STALE, STARTING, WAITING, EndpointView
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"  # horizontal bar: 0..8 eighths of a cell
 LEVELS = " ▁▂▃▄▅▆▇█"  # vertical bar: 0..8 eighths of a cell
 RAW_MARK = "┃"
-SILENCE_MARK = "·"
+SILENCE_MARK = "·"  # no speech, in the timeline and the speech indicator alike
 LEVEL_FLOOR_DB = -60.0  # the level meter's left end; speech sits around -30..-10 dBFS
-CONNECTION_MARKS = {LIVE: "●", STALE: "◐", WAITING: "○", DISCONNECTED: "✕", REFUSED: "⊘"}
+CONNECTION_MARKS = {LIVE: "●", STALE: "◐", WAITING: "○", STARTING: "○", DISCONNECTED: "✕", REFUSED: "⊘"}
 
 
 def hbar(value: float, width: int) -> str:
@@ -96,24 +96,30 @@ class EndpointBar(EmotionWidget):
 
 
 class TopEmotion(EmotionWidget):
-    """The top emotion, big, on its own colour; "silence" when the daemon hears no voice."""
+    """The top emotion, big, on its own colour. Through a pause between sentences the last
+    one stays, marked as held, for as long as the daemon holds its smoothed probabilities;
+    "no speech" once the daemon has let them go (the voice has really stopped)."""
 
     CLASSES_BY_TOP = {label: f"-{label}" for label in EMOTIONS}
 
     def watch_view(self, view: EndpointView | None) -> None:
         # The background colour per emotion is a CSS class (-happy, …), so the tcss decides it.
-        top = view.top if view is not None else None
+        top = None if view is None else view.top or view.held_top
         wanted = "-none" if top is None else self.CLASSES_BY_TOP.get(top, "-other")
         for name in (*self.CLASSES_BY_TOP.values(), "-other", "-none"):
             self.set_class(name == wanted, name)
+        self.set_class(view is not None and view.held_top is not None, "-held")
 
     def render(self) -> Text:
         view = self.view
         if view is None or view.seq is None:
             return Text("no data yet")
-        if view.top is None:
-            return Text("no speech" if not view.voiced else "listening…")
-        return Text.assemble((view.top.upper(), "bold"), f"  {percent(view.confidence).strip()}")
+        if view.top is not None:
+            return Text.assemble((view.top.upper(), "bold"), f"  {percent(view.confidence).strip()}")
+        if view.held_top is not None:
+            return Text.assemble((view.held_top.upper(), "bold"), f"  {percent(view.held_confidence).strip()}",
+                                 "  held · no speech now")
+        return Text("no speech" if not view.voiced else "listening…")
 
 
 class LevelMeter(EmotionWidget):
@@ -125,9 +131,9 @@ class LevelMeter(EmotionWidget):
         view = self.view
         width = self.size.width
         if view is None or view.level_db is None:
-            return Text("○ no input yet", self.muted())
+            return Text("no input yet", self.muted())
         indicator = ("● speech ", self.get_component_rich_style("level--voiced")) if view.voiced \
-            else ("○ no speech ", self.muted())
+            else (f"{SILENCE_MARK} no speech ", self.muted())
         label = f" {view.level_db:5.0f} dBFS"
         bar_width = max(0, width - len(indicator[0]) - len(label))
         fraction = (view.level_db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB
@@ -162,10 +168,14 @@ class EmotionBars(EmotionWidget):
         """The bottom frame's text: two axis bars, with numbers where the frame has room."""
         if view is None or view.arousal is None or view.valence is None:
             return "arousal, valence: when voiced"
-        if self.size.width >= 60:
-            return (f"arousal {axis_bar(view.arousal, 9)} {view.arousal:+.2f}  "
-                    f"valence {axis_bar(view.valence, 9)} {view.valence:+.2f}")
-        return f"arousal {axis_bar(view.arousal, 7)}  valence {axis_bar(view.valence, 7)}"
+        a, v = view.arousal, view.valence
+        room = self.outer_size.width - 4  # the frame's corners and a space beside each
+        for bar, numbers in ((9, True), (7, True), (7, False)):
+            text = (f"arousal {axis_bar(a, bar)}{f' {a:+.2f}' if numbers else ''}  "
+                    f"valence {axis_bar(v, bar)}{f' {v:+.2f}' if numbers else ''}")
+            if len(text) <= room:
+                break
+        return text
 
     def render(self) -> Text:
         view = self.view
@@ -295,31 +305,31 @@ class StatusPanel(Widget):
                 ("device", Text.assemble(s.device, " ", (s.input_state, state_style))),
                 ("rate", f"{s.sample_rate} → {s.model_rate} Hz · {s.compute}"),
                 ("model", s.model),
-                ("uptime", _duration(s.uptime_s)),
-                ("overflows", Text(f"{s.overflows} ({s.dropped_samples} samples lost)",
-                                   bad if s.overflows else "")),
-                ("process", f"p50 {_ms(s.proc_ms_p50)} · p99 {_ms(s.proc_ms_p99)}"),
+                # What the voice has taught the daemon, and how much of what it hears is speech.
+                ("speaker", "no adaptation" if s.adapted_s is None else f"adapted on {s.adapted_s:.0f} s of voice"),
             ]
+            if s.speech_share is not None:
+                rows.append(("speech", f"{s.speech_share:.0%} of the last minute"))
         if view is not None:
-            expected = f" of {1 / s.hop_s:.1f}" if s and s.hop_s > 0 else ""
+            # Measured here, against what the daemon's hop promises.
+            expected = f" (expected {1 / s.hop_s:.1f})" if s and s.hop_s > 0 else ""
             gaps = Text(f" · {view.seq_gaps} lost", bad) if view.seq_gaps else ""
             rows.append(("messages", Text.assemble(f"{view.message_rate:.1f}/s{expected}", gaps)))
             rows.append(("latency", f"{_ms(view.latency_ms)} · p50 {_ms(view.latency_p50_ms)}"))
-            if view.malformed:
-                rows.append(("malformed", Text(f"{view.malformed}: {view.last_error}", bad)))
-            else:
-                rows.append(("malformed", "0"))
-            if s is not None and s.message:
+        if s is not None:
+            rows += [
+                ("process", f"p50 {_ms(s.proc_ms_p50)} · p99 {_ms(s.proc_ms_p99)}"),
+                ("overflows", Text(f"{s.overflows} ({s.dropped_samples} samples lost)", bad if s.overflows else "")),
+            ]
+        if view is not None and view.malformed:
+            rows.append(("malformed", Text(f"{view.malformed}: {view.last_error}", bad)))
+        # Below the fold at 80x24 and 120x30, shown when the panel is taller.
+        if s is not None:
+            if s.message:
                 rows.append(("daemon", s.message))
-            # Below the fold at 80x24, shown when the panel is taller.
-            if s is not None:
-                rows.append(("source", s.source))
-                adapted = s.adapted_s
-                rows.append(("speaker", "no adaptation" if adapted is None else f"adapted on {adapted:.0f} s of voice"))
-                if s.speech_share is not None:
-                    rows.append(("speech", f"{s.speech_share:.0%} of the last minute"))
-            if view.seq is not None:
-                rows.append(("last seq", str(view.seq)))
+            rows += [("uptime", _duration(s.uptime_s)), ("source", s.source)]
+        if view is not None and view.seq is not None:
+            rows.append(("last seq", str(view.seq)))
         out = Text(no_wrap=True, overflow="ellipsis")
         for i, (name, value) in enumerate(rows):
             out.append(f"{name:<10}", key)
