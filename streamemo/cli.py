@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import signal
 import sys
 
 from streamemo import StreamemoError, __version__
@@ -91,12 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Whoever read the output stopped reading (`streamemo classify … | head -1`): end quietly,
+        # as Unix tools do, with the status of one that SIGPIPE ended. Python would complain
+        # again at exit, flushing what is left into the closed pipe: that goes to /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 def setup_logging(level: str) -> None:
     """Levels and no timestamps under journald (it stamps lines itself), timestamps otherwise."""
-    import os
-
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt

@@ -183,8 +183,8 @@ def test_classify_equals_run_on_the_same_file(random_model, speech_wav, free_end
     published = [b for t, b in messages if t == "emotion"]
     assert len(published) == len(result["windows"]) > 0
     for sent, offline in zip(published, result["windows"]):
-        for key in ("t_capture", "t_publish"):  # wall-clock stamps differ by nature
-            sent.pop(key), offline.pop(key)
+        for key in ("t_capture", "t_publish"):  # wall-clock stamps, which classify leaves out
+            sent.pop(key)
         assert sent == offline
 
 

@@ -586,7 +586,7 @@ def test_train_refuses_an_unwritable_output_before_reading_any_data(tmp_path):
 
 def test_classify_names_each_bad_file_and_why(random_model, tmp_path, capsys):
     missing = tmp_path / "missing.wav"
-    folder = tmp_path / "folder.wav"
+    folder = tmp_path / "folder.wav"  # a folder stands for the audio in it: here none
     folder.mkdir()
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all")
@@ -601,7 +601,8 @@ def test_classify_names_each_bad_file_and_why(random_model, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 4 and "Traceback" not in "".join(lines), lines
     for line, path, cause in zip(lines, (missing, folder, text, unreadable),
-                                 ("does not exist", "is a directory", "is not audio", "permission denied")):
+                                 ("does not exist", "a folder with no audio files", "is not audio",
+                                  "permission denied")):
         assert str(path) in line and cause in line, line
 
 

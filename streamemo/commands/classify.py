@@ -1,8 +1,9 @@
 """streamemo classify: score files offline, through exactly the daemon's processing.
 
 Prints each window's top label (the same messages `run --source FILE --no-realtime`
-publishes) and a whole-file label: the mean of the voiced windows' raw probabilities, with
-the arousal and valence derived from it.
+publishes, less their clock times, which mean nothing for a file) and a whole-file label:
+the mean of the voiced windows' raw probabilities, with the arousal and valence derived
+from it. A folder stands for the audio files in it and its subfolders, in sorted order.
 
 Each file is its own speaker: speaker adaptation starts afresh for every file, since a
 folder of clips is usually several people, and one voice's statistics would distort the
@@ -21,7 +22,6 @@ import csv
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +32,13 @@ from streamemo.commands._options import add_config_arguments, config_from_args
 log = logging.getLogger(__name__)
 
 
+# What a folder given to classify is searched for (as the trainer's readers do).
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".aiff", ".aif", ".mp3"}
+
+
 def configure(parser) -> None:
-    parser.add_argument("files", nargs="*", metavar="FILE", help="audio files (anything libsndfile reads)")
+    parser.add_argument("files", nargs="*", metavar="FILE",
+                        help="audio files (anything libsndfile reads), or folders of them (searched recursively)")
     parser.add_argument("--list", type=Path, metavar="CSV",
                         help="files to classify as CSV rows path[,speaker]: rows of one speaker are one session "
                              "(printed together, speakers in order of first appearance)")
@@ -81,19 +86,42 @@ def classify_file(path: str, pipeline, new_speaker: bool = True, progress: bool 
             print("\r\033[K", end="", file=sys.stderr, flush=True)  # the line goes once the file is done
     probs = file_probabilities([e for e, _ in results])
     labels = processor.labels
-    printed = time.time()  # this command's "publishing" is writing the windows out, all at once
     dims = arousal_valence(labels, probs)
+    windows = []
+    for _, message in results:
+        body = message.to_body()
+        # When the window's last sample was read and when it was printed: clock times of this
+        # run, not of the recording (t_audio places a window in the file).
+        del body["t_capture"], body["t_publish"]
+        windows.append(body)
     return {
         "file": path,
         "label": None if probs is None else labels[int(np.argmax(probs))],
+        "confidence": None if probs is None else round(float(np.max(probs)), 5),
         "probs": None if probs is None else [round(float(p), 5) for p in probs],
         "arousal": None if dims is None else dims[0],
         "valence": None if dims is None else dims[1],
         "labels": labels,
         "duration_s": round(source.position / source.rate, 3),
+        "voiced_windows": sum(w["voiced"] for w in windows),  # what the whole-file label is the mean of
         "repaired_samples": processor.repaired,  # NaN, infinite or far past full scale: silenced or clipped
-        "windows": [message.to_body(printed) for _, message in results],
+        "windows": windows,
     }
+
+
+def audio_files(paths: list[str]) -> list[str]:
+    """`paths` with each folder replaced by the audio files under it, sorted; hidden files
+    and folders are skipped (a Mac's `._talk.wav` beside `talk.wav` is not audio). A folder
+    with none stays itself, for `_score_session` to name."""
+    out = []
+    for path in paths:
+        if not Path(path).is_dir():
+            out.append(path)
+            continue
+        found = sorted(str(f) for f in Path(path).rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file()
+                       and not any(part.startswith(".") for part in f.relative_to(path).parts))
+        out += found or [path]
+    return out
 
 
 def sessions(args) -> list[tuple[str, bool]]:
@@ -101,7 +129,7 @@ def sessions(args) -> list[tuple[str, bool]]:
     if args.list is None:
         if not args.files:
             raise StreamemoError("no files: give FILE… or --list CSV", 2)
-        return [(f, not args.same_speaker or i == 0) for i, f in enumerate(args.files)]
+        return [(f, not args.same_speaker or i == 0) for i, f in enumerate(audio_files(args.files))]
     if args.files:
         raise StreamemoError("give files either as arguments or in --list, not both", 2)
     try:
@@ -253,6 +281,9 @@ def _score_session(group: list[tuple[str, bool]]) -> list[dict | str]:
     """Each file's result, or its one-line error."""
     out: list[dict | str] = []
     for path, new_speaker in group:
+        if Path(path).is_dir():  # left by audio_files: nothing to score in it
+            out.append(f"{path}: a folder with no audio files in it ({', '.join(sorted(AUDIO_SUFFIXES))})")
+            continue
         try:
             out.append(classify_file(path, _WORKER["pipeline"], new_speaker=new_speaker, progress=_WORKER["progress"]))
         except StreamemoError as e:
@@ -285,9 +316,9 @@ def _print_results(results, fmt: str) -> int:
 def _csv_row(result: dict) -> list:
     probs = result["probs"] or [""] * len(result["labels"])
     return [result["file"], result["duration_s"], result["label"] or "",
-            "" if result["probs"] is None else max(result["probs"]),
+            "" if result["confidence"] is None else result["confidence"],
             "" if result["arousal"] is None else result["arousal"], "" if result["valence"] is None else result["valence"],
-            sum(w["voiced"] for w in result["windows"]), *probs]
+            result["voiced_windows"], *probs]
 
 
 def _print_table(result: dict) -> None:
@@ -303,8 +334,7 @@ def _print_table(result: dict) -> None:
     if result["label"] is None:
         print("  whole file: no voiced window (no speech heard; see --speech-threshold)")
     else:
-        best = max(result["probs"])
         dims = "" if result["arousal"] is None else \
             f"; arousal {result['arousal']:+.2f}, valence {result['valence']:+.2f}"
-        print(f"  whole file: {result['label']} ({best:.2f}){dims}")
+        print(f"  whole file: {result['label']} ({result['confidence']:.2f}){dims}")
     print()
