@@ -1,6 +1,7 @@
 """The one `streamemo` command. Each subcommand lives in `streamemo/commands/<name>.py`
 with `configure(parser)` and `main(args) -> int`; only the chosen one is imported, so
-`streamemo --help` and `streamemo subscribe` start without loading torch."""
+`streamemo --help` and `streamemo subscribe` start without loading torch. What `--help`
+says of each command (a line, and examples) is here, in one place."""
 
 from __future__ import annotations
 
@@ -29,17 +30,62 @@ COMMANDS = {
 }
 
 
+DESCRIPTION = """\
+streamemo: how a voice sounds, several times a second (neutral, calm, happy, sad, angry,
+fearful, disgust, surprised), from a microphone or a file, published over ZeroMQ."""
+EPILOG = """\
+getting started:
+  streamemo dash --start-daemon     listen to the default microphone and watch (what `make run` does)
+  streamemo run                     the daemon alone; `streamemo subscribe` prints what it publishes
+  streamemo classify talk.wav       score a recording offline
+
+`streamemo COMMAND --help` gives a command's options and examples."""
+
+# Shown under each command's options.
+EXAMPLES = {
+    "run": ["streamemo run                                   the default microphone",
+            "streamemo run --source USB                      the first input whose name holds 'USB'",
+            "streamemo run --source talk.flac --no-realtime  a file, as fast as it can be read",
+            "arecord -f S16_LE -r 16000 -c 1 | streamemo run --source -",
+            "streamemo run --config my.toml --print-config   what a config file and flags add up to"],
+    "subscribe": ["streamemo subscribe --topic emotion            the emotion messages as JSON lines",
+                  "streamemo subscribe --record session.jsonl     record them for `streamemo report`",
+                  "streamemo subscribe --connect tcp://10.0.0.5:5556 --count 10"],
+    "classify": ["streamemo classify talk.wav                        per-window table and whole-file label",
+                 "streamemo classify clips/ --format csv > out.csv   a folder (recursively), one row per file",
+                 "streamemo classify a.wav b.wav --same-speaker      one person's session, in order",
+                 "streamemo classify --list files.csv --json         path,speaker rows: one session per speaker"],
+    "devices": ["streamemo devices                   then: streamemo run --source NAME-OR-INDEX"],
+    "dash": ["streamemo dash                                   watch the local daemon",
+             "streamemo dash --connect tcp://10.0.0.5:5556 --connect tcp://10.0.0.6:5556",
+             "streamemo dash --start-daemon -- --model small   what `make run ARGS=...` does"],
+    "train": ["streamemo train --data ravdess:PATH --data emodb:PATH -o models/mine"],
+    "evaluate": ["streamemo evaluate --data ravdess:PATH --folds ravdess --jobs 2",
+                 "streamemo evaluate --model models/mine --test emovo:PATH"],
+    "card": ["streamemo card models/mine --evaluation report/report.json --card-md models/MODEL_CARD.md"],
+    "spectrogram": ["streamemo spectrogram talk.wav -o talk.png --model small"],
+    "proxy": ["streamemo proxy --frontend tcp://127.0.0.1:5556 --backend tcp://0.0.0.0:5560 "
+              "--curve-secret server.key_secret"],
+    "keys": ["streamemo keys server --dir keys      a daemon's or proxy's pair",
+             "streamemo keys alice                  a subscriber's pair: give the publisher alice.key"],
+    "report": ["streamemo report session.jsonl -o session-report"],
+}
+
+
 # Installed by the [train] extra only (pyproject.toml): the daemon runs without them.
 TRAINING_LIBRARIES = {"tqdm", "matplotlib", "audiomentations", "pyroomacoustics", "pedalboard"}
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="streamemo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="streamemo", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"streamemo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.commands = {}  # name -> subparser, for errors in that command's own usage
     for name, help_text in COMMANDS.items():
-        p = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text)
+        examples = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+        p = parser.commands[name] = sub.add_parser(name, help=help_text, description=help_text, epilog=examples,
+                                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == command:
             _command_module(name).configure(p)
     return parser

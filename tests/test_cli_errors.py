@@ -71,10 +71,28 @@ def test_address_in_use_is_said(random_model, speech_wav, free_endpoint):
 
 
 def test_help_and_version_everywhere():
+    from streamemo.cli import COMMANDS
+
     assert _run("--version").stdout.startswith("streamemo ")
-    for command in ("run", "subscribe", "classify", "devices"):
+    top = _run("--help").stdout
+    assert "streamemo/commands" not in top, "a developer's note, not help"
+    assert "getting started:" in top and "streamemo dash --start-daemon" in top
+    for command in COMMANDS:
         result = _run(command, "--help")
         assert result.returncode == 0 and "usage: streamemo " + command in result.stdout
+        assert f"examples:\n  streamemo {command}" in result.stdout, command
+
+
+def test_run_help_names_the_compute_device_apart_from_the_audio_one_and_gives_defaults():
+    help_text = " ".join(_run("run", "--help").stdout.split())  # unwrapped
+    assert "--compute {auto,cpu,cuda}" in help_text and "--device" not in help_text
+    for flag, default in (("--hop S", "0.24"), ("--smoothing S", "1.0"), ("--window S", "the model's"),
+                          ("--speech-threshold P", "0.7"), ("--model MODEL", "default")):
+        after = help_text.split(f"{flag} ", 1)[1]
+        assert f"(default: {default})" in after.split(" --", 1)[0], flag
+    # The old name still works, for configs and scripts written before: hidden, not gone.
+    for flag in ("--compute", "--device"):
+        assert 'device = "cpu"' in _run("run", flag, "cpu", "--print-config").stdout
 
 
 def test_print_config_shows_the_merged_result(tmp_path):

@@ -87,7 +87,7 @@ def test_dashboard_in_tmux_shows_the_daemon_hearing_speech(pulse, random_model, 
     log = tmp_path / "daemon.log"
     # A hop of 0.25 s and light smoothing: the bars react within the few seconds of speech.
     command = (f"{sys.executable} -m streamemo dash --connect {free_endpoint} --start-daemon --daemon-log {log}"
-               f" -- --model {random_model} --hop 0.25 --smoothing 0.5 --device cpu")
+               f" -- --model {random_model} --hop 0.25 --smoothing 0.5 --compute cpu")
     result = tmux.run("new-session", "-d", "-s", "dash", "-x", "100", "-y", "30", command + "; sleep 30")
     assert result.returncode == 0, result.stderr
     try:
@@ -148,7 +148,7 @@ def dash_on_a_file(random_model, free_endpoint, tmp_path):
     tmux = Tmux(dict(os.environ, TERM="xterm-256color"), f"streamemo-test-{os.getpid()}-file")
     log = tmp_path / "daemon.log"
     command = (f"{sys.executable} -m streamemo dash --connect {free_endpoint} --start-daemon --daemon-log {log}"
-               f" -- --model {random_model} --source {wav} --device cpu")
+               f" -- --model {random_model} --source {wav} --compute cpu")
     # The shell stays after the dashboard ends, so its exit status and last words can be read.
     command += '; echo "dash exited with $?"; sleep 60'
     assert tmux.run("new-session", "-d", "-s", "dash", "-x", "80", "-y", "24", command).returncode == 0

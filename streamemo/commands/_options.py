@@ -6,25 +6,48 @@ from __future__ import annotations
 
 import argparse
 
-from streamemo.config import Config
+from streamemo.config import AudioConfig, Config, LogConfig, ModelConfig, PipelineConfig, PublishConfig
 
-# flag -> (config key, argparse keyword arguments)
+# flag -> (config key, argparse keyword arguments); each help ends with the default, the
+# config's own (streamemo/config.py).
+A, P, M, U, L = AudioConfig, PipelineConfig, ModelConfig, PublishConfig, LogConfig
+COMPUTE = ["auto", "cpu", "cuda"]
 FLAGS = {
-    "--source": ("audio.source", dict(metavar="SRC", help="'default', a device index or name substring, an audio file, or '-' for raw s16le PCM on stdin")),
-    "--realtime": ("audio.realtime", dict(action=argparse.BooleanOptionalAction, help="pace a file at real time (default) or run it as fast as possible")),
-    "--capture-rate": ("audio.capture_rate", dict(type=int, metavar="HZ", help="microphone rate; 0 (default): the device's native rate, resampled with soxr")),
-    "--stdin-rate": ("audio.stdin_rate", dict(type=int, metavar="HZ", help="sample rate of PCM on stdin")),
-    "--stdin-channels": ("audio.stdin_channels", dict(type=int, metavar="N", help="channels of PCM on stdin")),
-    "--model": ("model.path", dict(metavar="PATH", help="models/<name> (its .safetensors and .json)")),
-    "--device": ("pipeline.device", dict(choices=["auto", "cpu", "cuda"], help="where the frontend and network run")),
-    "--window": ("pipeline.window_s", dict(type=float, metavar="S", help="window length in seconds (default: the model's)")),
-    "--hop": ("pipeline.hop_s", dict(type=float, metavar="S", help="seconds between messages")),
-    "--speech-threshold": ("pipeline.speech_threshold", dict(type=float, metavar="P", help="speech probability a 32 ms chunk needs to count as speech (0.7)")),
-    "--smoothing": ("pipeline.smoothing_tau_s", dict(type=float, metavar="S", help="smoothing time constant in seconds")),
-    "--bind": ("publish.bind", dict(metavar="ENDPOINT", help="ZeroMQ endpoint to publish on (tcp://127.0.0.1:5556)")),
-    "--wait-subscriber": ("publish.wait_subscriber_s", dict(type=float, metavar="S", help="wait this long for a first subscriber before starting")),
-    "--log-level": ("log.level", dict(choices=["debug", "info", "warning", "error"], help="log verbosity")),
+    "--source": ("audio.source", dict(metavar="SRC", help="'default' (the system's default input), a device index or "
+                                      "name substring (`streamemo devices` lists them), an audio file, or '-' for raw "
+                                      f"s16le PCM on stdin (default: {A.source})")),
+    "--realtime": ("audio.realtime", dict(action=argparse.BooleanOptionalAction,
+                                          help="pace a file at real time, or read it as fast as possible "
+                                               f"(default: --{'' if A.realtime else 'no-'}realtime)")),
+    "--capture-rate": ("audio.capture_rate", dict(type=int, metavar="HZ", help="ask the microphone for this rate; 0: "
+                                                  "its native rate, resampled with soxr "
+                                                  f"(default: {A.capture_rate})")),
+    "--stdin-rate": ("audio.stdin_rate", dict(type=int, metavar="HZ",
+                                              help=f"sample rate of PCM on stdin (default: {A.stdin_rate})")),
+    "--stdin-channels": ("audio.stdin_channels", dict(type=int, metavar="N",
+                                                      help=f"channels of PCM on stdin (default: {A.stdin_channels})")),
+    "--model": ("model.path", dict(metavar="MODEL", help="a bundled model by name ('default' or 'small'), or a path: "
+                                   "DIR/NAME for NAME.safetensors and NAME.json (default: default)")),
+    "--compute": ("pipeline.device", dict(choices=COMPUTE, help="where the frontend and network run; auto: cuda "
+                                          f"when torch sees a GPU (default: {P.device})")),
+    "--window": ("pipeline.window_s", dict(type=float, metavar="S",
+                                           help="window length in seconds (default: the model's)")),
+    "--hop": ("pipeline.hop_s", dict(type=float, metavar="S", help=f"seconds between messages (default: {P.hop_s})")),
+    "--speech-threshold": ("pipeline.speech_threshold", dict(
+        type=float, metavar="P", help="speech probability a 32 ms chunk needs to count as speech "
+                                      f"(default: {P.speech_threshold})")),
+    "--smoothing": ("pipeline.smoothing_tau_s", dict(type=float, metavar="S", help="smoothing time constant in "
+                                                     f"seconds; 0: none (default: {P.smoothing_tau_s})")),
+    "--bind": ("publish.bind", dict(metavar="ENDPOINT", help=f"ZeroMQ endpoint to publish on (default: {U.bind})")),
+    "--wait-subscriber": ("publish.wait_subscriber_s", dict(
+        type=float, metavar="S", help="wait this long for a first subscriber before starting "
+                                      f"(default: {U.wait_subscriber_s:g}, not to wait)")),
+    "--log-level": ("log.level", dict(choices=["debug", "info", "warning", "error"],
+                                      help=f"log verbosity (default: {L.level})")),
 }
+# Earlier names of flags, still read but no longer shown: `run --device` was the compute
+# device, which read as the audio device (`streamemo devices`, `--source`).
+ALIASES = {"--device": "--compute"}
 
 
 # The publisher's access options (flags defined in security.SERVER_FLAGS): for `run` only
@@ -45,6 +68,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
     for flag, (key, kwargs) in FLAGS.items():
         if flag not in skip:
             parser.add_argument(flag, dest=key, default=None, **kwargs)
+    for alias, flag in ALIASES.items():
+        if flag not in skip:
+            key, kwargs = FLAGS[flag]
+            parser.add_argument(alias, dest=key, default=None, **(kwargs | {"help": argparse.SUPPRESS}))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -53,8 +53,8 @@ def configure(parser) -> None:
     parser.add_argument("--each-file-alone", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--jobs", type=int, default=0, metavar="N",
                         help="sessions (files, unless --same-speaker or --list joins them) scored at once, each in "
-                             "its own process, this one included (default 0: one per CPU core, given 8 sessions or "
-                             "more per process)")
+                             "its own process, this one included (default: 0, one per CPU core, given 8 sessions "
+                             "or more per process)")
     add_config_arguments(parser, skip=("--source", "--realtime", "--capture-rate", "--stdin-rate", "--stdin-channels", "--bind",
                                        "--wait-subscriber"))
 

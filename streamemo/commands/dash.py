@@ -24,20 +24,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
     parser.usage = ("%(prog)s [--connect ENDPOINT ...] [--light] [--curve-server FILE --curve-secret FILE]\n"
                     "       [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]")
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = (
-        "keys: q quit, p pause/resume, r reset timeline, tab next endpoint, ? help\n\n"
-        "examples:\n"
-        "  streamemo dash                                   watch the local daemon\n"
-        "  streamemo dash --connect tcp://10.0.0.5:5556 --connect tcp://10.0.0.6:5556\n"
-        "  streamemo dash --start-daemon -- --model models/mine   what `make run ARGS=...` does")
+    parser.epilog = f"keys: q quit, p pause/resume, r reset timeline, tab next endpoint, ? help\n\n{parser.epilog}"
     parser.add_argument("--connect", action="append", metavar="ENDPOINT",
-                        help=f"a daemon's ZeroMQ endpoint; repeat for several, Tab switches (default {DEFAULT_ENDPOINT})")
+                        help=f"a daemon's ZeroMQ endpoint; repeat for several, Tab switches (default: {DEFAULT_ENDPOINT})")
     parser.add_argument("--start-daemon", action="store_true",
                         help="also start `streamemo run --bind ENDPOINT` (the first endpoint) and stop it on quit; "
                              "arguments after `--` go to it")
     parser.add_argument("--daemon-log", type=Path, default=DEFAULT_LOG, metavar="FILE",
-                        help=f"where the started daemon's output goes (default {DEFAULT_LOG})")
+                        help=f"where the started daemon's output goes (default: {DEFAULT_LOG})")
     parser.add_argument("--light", action="store_true", help="light colour theme")
     add_client_arguments(parser)  # --curve-server, --curve-secret: encrypted publishers
     parser.add_argument("daemon_args", nargs="*", metavar="RUN-ARGS", help=argparse.SUPPRESS)
