@@ -10,7 +10,9 @@ engine runs in a child process of this one (one process tree), one after the oth
 thread, over the same 16 kHz audio fed in `--chunk`-sample pieces: RAVDESS speech when
 ../shared/data is beside the project, else espeak-ng speech. A child reports the process CPU
 time of processing only (loading excluded) and its peak resident memory. Absolute figures
-here move 2-3x between days; the ratio from one run is what to compare.
+here move 2-3x between days; the ratio from one run is what to compare. `--model` takes a
+path or a bundled name ("small"); without it, the bundled default, or while models/default
+does not exist, an untrained stand-in with its architecture (benchmarks/standin_model.py).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -92,8 +93,10 @@ def run_microwakeword(audio: np.ndarray, chunk: int, _model: str, _hop: float) -
 
 
 def report(cpu_s: float, samples: int) -> None:
-    print(json.dumps({"cpu_s": cpu_s, "audio_s": samples / RATE,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, not getrusage's ru_maxrss: Linux carries that over from the forked copy of the
+    # parent across exec, so a child reported at least this process's resident memory.
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    print(json.dumps({"cpu_s": cpu_s, "audio_s": samples / RATE, "peak_rss_mb": hwm / 1024}))
 
 
 ENGINES = {"streamemo": run_streamemo, "microWakeWord": run_microwakeword}
@@ -103,7 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
     parser.add_argument("--chunk", type=int, default=1024, help="samples fed per call (1024: 64 ms)")
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--model", help="a path or bundled name; default: models/default, else a stand-in")
     parser.add_argument("--hop", type=float, default=0.24, help="pipeline.hop_s (default 0.24, as the config's)")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--audio", help=argparse.SUPPRESS)
@@ -112,6 +115,9 @@ def main() -> None:
         ENGINES[args.engine](np.load(args.audio), args.chunk, args.model, args.hop)
         return
     with tempfile.TemporaryDirectory() as tmp:
+        from standin_model import default_or_standin  # noqa: PLC0415 (benchmarks/; not a child's import)
+
+        args.model, standin = default_or_standin(args.model, tmp)
         path = Path(tmp) / "audio.npy"
         np.save(path, speech(args.seconds))
         results = {}
@@ -121,7 +127,8 @@ def main() -> None:
                                  capture_output=True, text=True, check=True)
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{results['streamemo']['audio_s']:.0f} s of {'RAVDESS' if RAVDESS.is_dir() else 'espeak-ng'} speech, "
-          f"{args.chunk}-sample chunks, one thread each; load average {os.getloadavg()[0]:.2f}")
+          f"{args.chunk}-sample chunks, one thread each; load average {os.getloadavg()[0]:.2f}"
+          + ("; streamemo: an untrained stand-in for the default model" if standin else ""))
     print("| engine | CPU s | % of one core | peak RSS MiB |")
     print("|---|---|---|---|")
     for engine, r in results.items():

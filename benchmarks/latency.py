@@ -10,7 +10,11 @@ espeak-ng speech with pauses into it on a loop, subscribes over ZeroMQ, and repo
 - its pipeline's own cost on the same audio (the loop file through Processor + Pipeline
   offline, one thread), and the daemon's CPU over it.
 
-    .venv/bin/python benchmarks/latency.py --seconds 300 --model models/default
+    .venv/bin/python benchmarks/latency.py --seconds 300 [--model models/default]
+
+`--model` takes a path or a bundled name ("small"); without it, the bundled default, or
+while models/default does not exist, an untrained stand-in with its architecture
+(benchmarks/standin_model.py; `--model standin` asks for it by name).
 
 Writes benchmarks/results/latency-<rate>-<seconds>s-<date>.json and prints a Markdown summary.
 """
@@ -36,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from pulse import PulseServer  # noqa: E402
 from results_path import result_path  # noqa: E402  (benchmarks/, beside this script)
+from standin_model import default_or_standin  # noqa: E402
 
 
 def speech_loop_file(directory: Path) -> Path:
@@ -104,7 +109,7 @@ print(100.0 * (time.process_time() - start) / (rounds * len(audio) / rate_in))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0)
-    parser.add_argument("--model", default=str(ROOT / "models" / "default"))
+    parser.add_argument("--model", help="a path or bundled name; default: models/default, else a stand-in")
     parser.add_argument("--hop", type=float, default=None, help="pipeline.hop_s (default: the config's)")
     parser.add_argument("--capture-rate", type=int, default=0, help="0: native rate + soxr (the default)")
     parser.add_argument("--block", type=float, default=None, help="audio.block_s, PortAudio's block in seconds "
@@ -117,6 +122,7 @@ def main() -> None:
     pulse = PulseServer().start()
     stop = threading.Event()
     try:
+        args.model, standin = default_or_standin(args.model, pulse.dir)
         loop_wav = speech_loop_file(pulse.dir)
 
         def play_forever():
@@ -176,6 +182,7 @@ def main() -> None:
         "capture_rate": args.capture_rate or "native",
         "block_s": args.block,
         "model": statuses[-1]["model"] if statuses else args.model,
+        "standin": standin,  # an untrained model with the default's architecture (standin_model.py)
         "messages": len(latencies),
         "voiced_messages": voiced,
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 2),
@@ -204,8 +211,11 @@ def main() -> None:
     rate = f"{args.capture_rate}hz" if args.capture_rate else "native"
     if args.block is not None:
         rate += f"-block{round(args.block * 1000)}ms"
-    if Path(args.model).name != "default" or args.hop:
-        rate += f"-{Path(args.model).parent.name}-{Path(args.model).name}-hop{args.hop or 'default'}"
+    if standin:
+        rate += f"-standin-hop{args.hop or 'default'}"
+    elif Path(args.model).name != "default" or args.hop:
+        named = Path(args.model)  # "small" (a bundled model's name) or a path
+        rate += f"-{named.parent.name + '-' if named.parent.name else ''}{named.name}-hop{args.hop or 'default'}"
     # The length in the name: a short check must not overwrite the day's long run.
     out = result_path(f"latency-{rate}-{round(args.seconds)}s")
     out.write_text(json.dumps(result, indent=2) + "\n")
