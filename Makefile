@@ -65,9 +65,9 @@ USER_CONFDIR ?= $(HOME)/.config/streamemo
 install-user-service: setup
 	install -d $(USER_UNITDIR) $(USER_CONFDIR)
 	sed 's#/opt/streamemo/venv/bin/streamemo#$(CURDIR)/$(VENV)/bin/streamemo#' systemd/streamemo.user.service > $(USER_UNITDIR)/streamemo.service
-	test -e $(USER_CONFDIR)/streamemo.toml || sed 's#/opt/streamemo/models/default#$(abspath $(MODEL))#' systemd/streamemo.toml > $(USER_CONFDIR)/streamemo.toml
+	test -e $(USER_CONFDIR)/streamemo.toml || sed 's#^path = "default"#path = "$(abspath $(MODEL))"#' systemd/streamemo.user.toml > $(USER_CONFDIR)/streamemo.toml
 	@systemctl --user daemon-reload 2>/dev/null || echo "(no user systemd here: run 'systemctl --user daemon-reload' in your session)"
-	@echo "installed. Start it with: systemctl --user enable --now streamemo"
+	@echo "installed. Its config: $(USER_CONFDIR)/streamemo.toml. Start it with: systemctl --user enable --now streamemo"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,5 +1,5 @@
 """The unit files in systemd/: `systemd-analyze verify` accepts both, the system unit keeps
-its hardening (exposure score), and the example config is a valid config.
+its hardening (exposure score), and each unit's example config is a valid config.
 
 `verify` checks that ExecStart's program exists, and the units name the installed one
 (/opt/streamemo/venv/bin/streamemo), which a test machine does not have: each unit is
@@ -78,3 +78,24 @@ def test_example_config_is_valid():
     assert result.returncode == 0, result.stderr
     assert 'path = "/opt/streamemo/models/default"' in result.stdout
     assert 'bind = "tcp://127.0.0.1:5556"' in result.stdout
+
+
+def test_the_user_service_gets_its_own_config(tmp_path):
+    """`make install-user-service` (the Makefile's own recipe; `-o setup`: the venv is this
+    one) installs a config that speaks of the user service, not the system one's /etc, ALSA
+    devices and sudo, and names this checkout's model."""
+    result = subprocess.run(["make", "-o", "setup", "install-user-service", f"USER_UNITDIR={tmp_path / 'units'}",
+                             f"USER_CONFDIR={tmp_path / 'config'}"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    installed = tmp_path / "config" / "streamemo.toml"
+    text = installed.read_text()
+    assert text.startswith("# ~/.config/streamemo/streamemo.toml: the user service's configuration")
+    for system_only in ("/etc/streamemo", "sudo", "ALSA", "/run/credentials"):
+        assert system_only not in text, system_only
+    printed = subprocess.run([*STREAMEMO, "run", "--config", str(installed), "--print-config"],
+                             capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    assert f'path = "{ROOT / "models" / "default"}"' in printed.stdout
+    assert 'source = "default"' in printed.stdout
+    assert "%E/streamemo/streamemo.toml" in (tmp_path / "units" / "streamemo.service").read_text()
