@@ -70,6 +70,7 @@ class Daemon:
             self.notifier.status(f"loading model {config.model.path}")
             self.model = load_model(config.model.path, self.compute)
             self.pipeline = Pipeline(self.model, config.pipeline, self.compute)
+            release_freed_memory()  # loading an encoder frees tens of MB of temporaries glibc would keep
         except BaseException:
             self.publisher.close(drain_s=0)
             raise

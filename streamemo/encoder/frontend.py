@@ -103,6 +103,8 @@ class EncoderFrontend(nn.Module):
             raise ModelError(f"encoder {spec.encoder} has {len(self.encoder.blocks)} layers; the model asks for "
                              f"{spec.encoder_layers}", 2)
         self.encoder.blocks = self.encoder.blocks[: spec.encoder_layers]
+        # A chunk is block + context frames long: the rest of Whisper's 30 s of positions is never read.
+        self.encoder.positional_embedding = self.encoder.positional_embedding[: spec.block_frames + spec.context_frames].clone()
         self.encoder.requires_grad_(False)
         self.block = spec.block_frames
         self.context = spec.context_frames
