@@ -11,12 +11,16 @@ programs, `streamemo subscribe` and the dashboard alike.
 Reconnecting is ZeroMQ's: a SUB socket keeps trying its endpoints, so a daemon that
 restarts (or starts after the client) is picked up by itself, and `restarts` counts the
 times a source's sequence number went back. A timeout makes a silent daemon an error
-instead of a hang. A malformed message is counted and skipped, never raised.
+instead of a hang. A malformed message is counted and skipped, never raised: `receive`
+logs the first and then at most one line every few seconds, so a flood of them cannot
+flood the log.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 
@@ -31,6 +35,25 @@ log = logging.getLogger(__name__)
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
 RECONNECT_IVL_MS = 250  # first retry soon after the daemon comes back …
 RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between retries
+POLL_SLICE_S = 60.0  # ZeroMQ's poll takes a C int of milliseconds: a long wait is cut into these
+MALFORMED_LOG_S = 10.0  # after logging a malformed message, this long before logging another
+
+
+def timeout_seconds(value, name: str = "timeout") -> float | None:
+    """`value` checked as a timeout: a number of seconds from 0 up, or None or infinity
+    (wait for ever, returned as None). Anything else raises at once, naming it, rather than
+    a TypeError or OverflowError deep inside a later wait."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int past 10**308: longer than any wait
+        return None
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be 0 or more seconds, or None to wait for ever; got {value!r}")
+    return None if math.isinf(seconds) else seconds
 
 
 class Client:
@@ -39,7 +62,7 @@ class Client:
     `topics`: "emotion", "status" or both (default). `curve_server` / `curve_secret`: the
     publisher's public key file and this client's secret key file, for a CURVE-encrypted
     daemon (`streamemo keys`). `timeout`: seconds; iterating raises TimeoutError when
-    nothing arrives for that long (None: wait for ever)."""
+    nothing arrives for that long (None or infinity: wait for ever)."""
 
     def __init__(self, endpoints: str | Sequence[str] = DEFAULT_ENDPOINT, topics: Sequence[str] = TOPICS,
                  curve_server: str | None = None, curve_secret: str | None = None, timeout: float | None = None,
@@ -52,7 +75,7 @@ class Client:
         if unknown:
             raise ValueError(f"unknown topic {unknown[0]!r}; expected one of {', '.join(TOPICS)}")
         self.endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
-        self.timeout = timeout
+        self.timeout = timeout_seconds(timeout)
         self.socket = (context or zmq.Context.instance()).socket(zmq.SUB)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -75,16 +98,22 @@ class Client:
         self.last_error = ""  # what was wrong with the last of them
         self.restarts = 0  # times a source's seq went back: its daemon restarted
         self._last_seq: dict[tuple[str, str], int] = {}
+        self._quiet_until = 0.0  # no malformed-message warning before this (monotonic)
+        self._unlogged = 0  # malformed messages since the last warning
 
     def receive(self, timeout: float | None = None) -> Message | None:
-        """The next valid message, or None when `timeout` seconds pass without one (None:
-        wait for ever)."""
+        """The next valid message, or None when `timeout` seconds pass without one (None or
+        infinity: wait for ever)."""
+        timeout = timeout_seconds(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if wait is not None and not self.socket.poll(int(wait * 1000)):
-                return None
-            message = self._decode(self.socket.recv_multipart(), log.warning)
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if not self.socket.poll(math.ceil(1000 * max(0.0, min(left, POLL_SLICE_S)))):
+                    if left <= POLL_SLICE_S:
+                        return None
+                    continue
+            message = self._decode(self.socket.recv_multipart(), warn=True)
             if message is not None:
                 return message
 
@@ -98,18 +127,25 @@ class Client:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return None
-            message = self._decode(frames, log.debug)
+            message = self._decode(frames, warn=False)
             if message is not None:
                 return message
         return None
 
-    def _decode(self, frames: list[bytes], report) -> Message | None:
+    def _decode(self, frames: list[bytes], warn: bool) -> Message | None:
         try:
             message = decode_message(frames)
         except ProtocolError as e:
             self.malformed += 1
             self.last_error = str(e)
-            report("malformed message: %s", e)
+            if not warn:
+                log.debug("malformed message: %s", e)
+            elif time.monotonic() < self._quiet_until:
+                self._unlogged += 1
+            else:
+                since = f" ({self._unlogged} more since the last one logged)" if self._unlogged else ""
+                log.warning("malformed message: %s%s", e, since)
+                self._quiet_until, self._unlogged = time.monotonic() + MALFORMED_LOG_S, 0
             return None
         key = (message.TOPIC, message.source)
         if key in self._last_seq and message.seq <= self._last_seq[key]:

@@ -63,8 +63,9 @@ class Forwarder:
                         self.forwarded += 1
                     except zmq.Again:
                         self.dropped += 1
-                else:  # a subscription or unsubscription from a subscriber: pass it upstream
-                    frontend.send_multipart(backend.recv_multipart())
+                else:  # subscriptions from subscribers: those to streamemo's topics go upstream
+                    for subscription in self.backend.take_subscriptions():
+                        frontend.send(subscription)
 
     def close(self) -> None:
         self.frontend.close(linger=0)

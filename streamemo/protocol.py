@@ -8,12 +8,17 @@ Version 2 (issue 15): `voiced` means speech heard (it meant sound loud enough), 
 `emotion` carries `speech`, `status` carries `speech_share`. This build reads version 1
 messages too (their new fields are null); a version 1 reader refuses version 2 with its
 "schema version" error, which names the version it got.
+
+Decoding is the one validation every reader goes through: types, sizes, each number's
+range (`RANGES`), and what must agree (probabilities summing to 1, `top` among the labels).
+What fails is one `ProtocolError` line, never a value a reader would have to doubt.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
@@ -88,6 +93,29 @@ MAX_BODY_BYTES = 1 << 20
 MAX_DEPTH = 16
 MAX_LABELS = 256
 MAX_INT = 2**63  # ints other languages can hold (int64); one past about 10**308 is not even a float
+MAX_TOPIC_BYTES = 64  # the topics are a few letters; a longer frame is not ours, and is never echoed whole
+
+# The values each number may take, checked on every decode, so that no reader (the client,
+# `subscribe`, the dashboard, `report`) shows an arousal of 50 or a latency of 10**20 ms.
+# Generous: anything the daemon can publish fits with room to spare. Unix times are from
+# 1970 to 2242 (2**33 s); `t_audio` is seconds of a stream, which no daemon outruns.
+TIME = (0.0, 2.0**33)
+COUNT = (0, MAX_INT - 1)
+UNIT = (0.0, 1.0)
+RANGES = {
+    "emotion": {"seq": COUNT, "t_capture": TIME, "t_publish": TIME, "t_audio": TIME, "confidence": UNIT,
+                "arousal": (-1.0, 1.0), "valence": (-1.0, 1.0), "speech": UNIT,
+                # digital silence is -120 (the daemon's floor; older ones sent -200); samples are
+                # clipped at +-8 before resampling, about +18 dBFS
+                "level_db": (-200.0, 40.0)},
+    "status": {"seq": COUNT, "t_publish": TIME, "sample_rate": (0, 10_000_000),  # 0: no input open
+               "model_rate": (1, 10_000_000), "uptime_s": TIME, "overflows": COUNT, "dropped_samples": COUNT,
+               "repaired_samples": COUNT, "messages_sent": COUNT, "hop_s": (1e-3, 3600.0),
+               "proc_ms_p50": (0.0, 1e7), "proc_ms_p99": (0.0, 1e7), "speech_share": UNIT, "adapted_s": TIME},
+}
+# A distribution's probabilities sum to 1; each is rounded to 5 digits on the wire (rounded()),
+# so up to MAX_LABELS of them miss 1 by at most 256 * 5e-6.
+SUM_TOLERANCE = 0.01
 
 
 class _Message:
@@ -184,7 +212,10 @@ def to_json(value) -> str:
 
 
 def encode(topic: str, body: dict) -> list[bytes]:
-    body = {"v": SCHEMA_VERSION, **body}
+    # A file name that is not UTF-8 reaches Python with lone surrogates in it ("\udcff"),
+    # which decoding refuses (they are not text: strict JSON parsers reject them too): the
+    # sender writes them as U+FFFD instead, so a daemon reading such a file still publishes.
+    body = {"v": SCHEMA_VERSION, **{k: _text(v) for k, v in body.items()}}
     _validate(topic, body)
     return [topic.encode(), to_json(body).encode()]
 
@@ -198,7 +229,7 @@ def decode_message(frames: list[bytes]) -> Message:
     """Parses and validates one message into its type; raises ProtocolError saying what is wrong."""
     topic, body = _parse(frames)
     if topic not in MESSAGES:
-        raise ProtocolError(f"unknown topic {topic!r}")
+        raise ProtocolError(f"unknown topic {_show(topic)}")
     return MESSAGES[topic].from_body(body)
 
 
@@ -213,6 +244,8 @@ def _parse(frames: list[bytes]) -> tuple[str, dict]:
     """[topic, body] frames -> (topic, a JSON object within the size and depth limits)."""
     if len(frames) != 2:
         raise ProtocolError(f"expected 2 frames [topic, body], got {len(frames)}")
+    if len(frames[0]) > MAX_TOPIC_BYTES:
+        raise ProtocolError(f"topic frame of {len(frames[0])} bytes; the topics are {' and '.join(TOPICS)}")
     if len(frames[1]) > MAX_BODY_BYTES:
         raise ProtocolError(f"body of {len(frames[1])} bytes, more than {MAX_BODY_BYTES}")
     try:
@@ -255,11 +288,12 @@ def _finite(value) -> bool:
 
 def _validate(topic: str, body: dict) -> None:
     if topic not in FIELDS:
-        raise ProtocolError(f"unknown topic {topic!r}")
+        raise ProtocolError(f"unknown topic {_show(topic)}")
     version = body.get("v")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
-        raise ProtocolError(f"schema version {version!r}, this build reads "
+        raise ProtocolError(f"schema version {_show(version)}, this build reads "
                             f"{' and '.join(map(str, READABLE_VERSIONS))}; update streamemo")
+    ranges = RANGES[topic]
     for name, kind in FIELDS[topic].items():
         if name not in body:
             if version == 1 and name in OPTIONAL_V1[topic]:
@@ -272,23 +306,72 @@ def _validate(topic: str, body: dict) -> None:
         types_ = tuple(k for k in kinds if k is not None)
         if not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_):
             raise ProtocolError(f"{topic} field {name!r} has the wrong type ({type(value).__name__})")
-        if isinstance(value, _NUMBER) and not isinstance(value, bool) and not _finite(value):
-            raise ProtocolError(f"{topic} field {name!r} is not finite")  # 1e400 parses as inf
+        if isinstance(value, str):
+            if not _is_text(value):
+                raise ProtocolError(f"{topic} field {name!r} is not valid Unicode (a lone surrogate)")
+        elif isinstance(value, _NUMBER) and not isinstance(value, bool):
+            if not _finite(value):
+                raise ProtocolError(f"{topic} field {name!r} is not finite")  # 1e400 parses as inf
+            if name in ranges and not ranges[name][0] <= value <= ranges[name][1]:
+                low, high = ranges[name]
+                raise ProtocolError(f"{topic} field {name!r} must be from {low:g} to {high:g}, got {_show(value)}")
     if topic == "emotion":
-        n = len(body["labels"])
-        if not 0 < n <= MAX_LABELS or not all(isinstance(label, str) for label in body["labels"]):
-            raise ProtocolError(f"emotion field 'labels' must hold strings, 1 to {MAX_LABELS} of them")
-        for name in ("probs", "raw"):
-            values = body[name]
-            if values is None:
-                continue
-            if len(values) != n:
-                raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
-            if not all(_finite(v) and 0 <= v <= 1 for v in values):
-                raise ProtocolError(f"emotion field {name!r} must hold finite numbers from 0 to 1")
-        for name in ("confidence", "speech"):
-            if body.get(name) is not None and not 0 <= body[name] <= 1:
-                raise ProtocolError(f"emotion field {name!r} must be from 0 to 1")
+        _check_distribution(body)
+
+
+def _check_distribution(body: dict) -> None:
+    """The emotion fields that must agree with each other: distinct string labels, a
+    probability for each summing to 1, and a top label that is one of them."""
+    labels = body["labels"]
+    n = len(labels)
+    if not 0 < n <= MAX_LABELS or not all(isinstance(label, str) and _is_text(label) for label in labels):
+        raise ProtocolError(f"emotion field 'labels' must hold strings, 1 to {MAX_LABELS} of them")
+    if len(set(labels)) != n:
+        raise ProtocolError("emotion field 'labels' names a label twice")
+    for name in ("probs", "raw"):
+        values = body[name]
+        if values is None:
+            continue
+        if len(values) != n:
+            raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
+        if not all(_finite(v) and 0 <= v <= 1 for v in values):
+            raise ProtocolError(f"emotion field {name!r} must hold finite numbers from 0 to 1")
+        if abs(sum(values) - 1.0) > SUM_TOLERANCE:
+            raise ProtocolError(f"emotion field {name!r} must sum to 1, got {sum(values):.4g}")
+    top = body["top"]
+    if top is not None and top not in labels:
+        raise ProtocolError(f"emotion field 'top' is {_show(top)}, which is not one of the labels")
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` is real text: JSON's "\\ud800" escapes parse into lone surrogates,
+    which no UTF-8 writer (a file, a terminal, a plot) can take."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _text(value):
+    """`value` with lone surrogates (in a string, or in a list of them) as U+FFFD."""
+    if isinstance(value, str):
+        return value if _is_text(value) else _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, (list, tuple)) and value and isinstance(value[0], str):
+        return [_text(v) for v in value]
+    return value
+
+
+def _show(value, limit: int = 40) -> str:
+    """repr(value), cut to `limit` characters: a hostile publisher's megabyte string must not
+    be echoed whole into every reader's log."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _reject_constant(name: str):

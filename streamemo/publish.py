@@ -3,10 +3,21 @@
 The publisher never blocks the pipeline: a PUB socket drops messages for a subscriber
 whose queue (high-water mark) is full, sends are non-blocking, and linger is 0 so closing
 never waits for a dead peer. A slow or vanished subscriber costs the daemon nothing.
+
+Nor can a hostile one make it hold much: an XPUB socket queues every distinct
+subscription, and any other message a peer sends upstream, for the program to read, and
+the daemon never read them (60,000 random subscriptions held 485 MiB, kept after the peer
+left). So the publisher reads them itself before each send (manual mode) and passes on
+only those that can match one of its topics (`emotion`, `status`); the rest are dropped.
+ZeroMQ still keeps each subscription of a connected peer until the peer leaves (about 2.7
+KB for the longest a peer may send), so a peer sending a frame longer than a subscription
+needs is disconnected, and once one that sent others' subscriptions has gone, the memory
+is given back to the system.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
@@ -17,10 +28,18 @@ import time
 import zmq
 
 from streamemo import StreamemoError
-from streamemo.protocol import Message, encode_message
+from streamemo.protocol import TOPICS, Message, encode_message
 from streamemo.security import ADDRESS_FIX, CurveServer, check_address, check_exposure
 
 log = logging.getLogger(__name__)
+
+# A peer sending a longer frame is disconnected: a subscription to one of our topics is at
+# most 17 bytes (ZeroMQ 4.3's SUBSCRIBE command, 10 bytes, and "emotion"), the handshake
+# under 64. A CURVE handshake sends frames of about 300 bytes; its peers hold allowed keys.
+MAX_FRAME_BYTES = 64
+MAX_FRAME_BYTES_CURVE = 512
+SUBSCRIPTIONS_RCVHWM = 100  # frames a peer may have waiting upstream before ZeroMQ stops reading it
+SUBSCRIPTIONS_PER_SEND = 1000  # read and judged per send, so a flood cannot hold the daemon's loop
 
 
 class Publisher:
@@ -29,8 +48,10 @@ class Publisher:
     `insecure` (security.check_exposure)."""
 
     def __init__(self, bind: str, hwm: int = 1000, context: zmq.Context | None = None,
-                 curve: CurveServer | None = None, insecure: bool = False):
+                 curve: CurveServer | None = None, insecure: bool = False, topics=TOPICS):
+        """`topics`: the topics this publisher sends; only subscriptions that can match them are kept."""
         check_exposure(bind, secured=curve is not None, insecure=insecure)
+        self.topics = [t.encode() for t in topics]
         if bind.startswith("ipc://") and bind != "ipc://*" and not bind.startswith("ipc://@"):
             _check_ipc_path_free(bind, bind[len("ipc://"):])
         self.context = context or zmq.Context.instance()
@@ -39,6 +60,14 @@ class Publisher:
         self.socket = self.context.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
         self.socket.setsockopt(zmq.LINGER, 0)
+        # Subscriptions come to us (take_subscriptions) and only those we keep reach ZeroMQ's tree.
+        self.socket.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES if curve is None else MAX_FRAME_BYTES_CURVE)
+        self.socket.setsockopt(zmq.RCVHWM, SUBSCRIPTIONS_RCVHWM)
+        self._departures = self.socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._dropped = 0  # subscriptions dropped since memory was last given back
+        self._departed = False  # a peer has left since then
+        _allow_ipv6(self.socket, bind)
         if curve is not None:
             curve.start(self.context)
             curve.secure(self.socket)
@@ -61,23 +90,55 @@ class Publisher:
 
     def send(self, message: Message) -> None:
         """Sends `message` now, stamped with the time of sending (its `t_publish`)."""
+        self.take_subscriptions()  # first, so a subscriber that has just arrived gets this message
         try:
             self.socket.send_multipart(encode_message(message, time.time()), flags=zmq.NOBLOCK)
             self.sent[message.TOPIC] += 1
         except zmq.Again:  # PUB drops for a slow subscriber itself; this is never worth blocking for
             pass
 
+    def take_subscriptions(self) -> list[bytes]:
+        """Reads what subscribers have sent and applies each subscription or unsubscription
+        (b"\x01" or b"\x00" + prefix) that can match one of our topics; drops the rest.
+        Returns the ones applied, for a proxy to pass upstream."""
+        applied, drained = [], False
+        for _ in range(SUBSCRIPTIONS_PER_SEND):
+            try:
+                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                drained = True
+                break
+            kind, prefix = frames[0][:1], frames[0][1:]
+            if len(frames) == 1 and kind in (b"\x00", b"\x01") and any(t.startswith(prefix) for t in self.topics):
+                # In manual mode a (un)subscription applies to the peer whose frame was read last.
+                self.socket.setsockopt(zmq.SUBSCRIBE if kind == b"\x01" else zmq.UNSUBSCRIBE, prefix)
+                applied.append(frames[0])
+            else:
+                self._dropped += 1
+        while self._departures.poll(0):
+            self._departures.recv_multipart()
+            self._departed = True
+        if self._departed and self._dropped and drained:
+            # ZeroMQ has freed a departed peer's subscriptions, and we the copies it queued
+            # for us, into glibc's heap, which keeps small blocks for reuse: give them back.
+            _malloc_trim()
+            self._departed, self._dropped = False, 0
+        return applied
+
     def wait_for_subscriber(self, timeout_s: float) -> bool:
-        """Blocks until some subscriber subscribes, or `timeout_s` passes."""
-        if self.socket.poll(int(timeout_s * 1000)):
-            self.socket.recv()  # the subscription message itself: b"\x01" + topic
-            return True
+        """Blocks until some subscriber subscribes to one of our topics, or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            if self.socket.poll(int(1000 * left)) and any(f[:1] == b"\x01" for f in self.take_subscriptions()):
+                return True
         return False
 
     def close(self, drain_s: float = 0.5) -> None:
         # Linger is 0 while running; at shutdown allow a bounded moment for queued messages
         # (the last of a file, the final status) to reach live subscribers. A dead peer
         # cannot hold the exit longer than this.
+        self.socket.disable_monitor()
+        self._departures.close(linger=0)
         self.socket.close(linger=int(drain_s * 1000))
         if self.curve is not None:
             self.curve.stop()
@@ -88,6 +149,13 @@ class Publisher:
                     os.unlink(path)
             except FileNotFoundError:
                 pass
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _check_ipc_path_free(bind: str, path: str) -> None:
@@ -127,9 +195,18 @@ def _bind_problem(bind: str, e: zmq.ZMQError) -> str:
     return f"cannot bind {bind}: {e.strerror}"
 
 
+def _allow_ipv6(sock: zmq.Socket, endpoint: str) -> None:
+    """ZeroMQ sockets are IPv4-only unless told otherwise: an IPv6 address (tcp://[::1]:5556)
+    then fails to bind ("No such device") and never connects. Enabled only for such an
+    address, so a host name keeps resolving to the IPv4 address it always did."""
+    if endpoint.startswith("tcp://["):
+        sock.setsockopt(zmq.IPV6, 1)
+
+
 def connect_checked(sock: zmq.Socket, endpoint: str) -> None:
     """`sock.connect(endpoint)`, with a bad address a one-line StreamemoError (exit 2)."""
     check_address(endpoint, bind=False)
+    _allow_ipv6(sock, endpoint)
     try:
         sock.connect(endpoint)
     except zmq.ZMQError as e:

@@ -443,11 +443,11 @@ def test_dashboard_outlives_hostile_messages(free_endpoint):
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(free_endpoint)
-    extreme = [
-        encode("emotion", emotion_body(7, one_hot("angry"), t_capture=-1e300, level_db=1e300)),
-        encode("emotion", emotion_body(8, [0.0] * 256, t_capture=1e300, level_db=-1e300,
+    extreme = [  # the edges of each range (protocol.RANGES): valid, and drawn
+        encode("emotion", emotion_body(7, one_hot("angry"), t_capture=0.0, level_db=40.0)),
+        encode("emotion", emotion_body(8, [1 / 256] * 256, t_capture=2.0**33 - 1, level_db=-200.0,
                                        labels=["x" * 300 + str(i) for i in range(256)])),
-        encode("status", {**status_body(1, t_publish=0.0, uptime_s=1e300, hop_s=5e-324), "sample_rate": -5}),
+        encode("status", {**status_body(1, t_publish=0.0, uptime_s=2.0**33 - 1, hop_s=1e-3), "sample_rate": 0}),
     ]
     app = DashboardApp(Receiver([free_endpoint]))
 
