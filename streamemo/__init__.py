@@ -1,9 +1,19 @@
 """streamemo: real-time speech-emotion classification, published over ZeroMQ."""
 
 import os
+import signal
 import sys
 
 __version__ = "0.1.0"
+
+# SIGHUP asks the daemon to reload, and its default action ends a process (exit 129). So a
+# process started as the daemon (`streamemo run`, `python -m streamemo run`) ignores it
+# from the first instruction of the package until `streamemo run` installs its handlers,
+# some 50 to 200 ms of imports later: a reload asked for before the configuration has even
+# been read has nothing to reload. Only the interpreter's own start-up comes before this.
+if os.path.basename(sys.argv[0] if sys.argv else "") in ("streamemo", "-m") and \
+        next((a for a in sys.argv[1:] if not a.startswith("-")), None) == "run":
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 # numpy's OpenBLAS splits even small matrix products over every core, and its threads spin
 # while they wait: the voice gate's per-hop products (32 x 256 x 258) cost twice the CPU on

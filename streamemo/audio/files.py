@@ -4,6 +4,7 @@ silence trimming for corpora with long leading and trailing silence."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,9 @@ def load_audio(path: str | Path, rate: int) -> np.ndarray:
     voice), then resampled with soxr's high-quality filter."""
     try:
         # soundfile reads by content, not by extension: an AIFF file named .wav still loads.
-        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        # The name as bytes: soundfile encodes a str strictly, and a name that is not UTF-8
+        # reaches Python with lone surrogates ("\udcff") that only os.fsencode turns back.
+        data, file_rate = sf.read(os.fsencode(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
         raise UnreadableAudio(f"{path}: {e}") from None
     if data.size == 0:

@@ -227,7 +227,7 @@ class FileSource:
         except OSError as e:
             raise StreamemoError(f"audio file {path} cannot be read: {e.strerror}") from None
         try:
-            self.file = sf.SoundFile(path)
+            self.file = sf.SoundFile(os.fsencode(path))  # bytes: see audio/files.py on names that are not UTF-8
         except (sf.LibsndfileError, RuntimeError) as e:
             raise StreamemoError(f"{path} is not audio libsndfile can read (WAV, FLAC, OGG, MP3, AIFF...): "
                                  f"{getattr(e, 'error_string', e)}") from None

@@ -18,7 +18,8 @@ def main(args) -> int:
     from streamemo.service import Signals
 
     # First of all: from here on SIGTERM, SIGINT and SIGHUP only set flags, so one arriving
-    # during the seconds of start-up is handled, not fatal.
+    # during the seconds of start-up is handled, not fatal. (Until now SIGHUP was ignored,
+    # from the package's first line: streamemo/__init__.py.)
     signals = Signals().install()
     config = config_from_args(args)
     if args.print_config:
