@@ -112,6 +112,8 @@ class EncoderFrontend(nn.Module):
         # Samples of the past a block's chunk reads before the block: its context's and the
         # convolutions' mel frames, and the first of them reaching N_FFT - HOP_LENGTH further back.
         self.past_samples = (ENCODER_STRIDE * self.context + CONV_PAST) * HOP_LENGTH + N_FFT - HOP_LENGTH
+        # Samples the convolutions of one block's own frames read before the block.
+        self.conv_past_samples = CONV_PAST * HOP_LENGTH + N_FFT - HOP_LENGTH
 
     def kernels(self) -> dict[str, torch.Tensor]:
         return {"window": self.window.cpu().clone(), "mel_basis": self.mel_basis_t.T.cpu().contiguous()}
@@ -124,16 +126,25 @@ class EncoderFrontend(nn.Module):
         power = spectrum.real.square() + spectrum.imag.square()
         return scale_log_mel(power @ self.mel_basis_t).transpose(1, 2)
 
-    def encode_chunks(self, mel: torch.Tensor) -> torch.Tensor:
-        """(n, 80, 2 (context + block) + CONV_PAST) mel chunks -> (n, d_model, block): each
-        chunk through the convolutions and the kept layers, its last `block` frames kept."""
+    def convolve(self, mel: torch.Tensor) -> torch.Tensor:
+        """(n, 80, 2 T + CONV_PAST) mel frames -> (n, d_model, T): Whisper's two convolutions,
+        valid, so an encoder frame's value depends on its own five mel frames only and is the
+        same in every chunk that holds it (a stream computes it once: stream/blocks.py)."""
         enc = self.encoder
         x = nn.functional.gelu(nn.functional.conv1d(mel, enc.conv1.weight, enc.conv1.bias))
-        x = nn.functional.gelu(nn.functional.conv1d(x, enc.conv2.weight, enc.conv2.bias, stride=ENCODER_STRIDE))
-        x = x.transpose(1, 2) + enc.positional_embedding[: x.shape[-1]]
-        for block in enc.blocks:
+        return nn.functional.gelu(nn.functional.conv1d(x, enc.conv2.weight, enc.conv2.bias, stride=ENCODER_STRIDE))
+
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d_model, context + block) convolved chunks -> (n, d_model, block): the kept
+        layers over each chunk, its last `block` frames kept."""
+        x = x.transpose(1, 2) + self.encoder.positional_embedding[: x.shape[-1]]
+        for block in self.encoder.blocks[:-1]:
             x = block(x)
-        return x[:, -self.block :].transpose(1, 2)
+        return _last_block(self.encoder.blocks[-1], x, self.block).transpose(1, 2)
+
+    def encode_chunks(self, mel: torch.Tensor) -> torch.Tensor:
+        """(n, 80, 2 (context + block) + CONV_PAST) mel chunks -> (n, d_model, block)."""
+        return self.attend(self.convolve(mel))
 
     def blocks_ending(self, audio: torch.Tensor, n_blocks: int) -> torch.Tensor:
         """(batch, samples) -> (batch, d_model, n_blocks * block): the features of the
@@ -160,6 +171,23 @@ class EncoderFrontend(nn.Module):
             raise ValueError(f"{waveform.shape[-1]} samples hold no whole encoder block of {self.block_samples}")
         whole = waveform[:, : n_blocks * self.block_samples]
         return self.blocks_ending(nn.functional.pad(whole, (self.past_samples, 0)), n_blocks)
+
+
+def _last_block(block, x: torch.Tensor, keep: int) -> torch.Tensor:
+    """Whisper's residual block (encoder/whisper.py) for the last `keep` frames of `x` only:
+    the context's frames are keys and values to them, but their own outputs would be thrown
+    away, so their queries, attention output and MLP are not computed (a third of the cost
+    of the last layer). The same numbers as `block(x)[:, -keep:]`, to float rounding."""
+    attn, (batch, frames, width) = block.attn, x.shape
+    h = block.attn_ln(x)
+
+    def heads(t: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, heads, T, d_head)
+        return t.view(batch, t.shape[1], attn.n_heads, -1).transpose(1, 2)
+
+    y = nn.functional.scaled_dot_product_attention(heads(attn.query(h[:, -keep:])), heads(attn.key(h)),
+                                                   heads(attn.value(h)))
+    x = x[:, -keep:] + attn.out(y.transpose(1, 2).reshape(batch, keep, width))
+    return x + block.mlp(block.mlp_ln(x))
 
 
 def full_scale_log_mel(kernels: dict[str, torch.Tensor]) -> float:

@@ -3,9 +3,12 @@
 The features of a window are its blocks: the grid of `block_samples` that ends on the
 window's last sample, each block encoded with the audio before it as context
 (encoder/frontend.py). At a hop of whole blocks, consecutive windows share all but their
-newest blocks, so a live hop encodes one block; blocks are kept until no later window can
-hold them. A hop of any other length puts each window's blocks on their own grid: they are
-then computed per window, with the same definition and the same numbers as training's.
+newest blocks, so a live hop encodes one block. The encoder's convolutions are valid, so a
+frame's convolved value is the same in every chunk that holds it: each block's is computed
+once too and serves as the context of the blocks after it, and only the attention layers
+run over the context again. Blocks are kept until no later window can hold them. A hop of
+any other length puts each window's blocks on their own grid: they are then computed per
+window, with the same definition and the same numbers as training's.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ class BlockStream:
         self.frontend, self.device = frontend, device
         self.block = frontend.block_samples
         self.n_blocks = window // self.block
+        spec = frontend.spec
+        self.context_blocks = -(-spec.context_frames // spec.block_frames)  # blocks whose frames the context reads
+        self.context_frames = spec.context_frames
         self.cache: dict[int, torch.Tensor] = {}  # block end (samples since reset) -> (d_model, block_frames)
+        self.convolved: dict[int, torch.Tensor] = {}  # block end -> its frames through the convolutions
         self.encoded = 0  # blocks encoded since reset (a benchmark's and a test's count)
 
     def reset(self) -> None:
         self.cache.clear()
+        self.convolved.clear()
         self.encoded = 0
 
     @torch.inference_mode()
@@ -31,23 +39,36 @@ class BlockStream:
         """[(audio ending at the window's last sample and holding `frontend.past_samples`
         before the window, samples fed since reset at its last sample)], oldest first ->
         (n, d_model, frames): every block not yet computed is encoded, all in one batch."""
-        todo, segments, span = {}, [], self.block + self.frontend.past_samples
+        todo, convolve = [], {}  # blocks to encode; block end -> its conv segment
+        span = self.block + self.frontend.conv_past_samples
         for audio, end in windows:
             for k in range(self.n_blocks):
                 block_end = end - k * self.block
                 if block_end in self.cache or block_end in todo:
                     continue
-                todo[block_end] = len(segments)
-                stop = len(audio) - k * self.block
-                segments.append(audio[stop - span : stop])
-        if segments:
-            batch = torch.from_numpy(np.ascontiguousarray(np.stack(segments), dtype=np.float32)).to(self.device)
-            encoded = self.frontend.blocks_ending(batch, 1)
-            self.cache.update((block_end, encoded[i]) for block_end, i in todo.items())
-            self.encoded += len(segments)
+                todo.append(block_end)
+                for j in range(self.context_blocks + 1):  # the block and its context's blocks
+                    at = block_end - j * self.block
+                    if at not in self.convolved and at not in convolve:
+                        stop = len(audio) - (k + j) * self.block
+                        convolve[at] = audio[stop - span : stop]
+        if convolve:
+            mel = self.frontend.log_mel(self._tensor(list(convolve.values())))
+            self.convolved.update(zip(convolve, self.frontend.convolve(mel)))
+        if todo:
+            chunks = torch.stack([torch.cat([self.convolved[e - j * self.block]
+                                             for j in reversed(range(self.context_blocks + 1))], dim=1)
+                                  [:, -(self.context_frames + self.frontend.block) :] for e in todo])
+            self.cache.update(zip(todo, self.frontend.attend(chunks)))
+            self.encoded += len(todo)
         out = torch.stack([torch.cat([self.cache[end - k * self.block] for k in reversed(range(self.n_blocks))], dim=1)
                            for _, end in windows])
         oldest = windows[-1][1] - (self.n_blocks - 1) * self.block  # no later window holds an older block
         for block_end in [e for e in self.cache if e < oldest]:
             del self.cache[block_end]
+        for block_end in [e for e in self.convolved if e < oldest - self.context_blocks * self.block]:
+            del self.convolved[block_end]
         return out
+
+    def _tensor(self, segments: list[np.ndarray]) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(np.stack(segments), dtype=np.float32)).to(self.device)
