@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     keep_freed_memory()
     command = next((a for a in argv if not a.startswith("-")), None)
+    args = None  # a StreamemoError may come from parsing itself (an option's type, e.g. --fold)
     try:
         parser = build_parser(command if command in COMMANDS else None)
         args, extra = parser.parse_known_args(argv)
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
               "pip install 'streamemo[train]'", file=sys.stderr)
         return 2
     except StreamemoError as e:
-        print(f"streamemo {args.command}: error: {e}", file=sys.stderr)
+        print(f"streamemo {command if args is None else args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         return 130

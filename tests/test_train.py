@@ -467,3 +467,72 @@ def test_bad_evaluation_report_stops_train_before_training(tiny_corpus, tmp_path
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].endswith("attach a report of this model's recipe")
     assert "epoch" not in out.stderr and not list(tmp_path.glob("m.*"))
+
+
+def _one_line(out, code: int, *needles: str) -> None:
+    assert out.returncode == code, (out.returncode, out.stderr[-2000:])
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr, out.stderr
+    for needle in needles:
+        assert needle in out.stderr, out.stderr
+
+
+def test_training_and_card_mistakes_are_one_line_and_lose_nothing(tiny_corpus, tmp_path):
+    """Issue 31, cause 6: a model with NaN weights as --init, fold numbers out of range,
+    reports that are binary or nested 100,000 deep, -o over an existing model, a corpus
+    linked into place, spectrogram -o at a folder."""
+    env = _env(tmp_path)
+    tiny = ["--recipe", "small", "--arch-params", json.dumps(TINY), "--window", "1", "--batch-size", "8", "--quiet",
+            "--threads", "1", "--wave-copies", "0", "--epochs", "1"]
+
+    def run(*args):
+        return subprocess.run([*STREAMEMO, *args], env=env, capture_output=True, text=True, timeout=300)
+
+    # A corpus whose actors are symlinked folders is read through the links.
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for actor in tiny_corpus.iterdir():
+        (linked / actor.name).symlink_to(actor, target_is_directory=True)
+    assert len(read_ravdess(linked).clips) == len(read_ravdess(tiny_corpus).clips) == 32
+    out = run("train", "--data", f"ravdess:{linked}", "-o", str(tmp_path / "m"), *tiny)
+    assert out.returncode == 0, out.stderr
+    weights = (tmp_path / "m.safetensors").read_bytes()
+
+    # -o over a model is refused unless --force, before any training.
+    _one_line(run("train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"), *tiny), 2,
+              "a model is already there", "--force")
+    assert (tmp_path / "m.safetensors").read_bytes() == weights
+
+    # Weights gone to NaN: fine-tuning from them stops at the first epoch and writes nothing.
+    from safetensors.torch import load_file, save_file
+
+    state = {k: v.float().fill_(float("nan")) if v.is_floating_point() else v
+             for k, v in load_file(tmp_path / "m.safetensors").items()}
+    save_file(state, tmp_path / "nan.safetensors")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card.pop("weights_sha256")
+    (tmp_path / "nan.json").write_text(json.dumps(card))
+    _one_line(run("train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "ft"), "--init",
+                  str(tmp_path / "nan"), *tiny), 1, "training diverged", "--init model gives non-finite outputs")
+    assert not list(tmp_path.glob("ft.*"))
+    out = run("train", "--data", f"ravdess:{tiny_corpus}", "-o", str(tmp_path / "m"), "--force", *tiny)
+    assert out.returncode == 0, out.stderr
+
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps({"ravdess": {"unit": "actor", "folds": [[1, 2], [3, 4]]}}))
+    evaluate = ["evaluate", "--data", f"ravdess:{tiny_corpus}", "--folds", "ravdess", "--folds-file", str(folds)]
+    _one_line(run(*evaluate, "--fold", "0,-1", *tiny), 2, "give fold numbers from 1")
+    _one_line(run(*evaluate, "--fold", "2,3", *tiny), 2, "--fold 3: there are 2 folds, numbered 1 to 2")
+
+    garbage, deep = tmp_path / "garbage.json", tmp_path / "deep.json"
+    garbage.write_bytes(bytes(range(256)) * 64)
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for report, needle in ((garbage, "not an evaluate report.json"), (deep, "nested too deep")):
+        _one_line(run("card", str(tmp_path / "m"), "--cross-corpus", str(report)), 2, str(report), needle)
+
+    from streamemo.cli import main
+
+    clip = next(tiny_corpus.rglob("*.wav"))
+    assert main(["spectrogram", str(clip), "-o", str(tmp_path)]) == 2
+    assert not (tmp_path.parent / f"{tmp_path.name}.png").exists()
+    assert main(["spectrogram", str(clip), "-o", str(tmp_path / "image"), "--model", "small"]) == 0
+    assert (tmp_path / "image").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,6 +20,20 @@ from pathlib import Path
 from streamemo import StreamemoError
 
 
+def fold_numbers(text: str) -> list[int]:
+    """`--fold 1,3` -> [1, 3]; anything but positive whole numbers is one line (a
+    StreamemoError passes through argparse, which would print its usage too)."""
+    from streamemo import StreamemoError
+
+    try:
+        numbers = [int(x) for x in text.split(",")]
+    except ValueError:
+        numbers = []
+    if not numbers or min(numbers) < 1:
+        raise StreamemoError(f"--fold {text}: give fold numbers from 1, separated by commas, e.g. 1,3", 2)
+    return numbers
+
+
 def configure(parser) -> None:
     from streamemo.train.options import add_data_arguments, add_recipe_arguments
 
@@ -28,8 +42,7 @@ def configure(parser) -> None:
     parser.add_argument("--folds-file", type=Path,
                         help="fold definitions (default: folds.json in $STREAMEMO_DATA, else in shared/data "
                              "beside the checkout)")
-    parser.add_argument("--fold", type=lambda s: [int(x) for x in s.split(",")], metavar="N[,N…]",
-                        help="only these folds (1-based)")
+    parser.add_argument("--fold", type=fold_numbers, metavar="N[,N…]", help="only these folds (1-based)")
     parser.add_argument("--jobs", type=int, default=1, help="folds trained at once, in separate processes")
     parser.add_argument("--leave-one-corpus-out", action="store_true",
                         help="for each --data corpus, train on all the others and test on it")

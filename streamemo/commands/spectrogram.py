@@ -24,6 +24,9 @@ def main(args) -> int:
     from streamemo.audio.files import UnreadableAudio, load_audio
     from streamemo.features import Frontend, FrontendSpec, build_frontend
 
+    if args.output.is_dir():
+        raise StreamemoError(f"-o {args.output} is a directory; give the PNG's file name, e.g. "
+                             f"{args.output / (args.file.stem + '.png')}", 2)
     spec = FrontendSpec()
     model_path = args.model or (DEFAULT_MODEL if DEFAULT_MODEL.with_suffix(".json").exists() else None)
     if model_path:
@@ -56,7 +59,7 @@ def main(args) -> int:
                  "log10 energy, Whisper's scaling" if spec.kind == "whisper" else "log energy")
     fig.tight_layout()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output, dpi=100)
+    fig.savefig(args.output, dpi=100, format="png")  # the very path given: no ".png" appended to it
     plt.close(fig)
     print(f"wrote {args.output} ({feats.shape[0]} x {feats.shape[1]}, {float(np.max(feats)):.1f} max)")
     return 0

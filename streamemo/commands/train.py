@@ -19,6 +19,7 @@ def configure(parser) -> None:
     add_data_arguments(parser)
     parser.add_argument("-o", "--output", required=True, metavar="MODEL",
                         help="where to write the model: models/NAME -> NAME.safetensors + NAME.json")
+    parser.add_argument("--force", action="store_true", help="replace a model already at -o")
     parser.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting afresh")
     parser.add_argument("--evaluation", type=Path, metavar="REPORT_JSON",
                         help="an evaluate report.json whose figures go into the model card")
@@ -31,7 +32,8 @@ def main(args) -> int:
     import torch
 
     from streamemo.cli import setup_logging
-    from streamemo.model import check_writable, load_model, save_model
+    from streamemo import StreamemoError
+    from streamemo.model import check_writable, load_model, model_paths, save_model
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data
@@ -43,6 +45,10 @@ def main(args) -> int:
     report = read_report(args.evaluation) if args.evaluation else None
     config = config_from_args(args)
     check_writable(args.output, "-o")  # found unwritable after training, the run would be lost
+    there = [str(p) for p in model_paths(args.output) if p.exists()]
+    if there and not args.force:  # hours of someone's training are not replaced unasked
+        raise StreamemoError(f"-o {args.output}: a model is already there ({', '.join(there)}); choose another "
+                             "name, or pass --force to replace it", 2)
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
     if report is not None:

@@ -21,8 +21,12 @@ def read_report(path: str | Path, flag: str = "--evaluation") -> dict:
     try:
         report = json.loads(Path(path).read_text())
         report["summary"]["labels"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
-        raise StreamemoError(f"{flag} {path}: not an evaluate report.json ({e})", 2) from None
+    except OSError as e:
+        raise StreamemoError(f"{flag} {path}: cannot be read ({e.strerror}); give an evaluate report.json", 2) from None
+    except RecursionError:
+        raise StreamemoError(f"{flag} {path}: nested too deep to be an evaluate report.json", 2) from None
+    except (ValueError, KeyError, TypeError) as e:  # not UTF-8, not JSON, or not a report's shape
+        raise StreamemoError(f"{flag} {path}: not an evaluate report.json ({str(e)[:200]})", 2) from None
     return report
 
 

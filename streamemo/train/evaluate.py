@@ -312,6 +312,10 @@ def run_folds(config: TrainConfig, clips: list[Clip], folds: list[list[str]], on
     processes sharing the CPU cores between them. `names` names the folds (corpora); each
     fold fine-tunes the model at `init_path` when given (`fold_init`) and is kept in
     `save_dir` when given."""
+    beyond = sorted({i for i in only or [] if not 1 <= i <= len(folds)})
+    if beyond:
+        raise StreamemoError(f"--fold {','.join(map(str, beyond))}: there are {len(folds)} folds, numbered 1 to "
+                             f"{len(folds)}", 2)
     chosen = [i for i in range(1, len(folds) + 1) if not only or i in only]
     names = names or [None] * len(folds)
     if init_path is not None:  # refuse before any fold trains, not after the others finished

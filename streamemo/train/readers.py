@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -25,7 +26,17 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".opus", ".aiff", ".aif", ".mp3"}
 
 
 def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    """Audio files anywhere under `root`, through symlinked folders too (a corpus linked into
+    place is common; Path.rglob would not enter it), each real folder once (a link loop ends)."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        found += [Path(folder) / f for f in files if Path(f).suffix.lower() in AUDIO_SUFFIXES]
+    return sorted(p for p in found if p.is_file())
 
 
 def _require_dir(root: Path, kind: str) -> Path:

@@ -180,6 +180,10 @@ class Trainer:
             record = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "acc": total_correct / max(seen, 1),
                       "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - t0, **val}
             history.append(record)
+            if not math.isfinite(record["loss"]):  # weights gone to NaN or infinity train nothing from here on
+                raise StreamemoError(f"training diverged: the loss is {record['loss']} in epoch {epoch + 1}"
+                                     + (" (the --init model gives non-finite outputs: start from another)"
+                                        if init is not None else " (try a lower --lr)") + "; no model was written", 1)
             if self.main_process:
                 log.info("epoch %d: loss %.3f acc %.3f val_loss %s val_ua %s (%.1f s)", epoch + 1, record["loss"],
                          record["acc"], _fmt(val.get("val_loss")), _fmt(val.get("val_ua")), record["seconds"])
