@@ -143,12 +143,12 @@ class _Message:
         Fields a newer daemon adds are ignored; optional ones an older daemon lacks take their defaults."""
         if not isinstance(body, dict):
             raise ProtocolError("body is not a JSON object")
-        _validate(cls.TOPIC, body)
-        return cls(**{f.name: _frozen(body[f.name]) for f in fields(cls) if f.name in body})
+        validate(cls.TOPIC, body)
+        return cls(**{name: _frozen(body[name]) for name in _FIELD_NAMES[cls] if name in body})
 
 
 def _frozen(value):
-    return tuple(value) if isinstance(value, list) else value
+    return tuple(value) if value.__class__ is list else value
 
 
 @dataclass(frozen=True)
@@ -203,6 +203,7 @@ class StatusMessage(_Message):
 
 Message = EmotionMessage | StatusMessage
 MESSAGES = {m.TOPIC: m for m in (EmotionMessage, StatusMessage)}
+_FIELD_NAMES = {m: tuple(f.name for f in fields(m)) for m in MESSAGES.values()}
 
 
 def to_json(value) -> str:
@@ -216,7 +217,7 @@ def encode(topic: str, body: dict) -> list[bytes]:
     # which decoding refuses (they are not text: strict JSON parsers reject them too): the
     # sender writes them as U+FFFD instead, so a daemon reading such a file still publishes.
     body = {"v": SCHEMA_VERSION, **{k: _text(v) for k, v in body.items()}}
-    _validate(topic, body)
+    validate(topic, body)
     return [topic.encode(), to_json(body).encode()]
 
 
@@ -236,7 +237,7 @@ def decode_message(frames: list[bytes]) -> Message:
 def decode(frames: list[bytes]) -> tuple[str, dict]:
     """Parses and validates one message; raises ProtocolError saying what is wrong."""
     topic, body = _parse(frames)
-    _validate(topic, body)
+    validate(topic, body)
     return topic, body
 
 
@@ -286,37 +287,52 @@ def _finite(value) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _validate(topic: str, body: dict) -> None:
+def _field_checks(topic: str) -> list[tuple]:
+    """(name, allowed types, nullable, whether bool is allowed, range) per field: worked out
+    once, as `streamemo report` validates millions of lines."""
+    checks = []
+    for name, kind in FIELDS[topic].items():
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        types_ = tuple(k for k in kinds if k is not None)
+        checks.append((name, types_, None in kinds, bool in types_, RANGES[topic].get(name)))
+    return checks
+
+
+_CHECKS = {topic: _field_checks(topic) for topic in FIELDS}
+_MISSING = object()
+
+
+def validate(topic: str, body: dict) -> None:
+    """Raises ProtocolError unless `body` (a parsed message, with its `v`) is a valid `topic`
+    message: the one check every reader makes (decode, from_body, `streamemo report`)."""
     if topic not in FIELDS:
         raise ProtocolError(f"unknown topic {_show(topic)}")
     version = body.get("v")
     if isinstance(version, bool) or version not in READABLE_VERSIONS:
         raise ProtocolError(f"schema version {_show(version)}, this build reads "
                             f"{' and '.join(map(str, READABLE_VERSIONS))}; update streamemo")
-    ranges = RANGES[topic]
-    for name, kind in FIELDS[topic].items():
-        if name not in body:
+    for name, types_, nullable, boolean, limits in _CHECKS[topic]:
+        value = body.get(name, _MISSING)
+        if value is _MISSING:
             if version == 1 and name in OPTIONAL_V1[topic]:
                 continue
             raise ProtocolError(f"{topic} message lacks field {name!r}")
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        value = body[name]
-        if value is None and None in kinds:
+        if value is None and nullable:
             continue
-        types_ = tuple(k for k in kinds if k is not None)
-        if not isinstance(value, types_) or (isinstance(value, bool) and bool not in types_):
+        if not isinstance(value, types_) or (value.__class__ is bool and not boolean):
             raise ProtocolError(f"{topic} field {name!r} has the wrong type ({type(value).__name__})")
-        if isinstance(value, str):
-            if not _is_text(value):
-                raise ProtocolError(f"{topic} field {name!r} is not valid Unicode (a lone surrogate)")
-        elif isinstance(value, _NUMBER) and not isinstance(value, bool):
+        if limits is not None and not limits[0] <= value <= limits[1]:  # NaN and inf fail this too
             if not _finite(value):
                 raise ProtocolError(f"{topic} field {name!r} is not finite")  # 1e400 parses as inf
-            if name in ranges and not ranges[name][0] <= value <= ranges[name][1]:
-                low, high = ranges[name]
-                raise ProtocolError(f"{topic} field {name!r} must be from {low:g} to {high:g}, got {_show(value)}")
+            raise ProtocolError(f"{topic} field {name!r} must be from {limits[0]:g} to {limits[1]:g}, "
+                                f"got {_show(value)}")
+        if value.__class__ is str and not value.isascii() and not _is_text(value):
+            raise ProtocolError(f"{topic} field {name!r} is not valid Unicode (a lone surrogate)")
     if topic == "emotion":
         _check_distribution(body)
+
+
+_NUMBER_TYPES = {int, float}
 
 
 def _check_distribution(body: dict) -> None:
@@ -324,7 +340,11 @@ def _check_distribution(body: dict) -> None:
     probability for each summing to 1, and a top label that is one of them."""
     labels = body["labels"]
     n = len(labels)
-    if not 0 < n <= MAX_LABELS or not all(isinstance(label, str) and _is_text(label) for label in labels):
+    try:
+        text = "".join(labels)  # one check for all: a TypeError unless each is a string
+    except TypeError:
+        text = None
+    if not 0 < n <= MAX_LABELS or text is None or not _is_text(text):
         raise ProtocolError(f"emotion field 'labels' must hold strings, 1 to {MAX_LABELS} of them")
     if len(set(labels)) != n:
         raise ProtocolError("emotion field 'labels' names a label twice")
@@ -334,10 +354,13 @@ def _check_distribution(body: dict) -> None:
             continue
         if len(values) != n:
             raise ProtocolError(f"emotion field {name!r} has {len(values)} values for {n} labels")
-        if not all(_finite(v) and 0 <= v <= 1 for v in values):
+        # Exact types: a bool is an int to Python, not a probability. Between 0 and 1 also
+        # rules out NaN and the infinity that 1e400 parses as.
+        if not set(map(type, values)) <= _NUMBER_TYPES or not (0 <= min(values) and max(values) <= 1):
             raise ProtocolError(f"emotion field {name!r} must hold finite numbers from 0 to 1")
-        if abs(sum(values) - 1.0) > SUM_TOLERANCE:
-            raise ProtocolError(f"emotion field {name!r} must sum to 1, got {sum(values):.4g}")
+        total = sum(values)
+        if abs(total - 1.0) > SUM_TOLERANCE:
+            raise ProtocolError(f"emotion field {name!r} must sum to 1, got {total:.4g}")
     top = body["top"]
     if top is not None and top not in labels:
         raise ProtocolError(f"emotion field 'top' is {_show(top)}, which is not one of the labels")

@@ -32,7 +32,7 @@ def test_a_recorded_session_becomes_a_timeline_and_a_summary(speech_and_silence_
     png = (tmp_path / "rep" / "timeline.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "1 line(s) were not complete messages" in md and "![timeline](timeline.png)" in md
+    assert "1 line(s) were not valid messages and were skipped" in md and "![timeline](timeline.png)" in md
     voiced_s = sum(m["voiced"] for m in emotions) * 0.25
     assert f"with voice ({100 * voiced_s / (len(emotions) * 0.25):.0f} %)" in md
     assert "| emotion | share of voiced time |" in md and emotions[0]["model"] in md
