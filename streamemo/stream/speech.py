@@ -23,6 +23,19 @@ judged on all of its audio, which no later window's look-back covers: a recordin
 only words are in its first second is classified. Defaults were chosen on data
 (benchmarks/voice_gates.py). Everything depends only on the samples and on where windows
 end, so chunking the input cannot change a decision.
+
+Music after speech. The network's LSTM carries what it heard: after speech it expects more,
+and hears music that follows a pause as half speech (0.3 to 0.9 where the same music alone
+gets 0.0 to 0.4), so a few of its windows passed, seconds into the music. So once speech has
+stopped for longer than the look-back (PAUSE_S more: no window whose look-back holds speech
+is ever held back), a second copy of the network listens too, with a fresh memory, as if the
+stream began there, and windows are held back until that copy hears a chunk of speech (at
+the threshold) or the network itself is near certain of one (SURE_RUN chunks in a row at
+SURE: a voice the fresh copy is slow to hear); from then on they are decided as before.
+Speech after a pause does one or the other within a few chunks; music rarely does. The
+probabilities, and every decision outside those stretches, are what they were
+(benchmarks/RESULTS-gates.md, "Speech, then music"). The copy runs only while windows are
+held back, and shares the encoder's work.
 """
 
 from __future__ import annotations
@@ -47,6 +60,11 @@ CONTEXT = 64  # samples before each chunk that the network also sees
 ENCODE_BATCH = 64
 TORCH_STEPS_FROM = 32  # chunks in one call from which the LSTM steps in torch (SileroVAD._steps_torch)
 SHARE_WINDOW_S = 60.0  # `recent_share` (the status message's speech_share) looks back this far
+# After speech, the look-back and this long again without a chunk at the threshold is a pause,
+# after which windows are held back until a fresh copy of the network hears speech, or the
+# network is at SURE for SURE_RUN chunks in a row (the docstring: music after speech).
+PAUSE_S = 0.25
+SURE, SURE_RUN = 0.9, 4
 
 
 WEIGHTS = Path(__file__).with_name("silero_vad.safetensors")  # see `package_weights`
@@ -159,8 +177,11 @@ class SileroVAD:
         return _relu(h @ w["w4"] + w["b4"])
 
     def __call__(self, chunks: np.ndarray) -> np.ndarray:
+        return self.listen(self.encode(chunks))
+
+    def listen(self, x: np.ndarray) -> np.ndarray:
+        """(n, 128) encoded chunks -> their n speech probabilities: the LSTM, its state carried on."""
         w = self.w
-        x = self.encode(chunks)
         hidden = self._steps_torch(x) if len(x) >= TORCH_STEPS_FROM else self._steps(x @ w["w_ih"] + w["b_lstm"])
         return _sigmoid(_relu(hidden) @ w["w_out"] + w["b_out"][0])
 
@@ -227,8 +248,10 @@ class SpeechGate:
     def __init__(self, rate: int, threshold: float, share: float, lookback_s: float):
         self.threshold, self.share = threshold, share
         self.lookback = max(1, round(lookback_s * RATE / CHUNK))
+        self.pause = self.lookback + round(PAUSE_S * RATE / CHUNK)
         self.rate = rate
         self.vad = SileroVAD()
+        self.fresh = SileroVAD()  # the copy that listens afresh after a pause (`_hold`)
         self._recent = collections.deque(maxlen=math.ceil(SHARE_WINDOW_S * RATE / CHUNK))
         self.reset()
 
@@ -236,6 +259,7 @@ class SpeechGate:
         """A new stream: no audio, no LSTM state. The recent-speech share goes on (it
         describes the input, not one stream)."""
         self.vad.reset()
+        self.fresh.reset()
         self._resampler = StreamResampler(self.rate, RATE)  # a pass-through at 16 kHz
         self._pending: list[np.ndarray] = []  # fed since the last mark, at `rate`
         self._unscored: list[np.ndarray] = []  # at 16 kHz, resampled at marks: from the first unscored chunk on
@@ -243,7 +267,12 @@ class SpeechGate:
         self._tail = np.zeros(CONTEXT, np.float32)  # the last 64 samples scored: the next chunk's context
         self._scored = 0  # chunks scored since the reset
         self._last = np.zeros(0, np.float32)  # the probabilities of the newest `lookback` of them
+        self._held = False  # whether a window ending at the newest scored chunk is held back
         self._decided = 0  # the chunks heard at the last decision
+        # `_hold`'s state: speech heard since the last pause; chunks in a row below the
+        # threshold; whether windows are held back (while they are, `fresh` listens); chunks in
+        # a row at SURE while they are.
+        self._spoken, self._quiet, self._holding, self._sure = False, 0, False, 0
 
     def feed(self, samples: np.ndarray) -> None:
         self._pending.append(np.asarray(samples, dtype=np.float32))
@@ -261,8 +290,9 @@ class SpeechGate:
     def decide(self, marks: list[int]) -> list[tuple[bool, float]]:
         """The decisions for windows ending at `marks` (from `mark`, in order, none decided
         yet), after scoring every chunk up to the last of them."""
-        new = self._score(marks[-1] - self._scored)
+        new, new_held = self._score(marks[-1] - self._scored)
         history = np.concatenate([self._last, new])  # chunk `first` onwards
+        held = [self._held, *new_held]  # chunk `first + len(self._last) - 1` onwards
         first = self._scored - len(new) - len(self._last)
         out = []
         for end in marks:
@@ -275,9 +305,31 @@ class SpeechGate:
             judged = since if since > self.lookback else self.lookback
             probs = history[max(0, end - first - judged) : end - first]
             speech_share = float(np.mean(probs >= self.threshold))
-            out.append((speech_share >= self.share, float(probs.mean())))
+            held_back = held[end - first - len(self._last)]  # as of the window's last chunk
+            out.append((speech_share >= self.share and not held_back, float(probs.mean())))
             self._decided = end
         self._last = history[-self.lookback :]
+        self._held = bool(held[-1])
+        return out
+
+    def _hold(self, probs: np.ndarray, encoded: np.ndarray) -> list[bool]:
+        """For each newly scored chunk, in order: whether a window ending at it is held back
+        (music after speech, in the module's docstring). `encoded`: the chunks, encoded."""
+        out, fresh, since = [], None, 0  # the fresh copy's probabilities from chunk `since` on
+        for i, p in enumerate(probs.tolist()):
+            if self._holding:
+                if fresh is None:  # the copy hears the rest of these chunks, going on from its state
+                    fresh, since = self.fresh.listen(encoded[i:]), i
+                self._sure = self._sure + 1 if p >= SURE else 0
+                self._holding = fresh[i - since] < self.threshold and self._sure < SURE_RUN
+            if p >= self.threshold and not self._holding:
+                self._spoken = True
+            self._quiet = self._quiet + 1 if p < self.threshold else 0
+            if self._spoken and self._quiet >= self.pause and self.share > 0:  # share 0: an open gate
+                self._holding, self._spoken, self._sure = True, False, 0
+                self.fresh.reset()
+                fresh = None  # it starts with the next chunk
+            out.append(self._holding)
         return out
 
     @property
@@ -302,19 +354,21 @@ class SpeechGate:
             marks.append(self.mark())
         return [voiced for voiced, _ in self.decide(marks)]
 
-    def _score(self, n: int) -> np.ndarray:
-        """Scores the next `n` chunks; returns their probabilities."""
+    def _score(self, n: int) -> tuple[np.ndarray, list[bool]]:
+        """Scores the next `n` chunks; returns their probabilities and whether windows ending
+        at each are held back."""
         if n <= 0:
-            return np.zeros(0, np.float32)
+            return np.zeros(0, np.float32), []
         audio = np.concatenate(self._unscored)
         scored = chunks(audio[: n * CHUNK], self._tail)
         self._unscored = [audio[n * CHUNK :]]
         self._unscored_n = len(self._unscored[0])
         self._tail = scored[-1, -CONTEXT:].copy()
         self._scored += n
-        probs = self.vad(scored)
+        encoded = self.vad.encode(scored)
+        probs = self.vad.listen(encoded)
         self._recent.extend((probs >= self.threshold).tolist())
-        return probs
+        return probs, self._hold(probs, encoded)
 
 
 if __name__ == "__main__":  # writes WEIGHTS from the installed silero-vad wheel
