@@ -112,7 +112,7 @@ def test_trained_model_gives_classify_the_evaluations_label(tmp_path, recipe):
     assert printed == [s.predicted for s in voiced]
 
 
-@pytest.mark.parametrize("name, trained_acc", [("default", 0.8), ("small", 0.8)])
+@pytest.mark.parametrize("name, trained_acc", [("default", 0.7), ("small", 0.8)])
 def test_bundled_models_are_what_their_cards_say_and_know_their_training_speakers(name, trained_acc):
     """`models/default` and `models/small` as shipped, loaded by name: the weights match the
     card's hash (load_model checks), the size bound holds, both cards carry the same
