@@ -199,14 +199,15 @@ class Frontend(torch.nn.Module):
         return mfcc[:, : self.spec.n_mfcc, :]
 
 
-def pick_device(name: str) -> torch.device:
-    """auto -> CUDA when present, else CPU; cuda when absent is a clear error."""
+def pick_device(name: str, flag: str = "--compute (pipeline.device)") -> torch.device:
+    """auto -> CUDA when present, else CPU; cuda when absent is a clear error naming `flag`,
+    the option that asked (the daemon's --compute, the trainer's --device)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise StreamemoError("--device cuda asked for, but torch sees no CUDA GPU; use --device auto or cpu", 2)
+        raise StreamemoError(f"{flag} cuda asked for, but torch sees no CUDA GPU; use auto or cpu", 2)
     if name not in ("cpu", "cuda"):
-        raise StreamemoError(f"unknown --device {name!r}; expected auto, cpu or cuda", 2)
+        raise StreamemoError(f"unknown {flag} {name!r}; expected auto, cpu or cuda", 2)
     return torch.device(name)
 
 

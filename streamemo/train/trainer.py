@@ -75,7 +75,7 @@ def _distributed(cuda: bool) -> tuple[int, int]:
 class Trainer:
     def __init__(self, config: TrainConfig, cache_dir=None, use_cache: bool = True):
         self.config = config
-        self.device = pick_device(config.device)
+        self.device = pick_device(config.device, "--device")
         self.rank, self.world = _distributed(self.device.type == "cuda")
         if self.world > 1 and self.device.type == "cuda":
             self.device = torch.device("cuda", self.rank % torch.cuda.device_count())
