@@ -4,14 +4,14 @@ The publisher never blocks the pipeline: a PUB socket drops messages for a subsc
 whose queue (high-water mark) is full, sends are non-blocking, and linger is 0 so closing
 never waits for a dead peer. A slow or vanished subscriber costs the daemon nothing.
 
-Nor can a hostile one make it hold much: an XPUB socket queues every distinct
-subscription, and any other message a peer sends upstream, for the program to read, and
-the daemon never read them (60,000 random subscriptions held 485 MiB, kept after the peer
-left). So the publisher reads them itself before each send (manual mode) and passes on
-only those that can match one of its topics (`emotion`, `status`); the rest are dropped.
-ZeroMQ still keeps each subscription of a connected peer until the peer leaves (about 2.7
-KB for the longest a peer may send), so a peer sending a frame longer than a subscription
-needs is disconnected, and once one that sent others' subscriptions has gone, the memory
+Nor can a hostile one make it hold much. An XPUB socket queues every distinct
+subscription, and any other message a peer sends upstream, for the program to read; the
+daemon never read them, and 60,000 random 512-byte subscriptions held 1.4 GiB, kept after
+the peer left (benchmarks/subscription_flood.py). So the publisher reads them itself
+before each send (manual mode) and passes on only those that can match one of its topics
+(`emotion`, `status`). ZeroMQ still keeps each subscription of a connected peer until it
+leaves (about 2.6 KB for the longest allowed), so a peer sending a frame longer than a
+subscription needs is disconnected, and once a peer that sent others has gone, the memory
 is given back to the system.
 """
 
