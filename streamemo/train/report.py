@@ -314,7 +314,9 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
               f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
               f"{_seeds(recipe, card['arch'])}; the full recipe is in the JSON card.", ""]
-    if report:
+    if report and str(report.get("title", "")).startswith("leave one corpus out"):
+        lines += loco_markdown(report)  # the recipe's own evaluation is by corpus
+    elif report:
         folds = all(isinstance(f.get("fold"), int) for f in report["folds"])
         lines += (["## Evaluation: speaker-independent folds", "",
                    "The recipe (not these exact weights) was evaluated by training one model per fold with the "
