@@ -82,3 +82,20 @@ def test_a_reader_that_stops_early_ends_classify_quietly(fmt, jobs, speech_wav, 
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 141, err
     assert first and err == ""
+
+
+def test_a_file_name_that_is_not_utf8_prints_as_its_own_bytes(tmp_path, speech_wav):
+    """Issue 31, cause 7: under a strict UTF-8 output encoding, classify's CSV once ended in a
+    UnicodeEncodeError for a name that is not valid UTF-8; it prints the name's own bytes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    name = os.fsencode(tmp_path) + b"/bad-\xff\xfe.wav"
+    shutil.copy(speech_wav, name)
+    env = dict(os.environ, PYTHONIOENCODING="utf-8")
+    out = subprocess.run([sys.executable, "-m", "streamemo", "classify", "--model", "small", "--format", "csv",
+                          name], env=env, capture_output=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert b"bad-\xff\xfe.wav" in out.stdout
