@@ -215,14 +215,17 @@ CROSS_HEADING = "## Across corpora: voices, languages and rooms it never heard"
 LIMITS_HEADING = "## Intended use and limits"
 
 
+def _report_section(heading: str, what: str, report: dict) -> list[str]:
+    """A model card's part made of an evaluate report: its heading, what it measured, its tables."""
+    body = markdown(report["title"], report["summary"], report["folds"], report.get("meta", {})).split("\n", 2)[2]
+    return [heading, "", what, "", body.split("\nPlots:")[0].replace("## ", "### "), ""]
+
+
 def cross_corpus_markdown(cross: dict) -> list[str]:
     """The model card's part for an `evaluate --model M --test …` report of corpora M never heard."""
-    body = markdown(cross["title"], cross["summary"], cross["folds"], cross.get("meta", {})).split("\n", 2)[2]
-    return [CROSS_HEADING, "",
-            "These very weights on whole corpora that no part of their training saw (other languages, "
-            "studios and microphones), each scored over the classes it has; chance is 1 / (its classes). "
-            "This is the figure closest to what a new live user gets.", "",
-            body.split("\nPlots:")[0].replace("## ", "### "), ""]
+    return _report_section(CROSS_HEADING, "These very weights on whole corpora that no part of their training saw "
+                           "(other languages, studios and microphones), each scored over the classes it has; chance "
+                           "is 1 / (its classes). This is the figure closest to what a new live user gets.", cross)
 
 
 def splice_cross_corpus(card_md: str, cross: dict, weights_sha256: str) -> str:
@@ -245,13 +248,11 @@ LOCO_HEADING = "## Evaluation: leave one corpus out"
 
 def loco_markdown(loco: dict) -> list[str]:
     """The model card's part for an `evaluate --leave-one-corpus-out` report of its recipe."""
-    body = markdown(loco["title"], loco["summary"], loco["folds"], loco.get("meta", {})).split("\n", 2)[2]
-    return [LOCO_HEADING, "",
-            "The recipe (not these exact weights) trained once per corpus on all the others and tested on the "
-            "corpus it never heard (another language, studio and set of speakers), each scored over the classes "
-            "it has; chance is 1 / (its classes). These weights are that recipe trained on every corpus: the "
-            "closest estimate of what a new live user gets.", "",
-            body.split("\nPlots:")[0].replace("## ", "### "), ""]
+    return _report_section(LOCO_HEADING, "The recipe (not these exact weights) trained once per corpus on all the "
+                           "others and tested on the corpus it never heard (another language, studio and set of "
+                           "speakers), each scored over the classes it has; chance is 1 / (its classes). These weights "
+                           "are that recipe trained on every corpus: the closest estimate of what a new live user "
+                           "gets.", loco)
 
 
 def _features(fe: dict) -> str:
