@@ -118,9 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     keep_freed_memory()
     # A file name that is not valid UTF-8 reaches Python as lone surrogates; printed back (classify's
     # table and CSV), they are its original bytes again, not a UnicodeEncodeError under a strict locale.
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "reconfigure"):
-            stream.reconfigure(errors="surrogateescape")
+    # Standard error already escapes them (backslashreplace), which keeps logs valid UTF-8.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     command = next((a for a in argv if not a.startswith("-")), None)
     args = None  # a StreamemoError may come from parsing itself (an option's type, e.g. --fold)
     try:
