@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -36,8 +37,10 @@ def test_sighup_cannot_end_the_daemon_from_the_package_first_line(command, expec
     came only after 100-200 ms of imports. Now the package's first lines ignore SIGHUP in a
     process started as the daemon, before `streamemo.cli` is even imported. Any other
     command keeps the default, so closing its terminal still ends it."""
+    # The default disposition, whatever this test runner inherited (nohup ignores SIGHUP).
     result = subprocess.run([sys.executable, "-c", WATCH.format(module="streamemo.cli"), command, "--source", "x.wav"],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     assert result.stdout.strip() == expected, (result.stdout, result.stderr)
 
 

@@ -194,8 +194,10 @@ def test_megabyte_topics_and_floods_are_logged_in_a_few_short_lines(free_endpoin
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.setsockopt(zmq.LINGER, 0)
     pub.bind(free_endpoint)
+    # SIGINT as a terminal's Ctrl-C gives it, whatever this runner inherited (a background job ignores it).
     proc = subprocess.Popen([*STREAMEMO, "subscribe", "--connect", free_endpoint, "--topic", "emotion"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not select.select([proc.stdout], [], [], 0.1)[0]:  # connected: a first message printed
