@@ -111,6 +111,15 @@ class FrontendSpec:
                 sum(i * self.hop_length + half > n_samples for i in range(frames)))
 
 
+def mel_power(samples: torch.Tensor, window: torch.Tensor, mel_basis_t: torch.Tensor, hop: int) -> torch.Tensor:
+    """(batch, samples) -> (batch, n_mels, frames): each whole span of len(window) samples every
+    `hop`, windowed, its FFT's power through the mel basis ((bins, n_mels), transposed)."""
+    frames = samples.unfold(-1, len(window), hop) * window  # (batch, frames, n_fft)
+    spectrum = torch.fft.rfft(frames, dim=-1)  # (batch, frames, bins)
+    power = spectrum.real.square() + spectrum.imag.square()
+    return (power @ mel_basis_t).transpose(1, 2).contiguous()
+
+
 def build_frontend(spec: FrontendSpec, kernels: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
     """The frontend module for `spec`: log-mel or MFCC (`Frontend`), or Whisper's log-mel
     and encoder (`encoder.frontend.EncoderFrontend`)."""
@@ -181,10 +190,7 @@ class Frontend(torch.nn.Module):
             if waveform.shape[-1] <= half:
                 raise ValueError(f"a window of {waveform.shape[-1]} samples is too short for n_fft {n_fft}")
             padded = torch.nn.functional.pad(waveform.unsqueeze(1), (half, half), mode="reflect").squeeze(1)
-        frames = padded.unfold(-1, n_fft, hop) * self.window  # (batch, frames, n_fft)
-        spectrum = torch.fft.rfft(frames, dim=-1)  # (batch, frames, bins)
-        power = spectrum.real.square() + spectrum.imag.square()
-        return (power @ self.mel_basis_t).transpose(1, 2).contiguous()
+        return mel_power(padded, self.window, self.mel_basis_t, hop)
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor, pad: bool = True) -> torch.Tensor:

@@ -79,8 +79,7 @@ class EncoderFrontend(nn.Module):
     """(batch, samples) float waveform in [-1, 1] -> (batch, d_model, frames) encoder features.
 
     `frames` is 12 per whole block of 3840 samples, from the input's first sample: a stream's
-    features up to its newest whole block. `past`, when given, is audio before the input (the
-    context of its first blocks); without it the input is taken to start a stream.
+    features up to its newest whole block, the input taken to start the stream (zeros before it).
     """
 
     def __init__(self, spec, kernels: dict[str, torch.Tensor] | None = None):
@@ -121,10 +120,9 @@ class EncoderFrontend(nn.Module):
     def log_mel(self, samples: torch.Tensor) -> torch.Tensor:
         """(batch, samples) -> (batch, 80, frames): frame m is the N_FFT samples ending at
         160 m + N_FFT, whole spans only."""
-        frames = samples.unfold(-1, N_FFT, HOP_LENGTH) * self.window
-        spectrum = torch.fft.rfft(frames, dim=-1)
-        power = spectrum.real.square() + spectrum.imag.square()
-        return scale_log_mel(power @ self.mel_basis_t).transpose(1, 2)
+        from streamemo.features import mel_power  # noqa: PLC0415 (features imports this module's users)
+
+        return scale_log_mel(mel_power(samples, self.window, self.mel_basis_t, HOP_LENGTH))
 
     def convolve(self, mel: torch.Tensor) -> torch.Tensor:
         """(n, 80, 2 T + CONV_PAST) mel frames -> (n, d_model, T): Whisper's two convolutions,
@@ -152,8 +150,6 @@ class EncoderFrontend(nn.Module):
         input (which must hold past_samples before the first of them; zeros there when the
         stream had not started)."""
         batch, need = audio.shape[0], n_blocks * self.block_samples + self.past_samples
-        if audio.shape[-1] < need:
-            audio = nn.functional.pad(audio, (need - audio.shape[-1], 0))
         mel = self.log_mel(audio[:, audio.shape[-1] - need :])  # (batch, 80, frames)
         span = ENCODER_STRIDE * (self.context + self.block) + CONV_PAST
         chunks = mel.unfold(-1, span, ENCODER_STRIDE * self.block)  # (batch, 80, n_blocks, span)
@@ -163,7 +159,8 @@ class EncoderFrontend(nn.Module):
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor, pad: bool = True) -> torch.Tensor:
-        """A stream's features from its first sample: every whole block of `waveform`."""
+        """A stream's features from its first sample: every whole block of `waveform`. `pad` is
+        `Frontend`'s (the scorer passes it); blocks have no padded frames to leave out."""
         if waveform.dim() == 1:
             waveform = waveform.unsqueeze(0)
         n_blocks = waveform.shape[-1] // self.block_samples
