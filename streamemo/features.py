@@ -66,6 +66,12 @@ class FrontendSpec:
         return self.n_mfcc if self.kind == "mfcc" else self.n_mels
 
     @property
+    def has_energy(self) -> bool:
+        """Whether a frame's mean feature is its loudness (log-mel, MFCC), so pauses can be told
+        from voice by it (stream/adaptation.py); an encoder's learnt features are not."""
+        return self.kind != "whisper"
+
+    @property
     def frame_hop(self) -> int:
         """Samples between frames: the encoder's frames are two mel hops apart."""
         return 2 * self.hop_length if self.kind == "whisper" else self.hop_length

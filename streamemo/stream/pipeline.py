@@ -117,8 +117,7 @@ class Pipeline:
         self.gate = SpeechGate(self.rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
         self.columns = self._column_stream()
         self.blocks = self._block_stream()
-        # Circular: the last `window` samples, and an encoder model's context before them.
-        self._history = np.zeros(self.window + (self.scorer.frontend.past_samples if self.blocks else 0), np.float32)
+        self._history = np.zeros(self._history_size(), np.float32)
         self.unscored = 0  # voiced windows the model gave non-finite probabilities for
         self.reset()
         self.self_test(heard)
@@ -152,6 +151,10 @@ class Pipeline:
         """The last window of audio fed, oldest sample first (zeros before any)."""
         return self._current_window()[-self.window :]
 
+    def _history_size(self) -> int:
+        """Samples kept (circular): the last window, and an encoder model's context before it."""
+        return self.window + (self.scorer.frontend.past_samples if self.blocks is not None else 0)
+
     def _block_stream(self) -> BlockStream | None:
         """An encoder model's blocks, each computed once at a hop of whole blocks."""
         spec = self.model.frontend
@@ -172,7 +175,7 @@ class Pipeline:
             return None
         frame_s = model.frontend.frame_s
         return SpeakerAdapter(model.speaker_norm, self.config.adaptation_prior_s / frame_s,
-                              self.config.adaptation_memory_s / frame_s, model.frontend.kind != "whisper")
+                              self.config.adaptation_memory_s / frame_s, model.frontend.has_energy)
 
     def _column_stream(self) -> ColumnStream | None:
         """The model's column stream, or None when it is scored a window at a time: not a
@@ -199,7 +202,7 @@ class Pipeline:
         self.model, self.scorer = model, scorer
         self.columns = self._column_stream()
         self.blocks = self._block_stream()
-        size = self.window + (self.scorer.frontend.past_samples if self.blocks else 0)
+        size = self._history_size()
         if size != len(self._history):  # another encoder context: keep what of the audio fits
             audio = self._current_window()[-size:]
             self._history = np.zeros(size, np.float32)

@@ -97,7 +97,7 @@ def measure_voice(audio: np.ndarray, frontend, window: int, hop: int, config, fe
     PipelineConfig) accepts. `feats`: an encoder frontend's features of the whole recording,
     when already computed."""
     spec = frontend.spec
-    rate, acc = spec.sample_rate, VoiceStats(spec.n_features, select_active=spec.kind != "whisper")
+    rate, acc = spec.sample_rate, VoiceStats(spec.n_features, select_active=spec.has_energy)
     gate = SpeechGate(rate, config.speech_threshold, config.speech_share, config.speech_lookback_s)
     voiced = np.asarray(gate.decisions(audio, window, hop), bool)
     if spec.kind == "whisper":  # the daemon's windows are crops of the stream's blocks, not encoded alone
