@@ -76,6 +76,22 @@ def windows(n: int, samples: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
+def train_step_ms(network, features: torch.Tensor, n_classes: int, device, repeats: int) -> float:
+    """Milliseconds per AdamW step of `network` on a batch of `features` on `device`."""
+    network = network.to(device).train()
+    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    features = features.to(device)
+    target = torch.arange(len(features), device=device) % n_classes
+
+    def step():
+        optimiser.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(network(features), target)
+        loss.backward()
+        optimiser.step()
+
+    return timed(step, device, repeats)
+
+
 def timed(fn, device: torch.device, repeats: int) -> float:
     """Median milliseconds per call, after warm-up, the GPU synchronised around each call."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -129,21 +145,10 @@ def logmel_checks(args, device: torch.device, result: dict) -> list[str]:
     result["frontend_ms_per_256_windows_device"] = timed(lambda: dev_frontend(on), device, args.repeats)
 
     # 3. training steps
-    network = model.network.to(device).train()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
-    features = reference[:32].to(device)
-    target = torch.arange(32, device=device) % len(model.labels)
-
-    def step():
-        optimiser.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(network(features), target)
-        loss.backward()
-        optimiser.step()
-
-    ms = timed(step, device, args.repeats * 5)
+    ms = train_step_ms(model.network, reference[:32], len(model.labels), device, args.repeats * 5)
     result["train_ms_per_step_of_32"] = ms
     result["train_epoch_s_shipped_recipe"] = ms * EPOCH_CLIPS / 32 / 1000
-    network.eval()
+    model.network.eval()
 
     # 4. batched scoring, as classify does it
     scorer = Scorer(load_model(args.small_model), device)  # fresh weights: the training steps changed these
@@ -279,19 +284,9 @@ def encoder_checks(args, device: torch.device, result: dict) -> list[str]:
         result[f"encoder_file_times_real_time_{name}"] = len(audio) / rate / (time.perf_counter() - start)
 
     # 8. the head's training steps on cached encoder features
-    network = load_model(args.model).network.to(device).train()
-    optimiser = torch.optim.AdamW(network.parameters(), lr=1e-3)
-    frames = frontend.frames(round(model.window_s * rate))
-    features = torch.randn(32, frontend.n_features, frames, device=device)
-    target = torch.arange(32, device=device) % len(model.labels)
-
-    def step():
-        optimiser.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(network(features), target)
-        loss.backward()
-        optimiser.step()
-
-    result["encoder_head_train_ms_per_step_of_32"] = timed(step, device, args.repeats * 5)
+    features = torch.randn(32, frontend.n_features, frontend.frames(round(model.window_s * rate)))
+    result["encoder_head_train_ms_per_step_of_32"] = train_step_ms(load_model(args.model).network, features,
+                                                                   len(model.labels), device, args.repeats * 5)
     return failed
 
 

@@ -10,6 +10,7 @@ kernel limits (RLIMIT_FSIZE: a write past it is cut short, then refused, as on a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -47,6 +48,30 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _published_to(endpoint: str, start):
+    """A PUB socket bound at `endpoint` and the subscriber `start()` launches against it; on
+    the way out the subscriber is killed if it still runs and the socket is closed."""
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(endpoint)
+    proc = start()
+    try:
+        yield pub, proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        pub.close()
+
+
+def _subscribe(endpoint: str, *args: str) -> subprocess.Popen:
+    """`streamemo subscribe --connect endpoint ARGS`, its output piped; SIGINT as a terminal's
+    Ctrl-C gives it, whatever this runner inherited (a background job ignores it)."""
+    return subprocess.Popen([*STREAMEMO, "subscribe", "--connect", endpoint, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _frames(topic: str, body: dict) -> list[bytes]:
@@ -104,13 +129,8 @@ def test_each_bad_value_is_one_protocol_error_naming_it(topic, body, needle):
 def test_client_subscribe_and_dashboard_skip_every_bad_value(free_endpoint):
     """One publisher sends each bad message, then a valid one, over a real socket: the client
     counts them all and returns only the valid one; `streamemo subscribe` prints only it."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(free_endpoint)
-    proc = subprocess.Popen([*STREAMEMO, "subscribe", "--connect", free_endpoint, "--count", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     valid = encode("emotion", _emotion(seq=99))
-    try:
+    with _published_to(free_endpoint, lambda: _subscribe(free_endpoint, "--count", "1")) as (pub, proc):
         with Client(free_endpoint) as client:
             deadline, got = time.monotonic() + 30, None
             while got is None:
@@ -127,10 +147,6 @@ def test_client_subscribe_and_dashboard_skip_every_bad_value(free_endpoint):
                 pub.send_multipart(valid)
                 time.sleep(0.1)
         out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pub.close()
     assert proc.returncode == 0, err
     assert json.loads(out)["seq"] == 99 and "Traceback" not in err
 
@@ -191,14 +207,7 @@ def test_a_daemon_publishing_a_file_name_that_is_not_utf8_sends_valid_text():
 def test_megabyte_topics_and_floods_are_logged_in_a_few_short_lines(free_endpoint):
     """Three messages with 10 MiB topic frames once wrote 31 MB to standard error, and 2,000
     bad messages were a line each. Now each error is short and a flood is summed up."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(free_endpoint)
-    # SIGINT as a terminal's Ctrl-C gives it, whatever this runner inherited (a background job ignores it).
-    proc = subprocess.Popen([*STREAMEMO, "subscribe", "--connect", free_endpoint, "--topic", "emotion"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    try:
+    with _published_to(free_endpoint, lambda: _subscribe(free_endpoint, "--topic", "emotion")) as (pub, proc):
         deadline = time.monotonic() + 60
         while not select.select([proc.stdout], [], [], 0.1)[0]:  # connected: a first message printed
             assert time.monotonic() < deadline and proc.poll() is None
@@ -213,10 +222,6 @@ def test_megabyte_topics_and_floods_are_logged_in_a_few_short_lines(free_endpoin
             assert time.monotonic() < deadline
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pub.close()
     assert "Traceback" not in err and "malformed message: topic frame of 10485767 bytes" in err, err[:2000]
     assert len(err) < 4000 and err.count("malformed message") <= 3, err[:4000]
 
@@ -290,22 +295,14 @@ def test_subscribe_timeout_inf_waits_and_says_where_it_listens(free_endpoint):
     """`--timeout inf` (an OverflowError before) waits for ever; standard error says where it
     listens, that nothing has come yet, then that messages arrive; standard output holds
     only the JSON line."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(free_endpoint)
-    proc = subprocess.Popen([*STREAMEMO, "subscribe", "--connect", free_endpoint, "--timeout", "inf", "--count", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    with _published_to(free_endpoint,
+                       lambda: _subscribe(free_endpoint, "--timeout", "inf", "--count", "1")) as (pub, proc):
         time.sleep(7)  # past the notice that nothing has come
         deadline = time.monotonic() + 30
         while proc.poll() is None and time.monotonic() < deadline:
             pub.send_multipart(encode("emotion", _emotion(seq=1)))
             time.sleep(0.1)
         out, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pub.close()
     assert proc.returncode == 0, err
     assert json.loads(out)["seq"] == 1
     lines = err.strip().splitlines()
@@ -342,18 +339,10 @@ def test_a_full_disk_ends_a_recording_in_one_line_with_every_line_whole(free_end
     """The kernel lets the recorder's file grow to 20,000 bytes: the write that crosses it is
     cut short, the next refused. Exit 1, one line naming the file and the cause, and the file
     holds only whole lines, as many as the line says."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(free_endpoint)
     record = tmp_path / "session.jsonl"
-    proc = _record(free_endpoint, record, limit_bytes=20_000)
-    try:
+    with _published_to(free_endpoint, lambda: _record(free_endpoint, record, limit_bytes=20_000)) as (pub, proc):
         _publish_until(pub, proc, 60)
         _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pub.close()
     assert proc.returncode == 1, err
     error = err.strip().splitlines()[-1]
     _one_line(error, f"--record {record}: File too large after", "each line of them whole")
@@ -365,19 +354,12 @@ def test_a_full_disk_ends_a_recording_in_one_line_with_every_line_whole(free_end
 def test_rotation_says_what_it_removed(free_endpoint, tmp_path):
     """Rotating every 10 kB and keeping one old file: the summary counts the messages that
     went with the removed files, and those kept are whole."""
-    pub = zmq.Context.instance().socket(zmq.PUB)
-    pub.setsockopt(zmq.LINGER, 0)
-    pub.bind(free_endpoint)
     record = tmp_path / "session.jsonl"
-    proc = _record(free_endpoint, record, "--rotate-mb", "0.01", "--keep", "1")
-    try:
+    with _published_to(free_endpoint,
+                       lambda: _record(free_endpoint, record, "--rotate-mb", "0.01", "--keep", "1")) as (pub, proc):
         _publish_until(pub, proc, 3)
         proc.terminate()
         _, err = proc.communicate(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        pub.close()
     assert proc.returncode == 0, err
     kept = _whole_lines(record.with_name("session.jsonl.1")) + _whole_lines(record)
     summary = err.strip().splitlines()[-1]
