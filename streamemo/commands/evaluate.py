@@ -66,7 +66,7 @@ def main(args) -> int:
     from streamemo.model import load_model
     from streamemo.train.evaluate import corpus_folds, held_out_result, load_folds, run_folds, summarise
     from streamemo.train.datasets import shared_data_dir
-    from streamemo.train.options import command_line, config_from_args, git_commit, read_data
+    from streamemo.train.options import command_line, config_from_args, git_commit, read_data, say_recipe_notes
     from streamemo.train.report import write_report
     from streamemo.train.trainer import Trainer
 
@@ -98,6 +98,8 @@ def main(args) -> int:
     meta = {"command": command_line(),
             "git_commit": git_commit(), "recipe": config.to_dict()}
     data = read_data(args.data, args) if args.data else None
+    if data is not None:
+        say_recipe_notes(args)
     counts: dict[str, Counter] = {}
 
     if args.folds:

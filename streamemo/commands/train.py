@@ -36,7 +36,7 @@ def main(args) -> int:
     from streamemo.model import check_writable, load_model, model_paths, save_model
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
-    from streamemo.train.options import command_line, config_from_args, git_commit, read_data
+    from streamemo.train.options import command_line, config_from_args, git_commit, read_data, say_recipe_notes
     from streamemo.train.trainer import Trainer, model_labels
 
     setup_logging("info")
@@ -53,6 +53,7 @@ def main(args) -> int:
     init = load_model(args.init) if args.init else None
     if report is not None:
         check_labels(report, args.evaluation, model_labels(data.clips, init), f"a model of {' '.join(args.data)}")
+    say_recipe_notes(args)
     trainer = Trainer(config, args.cache_dir, use_cache=not args.no_cache)
     name = Path(args.output).name.removesuffix(".json").removesuffix(".safetensors")
     result = trainer.fit(data.clips, name=name, init=init)

@@ -189,13 +189,20 @@ def config_from_args(args) -> TrainConfig:
         except StreamemoError as e:
             if args.augment and "background" in args.augment:  # asked for by name: an error
                 raise
-            # The default recipe's noise comes from ../shared/data; away from it, train without.
-            log.warning("%s; training without background noise", str(e).split(": point")[0])
+            # The default recipe's noise comes from ../shared/data; away from it, train without, and
+            # say so when training starts (`say_recipe_notes`), not before the command's own checks.
+            args.recipe_notes = [f"{str(e).split(': point')[0]}; training without background noise"]
             config = replace(config, augment=replace(config.augment, background=False))
     if config.val_fraction <= 0 and watches_validation(config):
         raise StreamemoError("--select best, --schedule plateau and --early-stop judge epochs on validation speakers, "
                              "and none are held out: add --val-fraction 0.15", 2)
     return config
+
+
+def say_recipe_notes(args) -> None:
+    """Logs what `config_from_args` changed in the recipe on its own (e.g. no noise folder)."""
+    for note in getattr(args, "recipe_notes", []):
+        log.warning(note)
 
 
 def command_line() -> str:
