@@ -44,7 +44,7 @@ getting started:
 # Shown under each command's options.
 EXAMPLES = {
     "run": ["streamemo run                                   the default microphone",
-            "streamemo run --source USB                      the first input whose name holds 'USB'",
+            "streamemo run --source USB                      a device or sound-server source whose name holds 'USB'",
             "streamemo run --source talk.flac --no-realtime  a file, as fast as it can be read",
             "arecord -f S16_LE -r 16000 -c 1 | streamemo run --source -",
             "streamemo run --config my.toml --print-config   what a config file and flags add up to"],

@@ -71,7 +71,8 @@ def _number(x) -> str:
 @dataclass(frozen=True)
 class AudioConfig:
     # "default" (the system's default input), a device index, a device-name substring,
-    # an audio file path, or "-" for raw PCM on stdin.
+    # a PulseAudio/PipeWire source (its name, or part of its name or description; PortAudio's
+    # device names are matched first), an audio file path, or "-" for raw PCM on stdin.
     source: str = "default"
     realtime: bool = True  # file sources: pace at real time (True) or run as fast as possible
     stdin_rate: int = 16000  # raw PCM on stdin: sample rate in Hz

@@ -3,6 +3,9 @@
 Whatever is played into the sink (`paplay`) comes out of its monitor source, which is the
 server's default source, so PortAudio's `pulse`/`default` ALSA devices record it. The server
 gets its own runtime directory, so a developer's own audio is never touched.
+
+`add_source` makes more virtual microphones beside it (each another null sink, with its own
+description), for tests that pick one source by name.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ class PulseServer:
         self.env.pop("DISPLAY", None)
         (self.dir / "runtime").mkdir(mode=0o700)
         self.keepalive: subprocess.Popen | None = None
+        self.extra: dict[str, tuple[str, subprocess.Popen]] = {}  # add_source's sinks: module index, keep-alive
 
     def start(self) -> PulseServer:
         script = self.dir / "server.pa"
@@ -60,23 +64,48 @@ class PulseServer:
         return self
 
     def start_keepalive(self) -> None:
+        self.keepalive = self._play_silence(SINK)
+        time.sleep(2.5)
+
+    def _play_silence(self, sink: str) -> subprocess.Popen:
         # A null sink with nothing playing delivers its monitor in 2-second bursts; a silent
         # stream keeps it running so audio flows in small blocks, as from a real microphone.
-        self._zero = open("/dev/zero", "rb")
-        self.keepalive = subprocess.Popen(
-            ["pacat", "--playback", "--latency-msec=20", f"--device={SINK}", "--rate=48000",
+        if getattr(self, "_zero", None) is None:
+            self._zero = open("/dev/zero", "rb")
+        proc = subprocess.Popen(
+            ["pacat", "--playback", "--latency-msec=20", f"--device={sink}", "--rate=48000",
              "--channels=1", "--format=s16le", "--raw"],
             stdin=self._zero, env=self.env,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        self._wait(lambda: "RUNNING" in self.pactl("list", "short", "sinks").stdout, "null sink to run")
-        time.sleep(2.5)
+        self._wait(lambda: any(line.split()[1:2] == [sink] and "RUNNING" in line
+                               for line in self.pactl("list", "short", "sinks").stdout.splitlines()),
+                   f"null sink {sink} to run")
+        return proc
+
+    def add_source(self, sink: str, description: str) -> str:
+        """Another virtual microphone: a null sink `sink` described as `description`, whose
+        monitor (the source returned, `SINK.monitor`, described "Monitor of DESCRIPTION") hears
+        only what is played into that sink. `remove_source(sink)` pulls it out again."""
+        loaded = self.pactl("load-module", "module-null-sink", f"sink_name={sink}", f"rate={self.rate}", "channels=1",
+                            # quoted twice: once for the module's arguments, once for the property list
+                            f"sink_properties=\"device.description='{description}'\"")
+        if loaded.returncode != 0:
+            raise RuntimeError(f"cannot add null sink {sink}: {loaded.stderr.strip()}")
+        self.extra[sink] = (loaded.stdout.strip(), self._play_silence(sink))
+        return f"{sink}.monitor"
+
+    def remove_source(self, sink: str) -> None:
+        module, keepalive = self.extra.pop(sink)
+        keepalive.kill()
+        keepalive.wait()
+        self.pactl("unload-module", module)
 
     def pactl(self, *args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["pactl", *args], env=self.env, capture_output=True, text=True, timeout=10)
 
-    def play(self, path: str | Path, wait: bool = True) -> subprocess.Popen:
-        proc = subprocess.Popen(["paplay", f"--device={SINK}", str(path)], env=self.env)
+    def play(self, path: str | Path, wait: bool = True, sink: str = SINK) -> subprocess.Popen:
+        proc = subprocess.Popen(["paplay", f"--device={sink}", str(path)], env=self.env)
         if wait:
             proc.wait(timeout=60)
         return proc
@@ -96,6 +125,9 @@ class PulseServer:
         self.start_keepalive()
 
     def stop(self) -> None:
+        for _, keepalive in self.extra.values():
+            keepalive.kill()
+            keepalive.wait()
         if getattr(self, "_zero", None):
             self._zero.close()
         if self.keepalive:

@@ -7,6 +7,7 @@ returns None when nothing arrived within the timeout and raises `EndOfStream` at
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
@@ -19,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from streamemo import StreamemoError
+from streamemo.audio.pulse_sources import NO_SERVER, ServerSource, SourceWatch, find_source, query_server
 from streamemo.audio.ringbuffer import RingBuffer, RingReader
 from streamemo.config import AudioConfig, Range
 
@@ -90,23 +92,64 @@ NO_DEVICES = ("no audio input device: PortAudio sees none. Start PulseAudio or P
               "(`pulseaudio --start`) or plug in a microphone; `streamemo devices` lists what it sees")
 
 
-def resolve_input_device(sd, spec: str) -> dict:
-    """'default', an index, or a case-insensitive name substring -> the device's info dict."""
+def resolve_input_device(sd, spec: str) -> tuple[dict, ServerSource | None]:
+    """What `--source` names -> PortAudio's device info, and the sound server's source when it
+    names one of those. In this order: 'default' and an index are PortAudio's; a name is
+    first looked for among PortAudio's devices (case-insensitive substring, as it always
+    was), then among the PulseAudio/PipeWire server's sources (exact name, then a substring
+    of one name or description), which are recorded through PortAudio's `pulse` device."""
     devices = input_devices(sd)
     if not devices:
         raise StreamemoError(NO_DEVICES)
     if spec == "default":
         index = sd.default.device[0]
         if index is None or index < 0:
-            return devices[0]
-        return sd.query_devices(index)
+            return devices[0], None
+        return sd.query_devices(index), None
     if spec.strip().isdigit():
         match = [d for d in devices if d["index"] == int(spec)]
     else:
         match = [d for d in devices if spec.lower() in d["name"].lower()]
+        if not match:
+            return server_source_device(devices, spec)
     if not match:
         raise StreamemoError(f"no input device matches {spec!r}; input devices:\n{describe_devices(sd)}", 2)
-    return match[0]
+    return match[0], None
+
+
+def server_source_device(devices: list[dict], spec: str) -> tuple[dict, ServerSource]:
+    """The server's source `spec` names, and the PortAudio device (ALSA's `pulse`, which
+    libasound2-plugins provides) that records whichever source PULSE_SOURCE names."""
+    server = query_server()
+    source = find_source(server.sources, spec) if server else None
+    if source is None:
+        sources = f"PulseAudio/PipeWire sources: {', '.join(s.label for s in server.sources)}" if server else NO_SERVER
+        raise StreamemoError(
+            f"no input device matches {spec!r}: PortAudio has {', '.join(repr(d['name']) for d in devices)}; "
+            f"{sources}; `streamemo devices` describes them", 2)
+    pulse = [d for d in devices if d["name"] == "pulse"]
+    if not pulse:
+        raise StreamemoError(f"source {source.name!r} is recorded through ALSA's `pulse` device, which PortAudio "
+                             "does not list: install libasound2-plugins (`make run` does)")
+    return pulse[0], source
+
+
+@contextlib.contextmanager
+def pulse_source_env(name: str | None):
+    """PULSE_SOURCE=name while a stream opens: libpulse reads it when ALSA's `pulse` device
+    connects (once, at open), so it is put back as it was straight after."""
+    if name is None:
+        yield
+        return
+    before = os.environ.get("PULSE_SOURCE")
+    os.environ["PULSE_SOURCE"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PULSE_SOURCE"]
+        else:
+            os.environ["PULSE_SOURCE"] = before
 
 
 def rescan_devices() -> None:
@@ -120,14 +163,16 @@ def rescan_devices() -> None:
 
 
 class MicSource:
-    """A PortAudio input stream at the device's native rate, through a ring buffer."""
+    """A PortAudio input stream at the device's native rate, through a ring buffer. For a
+    PulseAudio/PipeWire source, ALSA's `pulse` device told which source to record, at the
+    source's own rate, and a watch that calls the device lost when the source goes away."""
 
     def __init__(self, spec: str, block_s: float, ring_s: float, capture_rate: int = 0):
         sd = import_sounddevice()
-        info = resolve_input_device(sd, spec)
+        info, source = resolve_input_device(sd, spec)
         self.name = spec
-        self.device = info["name"]
-        self.rate = capture_rate or int(info["default_samplerate"])
+        self.device = f"{source.description} ({source.name})" if source else info["name"]
+        self.rate = capture_rate or (source.rate if source else int(info["default_samplerate"]))
         if capture_rate:  # a rate the user asked for may be one the device cannot do
             try:
                 sd.check_input_settings(device=info["index"], channels=1, samplerate=self.rate, dtype="float32")
@@ -141,13 +186,17 @@ class MicSource:
         self._data_ready = threading.Event()
         self._wake_at = 1  # samples the reader wants before the callback wakes it (see read)
         self._last_callback = time.monotonic()
+        self.watch = SourceWatch(source.name) if source else None  # before the stream: no removal unheard
         try:
-            self.stream = sd.InputStream(
-                device=info["index"], channels=1, samplerate=self.rate, dtype="float32",
-                blocksize=max(1, int(block_s * self.rate)), latency="low", callback=self._callback,
-            )
+            with pulse_source_env(source.name if source else None):
+                self.stream = sd.InputStream(
+                    device=info["index"], channels=1, samplerate=self.rate, dtype="float32",
+                    blocksize=max(1, int(block_s * self.rate)), latency="low", callback=self._callback,
+                )
             self.stream.start()
         except sd.PortAudioError as e:
+            if self.watch:
+                self.watch.close()
             raise StreamemoError(f"cannot open input device {self.device!r}: {e}") from None
 
     def _callback(self, indata, frames, time_info, status) -> None:
@@ -179,6 +228,9 @@ class MicSource:
         if self.reader.available < self._wake_at:
             self._data_ready.wait(timeout)
         self._data_ready.clear()
+        gone = self.watch and self.watch.gone()
+        if gone:  # the server moved the recording to another source; it is not the one asked for
+            raise DeviceLost(f"input device {self.device!r} is gone: {gone}")
         samples = self.reader.read()
         if len(samples) == 0:
             self._check_alive()
@@ -196,6 +248,8 @@ class MicSource:
             self.stream.close()
         except Exception:  # closing a stream whose device vanished can fail; nothing to save
             pass
+        if self.watch:
+            self.watch.close()
 
 
 # --- file -----------------------------------------------------------------------------

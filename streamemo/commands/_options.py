@@ -14,7 +14,8 @@ A, P, M, U, L = AudioConfig, PipelineConfig, ModelConfig, PublishConfig, LogConf
 COMPUTE = ["auto", "cpu", "cuda"]
 FLAGS = {
     "--source": ("audio.source", dict(metavar="SRC", help="'default' (the system's default input), a device index or "
-                                      "name substring (`streamemo devices` lists them), an audio file, or '-' for raw "
+                                      "name substring, a PulseAudio/PipeWire source's name or part of its name or "
+                                      "description (`streamemo devices` lists both), an audio file, or '-' for raw "
                                       f"s16le PCM on stdin (default: {A.source})")),
     "--realtime": ("audio.realtime", dict(action=argparse.BooleanOptionalAction,
                                           help="pace a file at real time, or read it as fast as possible "
