@@ -102,6 +102,9 @@ class PipelineConfig:
     speech_threshold: float = 0.7
     speech_share: float = 0.2
     speech_lookback_s: float = 0.75
+    # Decide among these of the model's classes only, e.g. ["angry", "happy", "neutral", "sad"]:
+    # each window's probabilities renormalised over them (emotion_set.py). Unset: all of them.
+    emotions: tuple[str, ...] | None = None
     smoothing_tau_s: float = 1.0  # exponential smoothing time constant, in seconds
     hysteresis: float = 0.05  # a new top label must lead the current one by this much
     reset_after_s: float = 5.0  # after this long unvoiced, the smoother starts afresh
@@ -269,7 +272,8 @@ def _read_toml(path: Path) -> dict:
         raise StreamemoError(f"config file {path} cannot be read: {e.strerror}", 2) from None
 
 
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+               tuple[str, ...]: "a list of strings"}
 
 
 def _coerce(value, hint, key: str, origin: str):
@@ -286,6 +290,8 @@ def _coerce(value, hint, key: str, origin: str):
             return float(value)
         if t is str and isinstance(value, str):
             return value
+        if t == tuple[str, ...] and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
     expected = " or ".join(_TYPE_NAMES[t] for t in allowed if t in _TYPE_NAMES)
     raise StreamemoError(
         f"{origin}: {key} must be {expected}, got {type(value).__name__} {value!r}", 2
@@ -297,4 +303,6 @@ def _toml_value(value) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(map(_toml_value, value)) + "]"
     return repr(value)

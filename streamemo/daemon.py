@@ -148,8 +148,9 @@ class Daemon:
             self.processor = Processor(self.pipeline, source.rate, self.config.audio.source)
         else:
             self.processor.reset(source.rate, self.pipeline)
-        log.info("listening to %s at %d Hz; model %s on %s; publishing on %s", source.device,
-                 source.rate, self.model.id, self.compute, self.publisher.endpoint)
+        chosen = "" if self.pipeline.keep is None else f", deciding among {', '.join(self.pipeline.labels)} only"
+        log.info("listening to %s at %d Hz; model %s on %s%s; publishing on %s", source.device,
+                 source.rate, self.model.id, self.compute, chosen, self.publisher.endpoint)
 
     def _audio_flowing(self) -> None:
         self.input.arrived()

@@ -9,6 +9,10 @@ Version 2 (issue 15): `voiced` means speech heard (it meant sound loud enough), 
 messages too (their new fields are null); a version 1 reader refuses version 2 with its
 "schema version" error, which names the version it got.
 
+A field a reader can do without is added within a version, not by a new one (`ADDED_IN_V2`):
+a daemon older than it omits it, and readers take it as null. A version 2 reader ignores
+fields it does not know, so none had to change when `emotions` came (issue 29).
+
 Decoding is the one validation every reader goes through: types, sizes, each number's
 range (`RANGES`), and what must agree (probabilities summing to 1, `top` among the labels).
 What fails is one `ProtocolError` line, never a value a reader would have to doubt.
@@ -40,6 +44,9 @@ EMOTION_FIELDS = {
     "t_publish": _NUMBER,  # unix seconds: when this message was sent
     "t_audio": _NUMBER,  # seconds of audio since the stream started, at the window's end
     "labels": list,
+    # the chosen set of emotions in force (`--emotions`): the same list as `labels`, which then
+    # holds only those; null when none was chosen and `labels` are all the model's. Added within version 2
+    "emotions": (list, None),
     "probs": (list, None),  # smoothed probabilities; null before the first voiced window
     "raw": (list, None),  # this window's probabilities; null when unvoiced (not classified)
     "top": (str, None),  # top label after hysteresis; null when unvoiced
@@ -81,10 +88,12 @@ STATUS_FIELDS = {
     "message": str,  # a line a person can read: what the daemon is doing or what went wrong
 }
 FIELDS = {"emotion": EMOTION_FIELDS, "status": STATUS_FIELDS}
-# Fields a version 1 message may lack (added within version 1, or in version 2); a version 2
-# message has every field.
+# Fields a version 1 message may lack (added within version 1, or in version 2), and those added
+# within version 2, which a version 2 daemon older than them lacks; a message has every other field.
 OPTIONAL_V1 = {"status": {"adapted_s", "repaired_samples", "speech_share"},
                "emotion": {"arousal", "valence", "speech"}}
+ADDED_IN_V2 = {"status": set(), "emotion": {"emotions"}}
+OPTIONAL = {1: {topic: OPTIONAL_V1[topic] | ADDED_IN_V2[topic] for topic in FIELDS}, 2: ADDED_IN_V2}
 
 # A real message is under a kilobyte and three levels deep. These bounds turn a hostile or
 # broken publisher's body (a megabyte of "[", a million labels) into one counted error
@@ -171,6 +180,7 @@ class EmotionMessage(_Message):
     arousal: float | None = None  # version 1 messages may lack these (OPTIONAL_V1)
     valence: float | None = None
     speech: float | None = None
+    emotions: tuple[str, ...] | None = None  # older version 2 daemons omit it too (ADDED_IN_V2)
     t_publish: float | None = None  # None until sent: the sender stamps it (to_body)
 
 
@@ -314,7 +324,7 @@ def validate(topic: str, body: dict) -> None:
     for name, types_, nullable, boolean, limits in _CHECKS[topic]:
         value = body.get(name, _MISSING)
         if value is _MISSING:
-            if version == 1 and name in OPTIONAL_V1[topic]:
+            if name in OPTIONAL[version][topic]:
                 continue
             raise ProtocolError(f"{topic} message lacks field {name!r}")
         if value is None and nullable:
@@ -337,7 +347,8 @@ _NUMBER_TYPES = {int, float}
 
 def _check_distribution(body: dict) -> None:
     """The emotion fields that must agree with each other: distinct string labels, a
-    probability for each summing to 1, and a top label that is one of them."""
+    probability for each summing to 1, a top label that is one of them, and a chosen set of
+    emotions, when one is named, that is those labels."""
     labels = body["labels"]
     n = len(labels)
     try:
@@ -364,6 +375,9 @@ def _check_distribution(body: dict) -> None:
     top = body["top"]
     if top is not None and top not in labels:
         raise ProtocolError(f"emotion field 'top' is {_show(top)}, which is not one of the labels")
+    emotions = body.get("emotions")
+    if emotions is not None and emotions != labels:
+        raise ProtocolError("emotion field 'emotions' must be null or the labels in force, as 'labels' lists them")
 
 
 def _is_text(value: str) -> bool:

@@ -170,7 +170,7 @@ def test_typed_messages_keep_the_wire_body_and_refuse_a_bad_one():
 
     from streamemo.protocol import EmotionMessage, decode_message, encode_message
 
-    body = {"v": 2, **_emotion()}
+    body = {"v": 2, **_emotion(), "emotions": None}  # every field a message from this build has
     message = EmotionMessage.from_body(body)
     assert message.labels == ("a", "b") and message.to_body() == body
     sent = decode_message(encode_message(message, t_publish=5.0))

@@ -37,6 +37,10 @@ FLAGS = {
     "--speech-threshold": ("pipeline.speech_threshold", dict(
         type=float, metavar="P", help="speech probability a 32 ms chunk needs to count as speech "
                                       f"(default: {P.speech_threshold})")),
+    "--emotions": ("pipeline.emotions", dict(
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()], metavar="E,E,...",
+        help="decide among these of the model's emotions only, renormalised, e.g. angry,happy,neutral,sad "
+             "(default: all of them)")),
     "--smoothing": ("pipeline.smoothing_tau_s", dict(type=float, metavar="S", help="smoothing time constant in "
                                                      f"seconds; 0: none (default: {P.smoothing_tau_s})")),
     "--bind": ("publish.bind", dict(metavar="ENDPOINT", help=f"ZeroMQ endpoint to publish on (default: {U.bind})")),

@@ -102,6 +102,7 @@ def classify_file(path: str, pipeline, new_speaker: bool = True, progress: bool 
         "arousal": None if dims is None else dims[0],
         "valence": None if dims is None else dims[1],
         "labels": labels,
+        "emotions": None if pipeline.keep is None else labels,  # a chosen set (--emotions), as the daemon says it
         "duration_s": round(source.position / source.rate, 3),
         "voiced_windows": sum(w["voiced"] for w in windows),  # what the whole-file label is the mean of
         "repaired_samples": processor.repaired,  # NaN, infinite or far past full scale: silenced or clipped
@@ -323,6 +324,8 @@ def _csv_row(result: dict) -> list:
 
 def _print_table(result: dict) -> None:
     print(f"{result['file']}  ({result['duration_s']:.2f} s)")
+    if result["emotions"]:
+        print(f"  deciding among {', '.join(result['emotions'])} only (--emotions)")
     print(f"  {'end (s)':>8}  {'voiced':<6}  {'top':<10} {'conf':>5}  raw top")
     for w in result["windows"]:
         raw_top = "" if w["raw"] is None else w["labels"][int(np.argmax(w["raw"]))]

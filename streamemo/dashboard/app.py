@@ -113,7 +113,7 @@ class DashboardApp(App[None]):
         self.panels = [TopEmotion(id="top"), LevelMeter(id="level"), EmotionBars(id="bars"),
                        StatusPanel(id="status"), Timeline(id="timeline")]
         top, level, bars, status, self.timeline = self.panels
-        bars.border_title = "emotions  ┃ raw"
+        bars.border_title = EmotionBars.TITLE
         status.border_title = "status"
         self.timeline.border_title, self.timeline.border_subtitle = "last 60 s", "· no speech   now →"
         yield self.endpoint_bar

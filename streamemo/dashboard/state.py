@@ -42,6 +42,7 @@ class EndpointView:
     endpoint: str
     connection: str
     labels: tuple[str, ...] = EMOTIONS
+    emotions: tuple[str, ...] | None = None  # the daemon's chosen set (its --emotions): then `labels`
     probs: tuple[float, ...] | None = None
     raw: tuple[float, ...] | None = None
     top: str | None = None
@@ -164,6 +165,7 @@ class EndpointState:
             endpoint=self.endpoint,
             connection=self.connection(now),
             labels=e.labels if e else EMOTIONS,
+            emotions=e.emotions if e else None,
             probs=e.probs if e else None,
             raw=e.raw if e else None,
             top=e.top if e else None,

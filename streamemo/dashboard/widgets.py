@@ -154,15 +154,28 @@ def axis_bar(value: float, width: int) -> str:
 
 class EmotionBars(EmotionWidget):
     """One bar per emotion: the smoothed probability, with the raw (this window's) value as ┃.
-    Arousal and valence, derived from the same probabilities, ride on the bottom frame."""
+    Arousal and valence, derived from the same probabilities, ride on the bottom frame; the
+    top frame says when the daemon decides among a chosen set of emotions only."""
 
     LABEL_WIDTH = 11
+    TITLE = "emotions  ┃ raw"
 
     def watch_view(self, view: EndpointView | None) -> None:
+        self._frame(view)
+
+    def on_resize(self) -> None:  # the frame's width decides what its texts can say
+        self._frame(self.view)
+
+    def _frame(self, view: EndpointView | None) -> None:
+        self.border_title = self._title(view)
         self.border_subtitle = self._dimensions(view)
 
-    def on_resize(self) -> None:  # the frame's width decides between bars with and without numbers
-        self.border_subtitle = self._dimensions(self.view)
+    def _title(self, view: EndpointView | None) -> str:
+        """The top frame's text: with a chosen set, says so, naming it where the frame has room."""
+        if view is None or view.emotions is None:
+            return self.TITLE
+        named = f"chosen emotions: {', '.join(view.emotions)}  ┃ raw"
+        return named if len(named) <= self.outer_size.width - 4 else f"{len(view.emotions)} chosen emotions  ┃ raw"
 
     def _dimensions(self, view: EndpointView | None) -> str:
         """The bottom frame's text: two axis bars, with numbers where the frame has room."""

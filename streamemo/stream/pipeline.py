@@ -25,6 +25,7 @@ import torch
 
 from streamemo import ModelError, StreamemoError
 from streamemo.config import PipelineConfig
+from streamemo.emotion_set import chosen_classes, restrict
 from streamemo.features import MAX_FRAMES, build_frontend
 from streamemo.model import Model
 from streamemo.stream.adaptation import SpeakerAdapter
@@ -45,7 +46,7 @@ class Estimate:
     voiced: bool  # the voice gate let the window through to the classifier
     speech: float  # mean speech probability over the gate's lookback, 0-1
     level_db: float  # RMS level of the window's last hop, dBFS
-    raw: np.ndarray | None  # this window's probabilities; None when unvoiced (not classified)
+    raw: np.ndarray | None  # this window's probabilities, over Pipeline.labels; None when unvoiced (not classified)
     smoothed: np.ndarray | None
     top: int | None  # index of the top label after hysteresis; None when unvoiced
 
@@ -101,6 +102,8 @@ class Pipeline:
         self.model = model
         self.config = config
         self.rate = model.frontend.sample_rate
+        # The chosen set of emotions (emotion_set.py): indices of the classes in force, None for all.
+        self.keep = chosen_classes(model.labels, config.emotions, model.name)
         window_s = config.window_s or model.window_s
         if config.hop_s > window_s:  # config.py checks this when both are in the config
             raise StreamemoError(f"pipeline.hop_s ({config.hop_s:g} s) is longer than the window of model "
@@ -199,6 +202,8 @@ class Pipeline:
         keeping the audio history (no gap in messages) and what speaker adaptation has heard.
         The smoother starts afresh: the old model's averages mean nothing to the new one."""
         same_features = model.frontend == self.model.frontend
+        # The reload built and tested a pipeline of `model` with this config: the set is valid for it.
+        self.keep = chosen_classes(model.labels, self.config.emotions, model.name)
         self.model, self.scorer = model, scorer
         self.columns = self._column_stream()
         self.blocks = self._block_stream()
@@ -256,6 +261,12 @@ class Pipeline:
                     out += self._estimates(batch)
                     batch = []
         return out + self._estimates(batch)
+
+    @property
+    def labels(self) -> list[str]:
+        """The classes every estimate is over: the model's, or the chosen set of them in the model's order."""
+        labels = self.model.labels
+        return list(labels) if self.keep is None else [labels[i] for i in self.keep]
 
     @property
     def adapted_s(self) -> float | None:
@@ -316,6 +327,8 @@ class Pipeline:
         out = []
         for w, (classified, speech) in zip(batch, decisions):
             raw = next(scored) if classified else None
+            if raw is not None and self.keep is not None:  # before the smoother: it, the top label and
+                raw = restrict(raw, self.keep)              # every subscriber see the chosen set only
             if raw is not None and not np.isfinite(raw).all():
                 # The model passed its self-test, yet fails on this audio. NaN must not reach a
                 # subscriber (JSON has none) nor stop the daemon: the window counts as unclassified.

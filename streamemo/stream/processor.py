@@ -48,8 +48,8 @@ class Processor:
 
     @property
     def labels(self) -> list[str]:
-        # Read from the running model each time: a reload may swap it under the same pipeline.
-        return list(self.pipeline.model.labels)
+        # Read from the running pipeline each time: a reload may swap its model.
+        return self.pipeline.labels
 
     def process(self, chunk: Chunk) -> list[tuple[Estimate, EmotionMessage]]:
         samples = chunk.samples
@@ -85,17 +85,18 @@ class Processor:
         return [(e, self._message(e)) for e in estimates]
 
     def _message(self, e: Estimate) -> EmotionMessage:
-        model = self.pipeline.model
+        model, labels = self.pipeline.model, self.labels
         probs, raw = rounded(e.smoothed), rounded(e.raw)
-        dims = None if e.top is None else arousal_valence(model.labels, e.smoothed)
+        dims = None if e.top is None else arousal_valence(labels, e.smoothed)
         message = EmotionMessage(
             seq=self.seq,
             t_capture=e.t_capture if e.t_capture is not None else time.time(),
             t_audio=round(e.t_audio, 6),
-            labels=tuple(model.labels),
+            labels=tuple(labels),
+            emotions=None if self.pipeline.keep is None else tuple(labels),
             probs=None if probs is None else tuple(probs),
             raw=None if raw is None else tuple(raw),
-            top=None if e.top is None else model.labels[e.top],
+            top=None if e.top is None else labels[e.top],
             confidence=None if e.top is None else round(float(e.smoothed[e.top]), 5),
             arousal=None if dims is None else dims[0],
             valence=None if dims is None else dims[1],

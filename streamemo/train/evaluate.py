@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from streamemo import StreamemoError
 from streamemo.config import PipelineConfig
+from streamemo.emotion_set import restrict
 from streamemo.model import Model
 from streamemo.stream.pipeline import Pipeline, Scorer, file_probabilities
 from streamemo.audio.files import UnreadableAudio, load_audio
@@ -140,7 +141,8 @@ def score_metrics(scores: list[ClipScore], labels: list[str], over=None) -> dict
     """Figures over the clips whose true label the model knows (cross-corpus tests may hold
     classes the model never saw; those are counted in `unknown_label`). `over`, a subset of
     `labels`, restricts both truth and prediction to those classes: clips of other classes
-    are left out and each clip's prediction is its most probable class among them. Matrices
+    are left out and each clip's prediction is its most probable class among them, its
+    probabilities over them as the daemon's `--emotions` makes them (`restrict`). Matrices
     keep the model's full label order, so folds with different class sets still add up."""
     index = {label: i for i, label in enumerate(labels)}
     keep = [index[label] for label in labels if over is None or label in over]
@@ -149,7 +151,7 @@ def score_metrics(scores: list[ClipScore], labels: list[str], over=None) -> dict
     if len(keep) == len(labels):
         p = np.array([index[s.predicted] for s in known], dtype=int)
     else:
-        p = np.array([keep[int(np.argmax(np.asarray(s.probabilities)[keep]))] for s in known], dtype=int)
+        p = np.array([keep[int(np.argmax(restrict(s.probabilities, keep)))] for s in known], dtype=int)
     m = classification_metrics(y, p, len(labels))
     strict = classification_metrics(y, np.where([s.no_voice for s in known], -1, p) % (len(labels) + 1),
                                     len(labels) + 1)  # no-voice clips land in an extra column
