@@ -27,6 +27,7 @@ COMMANDS = {
     "proxy": "ZeroMQ forwarder: many daemons to many subscribers",
     "keys": "create CURVE key pairs for encrypted, authenticated publishing",
     "report": "a recorded session (subscribe --record) -> timeline PNG and summary",
+    "watch": "run a command when the voice has sounded a certain way for a while",
 }
 
 
@@ -69,6 +70,11 @@ EXAMPLES = {
     "keys": ["streamemo keys server --dir keys      a daemon's or proxy's pair",
              "streamemo keys alice                  a subscriber's pair: give the publisher alice.key"],
     "report": ["streamemo report session.jsonl -o session-report"],
+    "watch": ["streamemo watch 'angry >= 0.8 for 3s' --exec notify-send 'You sound angry'",
+              "streamemo watch 'sad > 0.5 and valence < -0.3 for 10s' --cooldown 5min --exec curl -s -X POST "
+              "http://hass.local:8123/api/webhook/sad",
+              "streamemo watch 'speech >= 0.5' --shell --exec 'echo \"$STREAMEMO_EMOTION\" >> heard.log'",
+              "streamemo watch --config /etc/streamemo/streamemo.toml   its [[trigger]] tables (the service)"],
 }
 
 

@@ -39,6 +39,16 @@ POLL_SLICE_S = 60.0  # ZeroMQ's poll takes a C int of milliseconds: a long wait 
 MALFORMED_LOG_S = 10.0  # after logging a malformed message, this long before logging another
 
 
+def local_endpoint(bind: str) -> str:
+    """Where a subscriber on this machine reaches a daemon bound at `bind` (its publish.bind):
+    the same endpoint, a wildcard host (tcp://*:5556, 0.0.0.0, [::]) read as loopback."""
+    transport, _, address = bind.partition("://")
+    host, _, port = address.rpartition(":")
+    if transport == "tcp" and host in ("*", "0.0.0.0", "[::]", "::"):
+        return f"tcp://{'[::1]' if ':' in host else '127.0.0.1'}:{port}"
+    return bind
+
+
 def timeout_seconds(value, name: str = "timeout") -> float | None:
     """`value` checked as a timeout: a number of seconds from 0 up, or None or infinity
     (wait for ever, returned as None). Anything else raises at once, naming it, rather than

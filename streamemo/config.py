@@ -145,6 +145,16 @@ class LogConfig:
     level: str = "info"
 
 
+@dataclass(frozen=True)
+class TriggerConfig:
+    # One [[trigger]] table: `streamemo watch --config FILE` runs `run` each time `when` has
+    # held (the grammar: streamemo/triggers.py). The daemon itself never reads these.
+    when: str = ""  # e.g. "angry >= 0.8 for 3s"
+    run: tuple[str, ...] | str = ()  # the program and its arguments, run without a shell, or …
+    shell: bool = False  # … with shell = true, one string that /bin/sh runs
+    cooldown_s: float = 30.0  # after firing, rest this long (seconds of the daemon's audio clock)
+
+
 # Every number a config key (or the flag that sets it) may hold. The bounds keep each one
 # where the daemon works: a rate PortAudio and soxr can handle, a window that fits in memory
 # (60 s at 16 kHz is 4 MB per copy), a fraction within 0 and 1.
@@ -172,6 +182,7 @@ LIMITS = {
     "publish.hwm": Range(1, 10_000_000, "messages queued per subscriber, e.g. 1000", integer=True),
     "publish.status_interval_s": Range(0.05, 3600.0, f"{_SECONDS}, e.g. 1"),
     "publish.wait_subscriber_s": Range(0.0, 86400.0, f"{_SECONDS}, 0 not to wait"),
+    "trigger.cooldown_s": Range(0.0, 86400.0, f"{_SECONDS} to rest after firing, e.g. 30; 0: none"),
 }
 
 # Keys earlier versions read, and what to do instead (an unknown key is an error, and this
@@ -189,6 +200,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    trigger: tuple[TriggerConfig, ...] = ()  # [[trigger]] tables, a list: see LISTS
 
     @classmethod
     def load(cls, path: str | Path | None = None, overrides: dict[str, object] | None = None,
@@ -220,39 +232,82 @@ class Config:
                 raise StreamemoError(
                     f"{origin}: unknown section [{section_name}]; known: {', '.join(sections)}", 2
                 )
+            if section_name in LISTS:  # [[trigger]]: the file's list replaces the one before
+                if not isinstance(values, list) or not all(isinstance(v, dict) for v in values):
+                    raise StreamemoError(f"{origin}: {section_name} must be [[{section_name}]] tables", 2)
+                entries = []
+                for number, table in enumerate(values, 1):
+                    where = f"{origin}: [[{section_name}]] number {number}"
+                    entries.append(_merged_section(LISTS[section_name](), section_name, table, where))
+                    LIST_CHECKS[section_name](entries[-1], where)
+                updated[section_name] = tuple(entries)
+                continue
             if not isinstance(values, dict):
                 raise StreamemoError(f"{origin}: [{section_name}] must be a table of keys", 2)
             section = updated.get(section_name, getattr(self, section_name))
-            known = {f.name: f for f in fields(section)}
-            changes = {}
-            for key, value in values.items():
-                if f"{section_name}.{key}" in REMOVED:
-                    raise StreamemoError(f"{origin}: {section_name}.{key} {REMOVED[f'{section_name}.{key}']}", 2)
-                if key not in known:
-                    raise StreamemoError(
-                        f"{origin}: unknown key '{section_name}.{key}'; "
-                        f"known keys in [{section_name}]: {', '.join(known)}",
-                        2,
-                    )
-                hint = typing.get_type_hints(type(section))[key]
-                name = f"{section_name}.{key}"
-                changes[key] = _coerce(value, hint, name, origin)
-                if changes[key] is not None and name in LIMITS:
-                    LIMITS[name].check(name, changes[key], origin)
-            updated[section_name] = replace(section, **changes)
+            updated[section_name] = _merged_section(section, section_name, values, origin)
         return replace(self, **updated)
 
     def to_toml(self) -> str:
         lines = []
         for section in fields(self):
-            lines.append(f"[{section.name}]")
-            for key, value in dataclasses.asdict(getattr(self, section.name)).items():
-                if value is None:
-                    lines.append(f"# {key} = (unset)")
-                else:
-                    lines.append(f"{key} = {_toml_value(value)}")
-            lines.append("")
+            value = getattr(self, section.name)
+            listed = section.name in LISTS  # [[trigger]]: one table each
+            for table in value if listed else (value,):
+                lines.append(f"[[{section.name}]]" if listed else f"[{section.name}]")
+                for key, item in dataclasses.asdict(table).items():
+                    if item is None:
+                        lines.append(f"# {key} = (unset)")
+                    else:
+                        lines.append(f"{key} = {_toml_value(item)}")
+                lines.append("")
         return "\n".join(lines)
+
+
+def _merged_section(section, section_name: str, values: dict, origin: str):
+    """A copy of one section (a dataclass) with `values`, each key known, type-checked and in range."""
+    known = {f.name: f for f in fields(section)}
+    changes = {}
+    for key, value in values.items():
+        if f"{section_name}.{key}" in REMOVED:
+            raise StreamemoError(f"{origin}: {section_name}.{key} {REMOVED[f'{section_name}.{key}']}", 2)
+        if key not in known:
+            raise StreamemoError(
+                f"{origin}: unknown key '{section_name}.{key}'; "
+                f"known keys in [{section_name}]: {', '.join(known)}",
+                2,
+            )
+        hint = typing.get_type_hints(type(section))[key]
+        name = f"{section_name}.{key}"
+        changes[key] = _coerce(value, hint, name, origin)
+        if changes[key] is not None and name in LIMITS:
+            LIMITS[name].check(name, changes[key], origin)
+    return replace(section, **changes)
+
+
+def _check_trigger(trigger: TriggerConfig, origin: str) -> None:
+    """A [[trigger]] table that `streamemo watch` can run: a condition that parses and a command."""
+    from streamemo.triggers import parse
+
+    if not trigger.when:
+        raise StreamemoError(f'{origin}: when is missing; e.g. when = "angry >= 0.8 for 3s"', 2)
+    try:
+        parse(trigger.when)
+    except StreamemoError as e:
+        raise StreamemoError(f"{origin}: {e}", 2) from None
+    if not trigger.run:
+        raise StreamemoError(f'{origin}: run is missing; e.g. run = ["notify-send", "You sound angry"]', 2)
+    if trigger.shell and not isinstance(trigger.run, str):
+        raise StreamemoError(f"{origin}: with shell = true, run is one string for /bin/sh, "
+                             'e.g. run = "notify-send angry && paplay bell.oga"', 2)
+    if not trigger.shell and isinstance(trigger.run, str):
+        raise StreamemoError(f"{origin}: run is a string; give a list, the program and its arguments "
+                             f'(run = ["notify-send", "angry"]), or add shell = true to run it with /bin/sh', 2)
+
+
+# Sections that are lists of tables ([[trigger]]): the table's type, and its check.
+LISTS = {"trigger": TriggerConfig}
+LIST_CHECKS = {"trigger": _check_trigger}
 
 
 def _read_toml(path: Path) -> dict:

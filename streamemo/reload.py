@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from streamemo.config import Config
+from streamemo.config import LISTS, Config
 from streamemo.model import Model, load_model
 from streamemo.stream.pipeline import Pipeline
 from streamemo.stream.processor import Processor
@@ -37,6 +37,8 @@ def plan_reload(running: Config, new: Config) -> tuple[Config, list[str]]:
     effective, waiting = new, []
     for section in fields(Config):
         old_part, new_part = getattr(running, section.name), getattr(new, section.name)
+        if section.name in LISTS:  # [[trigger]]: the watcher's, which the daemon never reads
+            continue
         keys = [f.name for f in fields(old_part)]
         for key in keys:
             if not _restart_only(section.name, key):
