@@ -2,7 +2,8 @@
 
 With --start-daemon it runs `streamemo run --bind ENDPOINT ARGS…` as a child (arguments
 after `--` go to it), logs the child's output to a file, and stops it when the dashboard
-quits: this is what `make run` does.
+quits: this is what `make run` does. With --web the same app is served to browsers
+instead (streamemo/dashboard/web.py), one per tab, all watching the one daemon.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import threading
 from pathlib import Path
 
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5556"
+WEB_HOST, WEB_PORT = "127.0.0.1", 8556  # --web: this machine only; a port beside the daemon's, rarely taken
 EXIT_WATCHDOG_S = 10.0  # after SIGTERM/SIGHUP, the longest the process may take to end
 DEFAULT_LOG = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamemo" / "daemon.log"
 
@@ -23,7 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     from streamemo.security import add_client_arguments
 
     parser.usage = ("%(prog)s [--connect ENDPOINT ...] [--light] [--curve-server FILE --curve-secret FILE]\n"
-                    "       [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]")
+                    "       [--web [--port N] [--host HOST]] [--start-daemon [--daemon-log FILE] [-- RUN-ARGS ...]]")
     parser.epilog = f"keys: q quit, p pause/resume, r reset timeline, tab next endpoint, ? help\n\n{parser.epilog}"
     parser.add_argument("--connect", action="append", metavar="ENDPOINT",
                         help=f"a daemon's ZeroMQ endpoint; repeat for several, Tab switches (default: {DEFAULT_ENDPOINT})")
@@ -33,6 +35,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--daemon-log", type=Path, default=DEFAULT_LOG, metavar="FILE",
                         help=f"where the started daemon's output goes (default: {DEFAULT_LOG})")
     parser.add_argument("--light", action="store_true", help="light colour theme")
+    parser.add_argument("--web", action="store_true",
+                        help="serve the dashboard to web browsers instead of drawing it here; "
+                             "each browser tab gets its own, all watching the same daemon")
+    parser.add_argument("--port", type=_port, metavar="N", help=f"--web's port (default: {WEB_PORT})")
+    parser.add_argument("--host", metavar="HOST",
+                        help=f"--web's address (default: {WEB_HOST}, this machine only; 0.0.0.0: every network, "
+                             "with no login)")
     add_client_arguments(parser)  # --curve-server, --curve-secret: encrypted publishers
     parser.add_argument("daemon_args", nargs="*", metavar="RUN-ARGS", help=argparse.SUPPRESS)
 
@@ -53,12 +62,18 @@ def main(args: argparse.Namespace) -> int:
                              "arguments after -- are for the daemon and need --start-daemon", 2)
     if args.start_daemon and "--bind" in args.daemon_args:
         raise StreamemoError("--bind is set by dash --start-daemon from --connect; give --connect instead", 2)
+    if (args.port is not None or args.host is not None) and not args.web:
+        raise StreamemoError("--port and --host are for --web (the dashboard in a browser); add --web", 2)
 
     child = None
     if args.start_daemon:
         run_args = ["run", "--bind", endpoints[0], *args.daemon_args]
         child = DaemonChild([sys.executable, "-m", "streamemo", *run_args], args.daemon_log,
                             title=shlex.join(["streamemo", *run_args]))
+    if args.web:
+        from streamemo.dashboard.web import serve, session_command
+
+        return serve(session_command(args, endpoints), args.host or WEB_HOST, args.port or WEB_PORT, child)
     app = DashboardApp(Receiver(endpoints, curve=curve), child=child,
                        on_exit_signal=lambda signum: _exit_soon(signum, child))
     if args.light:
@@ -75,6 +90,12 @@ def main(args: argparse.Namespace) -> int:
     if died:
         print(f"streamemo dash: {died}".replace("\n", "; "), file=sys.stderr)
     return exit_status(app, died)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; give a number from 1 to 65535")
+    return int(text)
 
 
 def exit_status(app, died: str | None) -> int:
