@@ -93,6 +93,16 @@ def test_devices_without_a_server_lists_portaudio_and_says_so_in_one_line(pulse,
         "no PulseAudio/PipeWire server was found: only the devices above can be recorded from"]
 
 
+def test_devices_in_an_environment_without_pulsectl_says_how_to_install_it(pulse):
+    """A virtual environment made before pulsectl was a dependency (staged as test_packaging
+    stages missing libraries: the import fails in the child)."""
+    code = "import sys; sys.modules['pulsectl'] = None; from streamemo.cli import main; sys.exit(main(['devices']))"
+    result = subprocess.run([sys.executable, "-c", code], env=pulse.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.splitlines() == [
+        "streamemo devices: error: pulsectl is not installed: run `make run` (or `pip install -c constraints.txt "
+        "pulsectl==24.12.0`)"], result.stderr
+
+
 RESOLVE = """
 from streamemo import StreamemoError
 from streamemo.audio.sources import import_sounddevice, resolve_input_device

@@ -49,7 +49,10 @@ def _connect(client: str):
     connect timeout)."""
     try:
         import pulsectl  # loads libpulse.so.0 (Debian: libpulse0) as it is imported
-    except OSError:
+    except ModuleNotFoundError:  # a virtual environment made before it was a dependency
+        raise StreamemoError("pulsectl is not installed: run `make run` (or `pip install -c constraints.txt "
+                             "pulsectl==24.12.0`)") from None
+    except OSError:  # no libpulse: no PulseAudio/PipeWire client on this machine either
         return None
     pulse = pulsectl.Pulse(f"streamemo {client}", connect=False)
     try:
@@ -65,6 +68,8 @@ def query_server() -> Server | None:
     pulse = _connect("devices")
     if pulse is None:
         return None
+    import pulsectl  # imported by _connect: here only for its exceptions
+
     try:
         info = pulse.server_info()
         sources = tuple(
@@ -72,7 +77,7 @@ def query_server() -> Server | None:
                          s.name == info.default_source_name)
             for s in pulse.source_list())
         return Server(f"{info.server_name} {info.server_version}", sources)
-    except Exception:  # the server went away mid-query (pulsectl.PulseError and friends)
+    except (pulsectl.PulseError, pulsectl.PulseDisconnected):  # the server went away mid-query
         return None
     finally:
         pulse.close()
