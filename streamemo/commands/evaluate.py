@@ -8,8 +8,9 @@
         --drop-boredom --leave-one-corpus-out --degrade reverb+noise --jobs 2
     # cross-corpus / an extra labelled folder: train on --data, test on --test
     streamemo evaluate --data ravdess:PATH --test emodb:PATH --drop-boredom
-    # an existing model on a test set, no training
+    # an existing model on a test set, no training; several models side by side on the same clips
     streamemo evaluate --model models/default --test folder:my_clips
+    streamemo evaluate --model models/default --model models/mine --test folder:my_clips
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def configure(parser) -> None:
                              "trained on, noise at 10 dB SNR); words: reverb, noise, channel")
     parser.add_argument("--test", action="append", default=[], metavar="KIND:PATH",
                         help="a labelled test set (another corpus, or your own folder); repeatable")
-    parser.add_argument("--model", metavar="MODEL", help="evaluate this model on --test instead of training")
+    parser.add_argument("--model", action="append", default=[], metavar="MODEL",
+                        help="evaluate this model on --test instead of training; repeat it to compare models "
+                             "on the same clips, each against the first (a report each, in --report/NAME)")
     parser.add_argument("--init", metavar="MODEL",
                         help="each fold fine-tunes this model instead of starting afresh; {fold} in the path "
                              "names each fold's own (refused for a fold whose test speakers the model heard)")
@@ -64,10 +67,9 @@ def configure(parser) -> None:
 def main(args) -> int:
     from streamemo.cli import setup_logging
     from streamemo.model import load_model
-    from streamemo.train.evaluate import corpus_folds, held_out_result, load_folds, run_folds, summarise
+    from streamemo.train.evaluate import corpus_folds, load_folds, run_folds
     from streamemo.train.datasets import shared_data_dir
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data, say_recipe_notes
-    from streamemo.train.report import write_report
     from streamemo.train.trainer import Trainer
 
     setup_logging("warning")
@@ -124,23 +126,48 @@ def main(args) -> int:
         report_dir = args.report or Path("reports") / "leave-one-corpus-out"
     else:
         tests = read_data(args.test, args)
-        if args.model:
-            model, history, chosen = load_model(args.model), [], f"model {args.model}"
-            title = f"{args.model} on {', '.join(args.test)}"
-        else:
-            result = Trainer(config, args.cache_dir, use_cache=not args.no_cache).fit(data.clips, name="evaluate")
-            model, history, chosen = result.model, result.history, result.chosen
-            counts["training"] = Counter(c.label for c in result.train_clips)
-            title = f"train {', '.join(args.data)}; test {', '.join(args.test)}"
-        # One result per test corpus: each scored over its own classes, then the mean over corpora.
-        results = []
-        for i, name in enumerate(sorted({c.corpus for c in tests.clips}), 1):
-            clips = [c for c in tests.clips if c.corpus == name]
-            counts[f"test: {name}"] = Counter(c.label for c in clips)
-            results.append({"fold": i, "name": name, "history": history, "chosen": chosen,
-                            **held_out_result(model, clips, degrade, not args.quiet)})
-        results[0]["skipped"] += tests.skipped
         report_dir = args.report or Path("reports") / "test"
+        test_counts = {f"test: {name}": Counter(c.label for c in tests.clips if c.corpus == name)
+                       for name in sorted({c.corpus for c in tests.clips})}
+        if args.model:
+            models = {path: load_model(path) for path in args.model}  # every path checked before scoring
+            summaries = {}
+            for path, model in models.items():
+                warn_if_heard(path, model, tests.clips)
+                folder = report_dir if len(models) == 1 else report_dir / report_name(path, list(models))
+                results = results_on(tests, model, [], f"model {path}", degrade, args)
+                summaries[path] = finish(f"{path} on {', '.join(args.test)}", results, test_counts, meta, folder,
+                                         data, args)
+            if len(models) > 1:
+                print_comparison(summaries, len(tests.clips), args.test)
+            return 0
+        result = Trainer(config, args.cache_dir, use_cache=not args.no_cache).fit(data.clips, name="evaluate")
+        counts = {"training": Counter(c.label for c in result.train_clips), **test_counts}
+        title = f"train {', '.join(args.data)}; test {', '.join(args.test)}"
+        results = results_on(tests, result.model, result.history, result.chosen, degrade, args)
+    finish(title, results, counts, meta, report_dir, data, args)
+    return 0
+
+
+def results_on(tests, model, history: list, chosen: str, degrade, args) -> list[dict]:
+    """One result per test corpus: each scored over its own classes (the summary then takes
+    the mean over corpora)."""
+    from streamemo.train.evaluate import held_out_result
+
+    results = []
+    for i, name in enumerate(sorted({c.corpus for c in tests.clips}), 1):
+        clips = [c for c in tests.clips if c.corpus == name]
+        results.append({"fold": i, "name": name, "history": history, "chosen": chosen,
+                        **held_out_result(model, clips, degrade, not args.quiet)})
+    results[0]["skipped"] += tests.skipped
+    return results
+
+
+def finish(title: str, results: list[dict], counts: dict, meta: dict, report_dir: Path, data, args) -> dict:
+    """Writes the report and prints its figures; returns the summary."""
+    from streamemo.train.evaluate import summarise
+    from streamemo.train.report import write_report
+
     summary = summarise(results)
     # A bad training file is skipped by every fold that trains on it: count files, not skips.
     meta["skipped"] = len({line for r in results for line in r.get("skipped", [])} | set(data.skipped if data else []))
@@ -157,4 +184,40 @@ def main(args) -> int:
         print(f"  fold {r.get('name') or r['fold']}: UA {100 * m['ua']:.1f}  WA {100 * m['wa']:.1f}  F1 {100 * m['macro_f1']:.1f}  "
               f"({m['n_clips']} clips, {m['no_voice']} without a voiced window)")
     print(f"report: {report_dir}/report.md")
-    return 0
+    return summary
+
+
+def report_name(path: str, paths: list[str]) -> str:
+    """A compared model's report folder: its name (`models/mine` -> mine), numbered when two share one."""
+    def name(p: str) -> str:
+        return Path(p).name.removesuffix(".json").removesuffix(".safetensors")
+
+    return name(path) if [name(p) for p in paths].count(name(path)) == 1 else f"{paths.index(path) + 1}-{name(path)}"
+
+
+def warn_if_heard(path: str, model, clips) -> None:
+    """A model trained on some of the test clips (its card names the folders it trained on)
+    scores them as no new voice would: said, with how many, not refused (the figure may be
+    wanted anyway, e.g. how well it learnt them)."""
+    import sys
+
+    from streamemo.train.card import trained_on
+
+    entries, held = trained_on(model.card, clips)
+    if held:
+        print(f"note: {path} was trained on {', '.join(entries)}, which holds {held} of the {len(clips)} test "
+              "clips: its figures on them are not held-out figures", file=sys.stderr)
+
+
+def print_comparison(summaries: dict, n_clips: int, tests: list[str]) -> None:
+    """The models' figures side by side, each in brackets as a gain over the first model's."""
+    width = max(len(p) for p in summaries)
+    first_path, first = next(iter(summaries.items()))
+    print(f"\nthe same {n_clips} clips ({', '.join(tests)}); in brackets, the gain over {first_path}:")
+    print(f"  {'model':<{width}}  {'UA':<14} {'WA':<14} macro F1")
+    for path, summary in summaries.items():
+        cells = []
+        for key in ("ua", "wa", "macro_f1"):
+            value, gain = 100 * summary[key]["mean"], 100 * (summary[key]["mean"] - first[key]["mean"])
+            cells.append(f"{value:.1f}" + (f" ({gain:+.1f})" if summary is not first else ""))
+        print(f"  {path:<{width}}  {cells[0]:<14} {cells[1]:<14} {cells[2]}")

@@ -37,7 +37,7 @@ def main(args) -> int:
     from streamemo.train.card import check_labels, evaluation_figures, read_report
     from streamemo.train.licenses import LICENSES
     from streamemo.train.options import command_line, config_from_args, git_commit, read_data, say_recipe_notes
-    from streamemo.train.trainer import Trainer, model_labels
+    from streamemo.train.trainer import Trainer, fine_tuning, model_labels
 
     setup_logging("info")
     commit = git_commit()  # before training: the code that trained, not what changed meanwhile
@@ -51,6 +51,8 @@ def main(args) -> int:
                              "name, or pass --force to replace it", 2)
     data = read_data(args.data, args)
     init = load_model(args.init) if args.init else None
+    if init is not None:
+        config = fine_tuning(config, init)
     if report is not None:
         check_labels(report, args.evaluation, model_labels(data.clips, init), f"a model of {' '.join(args.data)}")
     say_recipe_notes(args)

@@ -16,6 +16,21 @@ def trained_corpora(card: dict) -> set[str]:
     return {entry.split(":", 1)[0] for entry in (card.get("training") or {}).get("data") or []}
 
 
+def trained_on(card: dict, clips) -> tuple[list[str], int]:
+    """The `--data` folders of a model's card that hold some of `clips`, and how many of the
+    clips they hold: a personal model tested on the folder it trained on. The card keeps
+    paths as typed at training, so relative ones are read from here."""
+    roots = {}
+    for entry in (card.get("training") or {}).get("data") or []:
+        kind, _, path = str(entry).partition(":")
+        if kind != "csv" and path:  # a manifest names files anywhere
+            roots[entry] = Path(path).resolve()
+    paths = [Path(c.path).resolve() for c in clips]
+    entries = [e for e, root in roots.items() if any(p.is_relative_to(root) for p in paths)]
+    held = sum(any(p.is_relative_to(roots[e]) for e in entries) for p in paths)
+    return entries, held
+
+
 def read_report(path: str | Path, flag: str = "--evaluation") -> dict:
     """An evaluate report.json, checked enough to build a card from; one clear line if not."""
     try:

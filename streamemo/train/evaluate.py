@@ -42,7 +42,7 @@ from streamemo.train.metrics import classification_metrics
 from streamemo.train.augment import WaveAugmenter
 from streamemo.train.card import trained_corpora
 from streamemo.train.recipe import DAEMON, TrainConfig
-from streamemo.train.trainer import Trainer
+from streamemo.train.trainer import Trainer, fine_tuning
 
 log = logging.getLogger(__name__)
 
@@ -235,6 +235,7 @@ def run_fold(config: TrainConfig, clips: list[Clip], test_speakers: list[str], c
         from streamemo.model import load_model
 
         init = load_model(init_path)
+        config = fine_tuning(config, init)
     result = Trainer(config, cache_dir, use_cache).fit(train, name=f"fold{fold}", init=init)
     if save_dir is not None:
         from streamemo.model import save_model

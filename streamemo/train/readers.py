@@ -329,15 +329,19 @@ def read_korean(root: Path) -> ReadResult:
 
 
 def read_folders(root: Path) -> ReadResult:
-    """One sub-folder per class (`angry/`, `happy/`…), audio anywhere below it. There is no
-    speaker information, so each file is its own speaker (validation splits by file)."""
+    """One sub-folder per class (`angry/`, `happy/`…), audio anywhere below it. A folder inside
+    a class folder names the speaker of the files under it (`angry/alice/0001.flac`, as
+    `streamemo record` writes them): one speaker across classes, whom speaker normalisation
+    and evaluation treat as one voice, as the daemon hears a person. A file directly in a class
+    folder has no speaker information and is its own speaker (validation splits by file)."""
     root = _require_dir(root, "folder")
     result = ReadResult()
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         label = canonical_label(class_dir.name)
         for path in _audio_files(class_dir):
-            rel = path.relative_to(root).as_posix()
-            result.clips.append(Clip(path, label, f"folder:{rel}", "folder"))
+            rel = path.relative_to(class_dir)
+            speaker = rel.parts[0] if len(rel.parts) > 1 else path.relative_to(root).as_posix()
+            result.clips.append(Clip(path, label, f"folder:{speaker}", "folder"))
     return result
 
 

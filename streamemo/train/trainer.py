@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -58,6 +58,16 @@ def model_labels(clips: list[Clip], init: Model | None = None) -> list[str]:
     if init is None:
         return labels
     return init.labels + [label for label in labels if label not in init.labels]
+
+
+def fine_tuning(config: TrainConfig, init: Model) -> TrainConfig:
+    """The recipe for fine-tuning `init`: its frontend, window and network, whatever the recipe
+    names (features must be the ones its network takes: `--init models/small` under the default
+    recipe computed encoder features for a log-mel network and crashed); the rest as given."""
+    arch, params = init.arch, init.arch_params
+    if arch == "ensemble":  # its members' network: each member fine-tunes one of them (ensemble.py)
+        arch, params = params["member_arch"], params.get("member_params") or {}
+    return replace(config, frontend=init.frontend, window_s=init.window_s, arch=arch, arch_params=dict(params))
 
 
 def _distributed(cuda: bool) -> tuple[int, int]:
@@ -206,9 +216,8 @@ class Trainer:
     def _initial_model(self, name: str, labels: list[str], init: Model | None) -> Model:
         cfg = self.config
         if init is not None:
-            # Fine-tuning keeps the initial model's frontend, window and architecture.
             if init.frontend != cfg.frontend or abs(init.window_s - cfg.window_s) > 1e-9:
-                log.warning("--init model's frontend/window differ from the config: using the model's")
+                raise ValueError("a Trainer that fine-tunes needs the model's own recipe: fine_tuning(config, init)")
             model = Model.create(name, labels, init.window_s, init.frontend, init.arch, init.arch_params)
             state = model.network.state_dict()
             for key, value in init.network.state_dict().items():
