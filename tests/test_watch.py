@@ -82,12 +82,17 @@ run = ["true"]
 when = "speech >= 0 for 0.5s"  # every message: fires each 0.5 s, while its first command still sleeps
 run = ["sleep", "60"]
 cooldown_s = 0
+
+[[trigger]]
+when = "calm >= 0"  # the daemon decides among four emotions, calm not one of them
+run = ["true"]
 """)
     watcher = subprocess.Popen([*STREAMEMO, "watch", "--config", str(config), "--connect", free_endpoint],
                                stderr=subprocess.PIPE, text=True)
     try:
         daemon = _daemon("--source", str(speech_and_silence_wav), "--no-realtime", "--model", "small", "--bind",
-                         free_endpoint, "--wait-subscriber", "30")  # starts once the watcher has subscribed
+                         free_endpoint, "--wait-subscriber", "30",  # starts once the watcher has subscribed
+                         "--emotions", "angry,happy,neutral,sad")
         _, err = daemon.communicate(timeout=60)  # the file ends, and so does the daemon
         assert daemon.returncode == 0, err
         deadline = time.monotonic() + 10
@@ -103,7 +108,7 @@ cooldown_s = 0
     heard = re.search(r"heard (\d+) emotion messages, the last from \S+ at ([\d.]+) s of its audio", log)
     assert heard and float(heard[2]) > 9.4, log  # the whole 9.9 s file reached the watcher
     counts = {m["when"]: {k: _count(v) for k, v in m.groupdict().items() if k != "when"} for m in SUMMARY.finditer(log)}
-    assert len(counts) == 7, log
+    assert len(counts) == 8, log
 
     # Fired once (its cool-down is 30 s), told what happened on stdin and in the environment.
     assert counts["neutral >= 0 for 3s"] == {"fired": 1, "ran": 1, "failed": 0, "busy": 0}
@@ -140,6 +145,10 @@ cooldown_s = 0
     assert slow["ran"] == 1 and slow["busy"] == slow["fired"] - 1 >= 5
     assert log.count("'speech >= 0 for 0.5s' fired, but its command") == 1
     assert "'speech >= 0 for 0.5s': stopping sleep 60" in log
+
+    # An emotion the daemon does not decide among: said once, and never fired.
+    assert counts["calm >= 0"]["fired"] == 0
+    assert log.count("'calm >= 0': the model at") == 1 and "has no 'calm' (its labels: neutral, happy, sad, angry)" in log
 
 
 @pytest.mark.parametrize("args, error", [

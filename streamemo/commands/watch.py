@@ -116,7 +116,6 @@ class Watch:
     def __init__(self, wanted: TriggerConfig):
         self.when = wanted.when
         self.trigger = Trigger(parse(wanted.when), wanted.cooldown_s)
-        self.shell = wanted.shell
         self.argv = ["/bin/sh", "-c", wanted.run] if wanted.shell else list(wanted.run)
         self.shown = wanted.run if wanted.shell else shlex.join(wanted.run)
         self.running: subprocess.Popen | None = None
@@ -184,7 +183,7 @@ class Watch:
             log.debug("'%s': %s (pid %d) finished", self.when, self.shown, pid)
             return
         self.failed += 1
-        how = f"exited with status {code}" if code > 0 else f"was ended by {signal.Signals(-code).name}"
+        how = f"exited with status {code}" if code > 0 else f"was ended by signal {-code} ({signal.strsignal(-code)})"
         log.warning("'%s': %s %s", self.when, self.shown, how)
 
     def stop(self, deadline: float) -> None:
