@@ -55,6 +55,7 @@ install-service:
 	install -m 0644 $(MODEL).json $(PREFIX)/models/default.json
 	install -d -m 0755 $(UNITDIR) $(CONFDIR) $(CONFDIR)/clients
 	sed 's#/opt/streamemo#$(PREFIX)#g' systemd/streamemo.service > $(UNITDIR)/streamemo.service
+	sed 's#/opt/streamemo#$(PREFIX)#g' systemd/streamemo-mqtt.service > $(UNITDIR)/streamemo-mqtt.service
 	sed 's#/opt/streamemo#$(PREFIX)#g' systemd/streamemo-watch.service > $(UNITDIR)/streamemo-watch.service
 	test -e $(CONFDIR)/streamemo.toml || sed 's#/opt/streamemo#$(PREFIX)#g' systemd/streamemo.toml > $(CONFDIR)/streamemo.toml
 	@if test -d /run/systemd/system; then systemctl daemon-reload; fi

@@ -28,6 +28,7 @@ COMMANDS = {
     "proxy": "ZeroMQ forwarder: many daemons to many subscribers",
     "keys": "create CURVE key pairs for encrypted, authenticated publishing",
     "report": "a recorded session (subscribe --record) -> timeline PNG and summary",
+    "mqtt": "publish the daemon's emotion to an MQTT broker, with Home Assistant discovery",
     "watch": "run a command when the voice has sounded a certain way for a while",
 }
 
@@ -76,6 +77,9 @@ EXAMPLES = {
     "keys": ["streamemo keys server --dir keys      a daemon's or proxy's pair",
              "streamemo keys alice                  a subscriber's pair: give the publisher alice.key"],
     "report": ["streamemo report session.jsonl -o session-report"],
+    "mqtt": ["streamemo mqtt --broker localhost                 Home Assistant finds the sensors by itself",
+             "STREAMEMO_MQTT_PASSWORD=... streamemo mqtt --broker hub:8883 --tls --username streamemo",
+             "streamemo mqtt --config /etc/streamemo/streamemo.toml  its [mqtt] section (the service)"],
     "watch": ["streamemo watch 'angry >= 0.8 for 3s' --exec notify-send 'You sound angry'",
               "streamemo watch 'sad > 0.5 and valence < -0.3 for 10s' --cooldown 5min --exec curl -s -X POST "
               "http://hass.local:8123/api/webhook/sad",

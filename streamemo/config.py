@@ -146,6 +146,30 @@ class LogConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    # `streamemo mqtt` (streamemo/mqtt_bridge.py): the daemon's state on an MQTT broker, with
+    # Home Assistant discovery. The daemon itself never reads this section.
+    broker: str = "localhost"  # HOST or HOST:PORT; the port is 1883, or 8883 with TLS
+    connect: str | None = None  # the daemon's endpoint; unset: where publish.bind publishes
+    username: str | None = None
+    # The password: a file holding it (mode 0600; systemd's LoadCredential= hands one over),
+    # else $STREAMEMO_MQTT_PASSWORD. Never in this file, which `--print-config` prints.
+    password_file: str | None = None
+    tls: bool = False  # TLS with the system's trusted certificates; ca_file or a client cert imply it
+    ca_file: str | None = None  # the CA that signed the broker's certificate (PEM)
+    client_cert: str | None = None  # a client certificate (PEM) for brokers that ask for one …
+    client_key: str | None = None  # … and its key, unless the certificate file holds it
+    topic_prefix: str = "streamemo"  # state and availability under <topic_prefix>/<node_id>/
+    node_id: str = "streamemo"  # the Home Assistant device's name: sensor.<node_id>_emotion, …
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix
+    interval_s: float = 1.0  # at most one state message per this many seconds, and only on a change
+    stale_after_s: float = 5.0  # offline after this long without a message from the daemon
+    # CURVE, for a daemon that publishes encrypted: its public key and this bridge's secret key.
+    curve_server: str | None = None
+    curve_secret: str | None = None
+
+
+@dataclass(frozen=True)
 class TriggerConfig:
     # One [[trigger]] table: `streamemo watch --config FILE` runs `run` each time `when` has
     # held (the grammar: streamemo/triggers.py). The daemon itself never reads these.
@@ -182,6 +206,8 @@ LIMITS = {
     "publish.hwm": Range(1, 10_000_000, "messages queued per subscriber, e.g. 1000", integer=True),
     "publish.status_interval_s": Range(0.05, 3600.0, f"{_SECONDS}, e.g. 1"),
     "publish.wait_subscriber_s": Range(0.0, 86400.0, f"{_SECONDS}, 0 not to wait"),
+    "mqtt.interval_s": Range(0.0, 3600.0, f"{_SECONDS} between state messages at most, e.g. 1; 0: every change"),
+    "mqtt.stale_after_s": Range(0.0, 86400.0, f"{_SECONDS} without a message before offline, e.g. 5", above=True),
     "trigger.cooldown_s": Range(0.0, 86400.0, f"{_SECONDS} to rest after firing, e.g. 30; 0: none"),
 }
 
@@ -200,6 +226,7 @@ class Config:
     publish: PublishConfig = field(default_factory=PublishConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
     trigger: tuple[TriggerConfig, ...] = ()  # [[trigger]] tables, a list: see LISTS
 
     @classmethod
