@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import STREAMEMO, _daemon, _stop
+from conftest import STREAMEMO, _daemon
 from streamemo import StreamemoError
 from streamemo.config import Config
 from streamemo.protocol import EmotionMessage
@@ -137,7 +137,8 @@ run = ["true"]
                                                      "neutral >= 0.00 for 0.5s"))
     assert no_rest["fired"] > rest_2s["fired"] == 2 and rest_30s["fired"] == 1
     # A command that fails is logged, and the watcher goes on (it fired again after it).
-    assert rest_2s["failed"] == rest_2s["ran"] >= 1 and "'neutral >= 0.0 for 0.5s': sh -c 'exit 3' exited with status 3" in log
+    assert rest_2s["failed"] == rest_2s["ran"] >= 1
+    assert "'neutral >= 0.0 for 0.5s': sh -c 'exit 3' exited with status 3" in log
 
     # Never two copies at once: the first sleep ran throughout, every later firing was skipped,
     # said once, and the sleep was stopped with the watcher.
@@ -148,7 +149,8 @@ run = ["true"]
 
     # An emotion the daemon does not decide among: said once, and never fired.
     assert counts["calm >= 0"]["fired"] == 0
-    assert log.count("'calm >= 0': the model at") == 1 and "has no 'calm' (its labels: neutral, happy, sad, angry)" in log
+    assert log.count("'calm >= 0': the model at") == 1
+    assert "has no 'calm' (its labels: neutral, happy, sad, angry)" in log
 
 
 @pytest.mark.parametrize("args, error", [
@@ -245,7 +247,8 @@ def test_a_trigger_holds_over_the_messages_own_clock():
     restarted = run[:3] + [_message(3 + i, 2 + i * hop, 0.9) for i in range(6)]
     assert _fires(Trigger(parse("angry >= 0.8 for 1s"), cooldown_s=0), restarted) == [7]
     # Two daemons behind one proxy, interleaved: each followed on its own.
-    both = [m for pair in zip(run[:5], [_message(i, 50 + i * hop, 0.1, source="other") for i in range(5)]) for m in pair]
+    other = [_message(i, 50 + i * hop, 0.1, source="other") for i in range(5)]
+    both = [m for pair in zip(run[:5], other) for m in pair]
     assert _fires(Trigger(parse("angry >= 0.8 for 1s"), cooldown_s=30), both) == [4]
     # The cool-down is the audio clock's too, and goes on across a restart of the same source.
     rest = Trigger(parse("angry >= 0.8"), cooldown_s=2)
