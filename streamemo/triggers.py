@@ -101,6 +101,7 @@ class Condition:
 
 def parse(text: str) -> Condition:
     """The condition `text` states; raises a one-line StreamemoError (exit 2) naming what is wrong."""
+    text = " ".join(text.split())  # one line, in errors and logs, whatever a config's string held
     try:
         return _Parser(text).condition()
     except _Unreadable as e:

@@ -114,8 +114,8 @@ class Watch:
     """One trigger and its command: fires it, keeps at most one copy running, and counts."""
 
     def __init__(self, wanted: TriggerConfig):
-        self.when = wanted.when
         self.trigger = Trigger(parse(wanted.when), wanted.cooldown_s)
+        self.when = self.trigger.condition.text
         self.argv = ["/bin/sh", "-c", wanted.run] if wanted.shell else list(wanted.run)
         self.shown = wanted.run if wanted.shell else shlex.join(wanted.run)
         self.running: subprocess.Popen | None = None
