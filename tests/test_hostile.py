@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from conftest import STREAMEMO, _collect, _daemon, _stop, _subscriber
 from streamemo import ModelError, StreamemoError, cli
-from streamemo.config import LIMITS, Config
+from streamemo.config import LIMITS, LISTS, Config
 from streamemo.dashboard.state import EndpointState
 from streamemo.model import load_model, model_paths
 from streamemo.protocol import ProtocolError, decode, encode, to_json
@@ -90,7 +90,9 @@ def test_any_numbers_in_a_config_file_give_a_valid_config_or_a_one_line_error(tm
     for key, value in values.items():
         section, name = key.split(".")
         sections.setdefault(section, []).append(f"{name} = {_toml(value)}")
-    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n" for s, lines in sections.items()))
+    # A list section ([[trigger]]) gets one table, valid apart from the numbers tried.
+    heads = {s: f"[[{s}]]\nwhen = 'angry >= 0.5'\nrun = ['true']\n" if s in LISTS else f"[{s}]\n" for s in sections}
+    path.write_text("".join(heads[s] + "\n".join(lines) + "\n" for s, lines in sections.items()))
     try:
         config = Config.load(path)
     except StreamemoError as e:
@@ -100,8 +102,10 @@ def test_any_numbers_in_a_config_file_give_a_valid_config_or_a_one_line_error(tm
         return
     for key, limit in LIMITS.items():
         section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        assert value is None or limit.problem(value) is None, (key, value)
+        tables = getattr(config, section)
+        for table in tables if section in LISTS else [tables]:
+            value = getattr(table, name)
+            assert value is None or limit.problem(value) is None, (key, value)
     assert config.pipeline.window_s is None or config.pipeline.hop_s <= config.pipeline.window_s
 
 
