@@ -37,7 +37,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.parse
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
@@ -71,7 +70,7 @@ class Entity:
 ENTITIES = (
     Entity("sensor", "emotion", "Emotion", "{{ value_json.emotion }}", (("icon", "mdi:emoticon-outline"),)),
     Entity("sensor", "probability", "Emotion probability",
-           "{{ none if value_json.probability is none else (value_json.probability * 100) | round(0) }}",
+           "{{ none if value_json.probability is none else (value_json.probability * 100) | round | int }}",
            (("unit_of_measurement", "%"), ("state_class", "measurement"), ("icon", "mdi:percent"))),
     Entity("sensor", "arousal", "Arousal", "{{ value_json.arousal }}",
            (("state_class", "measurement"), ("suggested_display_precision", 2), ("icon", "mdi:lightning-bolt"))),
@@ -94,24 +93,25 @@ def _rounded(value: float | None) -> float | None:
 
 
 def parse_broker(text: str, tls: bool) -> tuple[str, int]:
-    """(host, port) from HOST, HOST:PORT or [IPV6]:PORT; the port defaults to 1883, or 8883
-    with TLS. Anything else is one line naming the fix (exit 2)."""
+    """(host, port) from HOST, HOST:PORT, an IPv6 address or [IPV6]:PORT; the port defaults
+    to 1883, or 8883 with TLS. Anything else is one line naming the fix (exit 2)."""
     fix = "give HOST or HOST:PORT, e.g. localhost or 192.168.1.10:1883 ([::1]:1883 for IPv6)"
     if "://" in text:
         raise StreamemoError(f"--broker {text!r} is a URL; {fix}, and --tls for an encrypted connection", 2)
-    if text.count(":") > 1 and not text.startswith("["):  # a bare IPv6 address: no port in it
-        return text, 8883 if tls else 1883
-    try:
-        parts = urllib.parse.urlsplit(f"//{text}")
-        host, port = parts.hostname, parts.port
-    except ValueError:
-        host = port = None
-        if text.rpartition(":")[0]:
-            raise StreamemoError(f"--broker {text!r}: {text.rpartition(':')[2]!r} is not a port from 1 to 65535; "
-                                 f"{fix}", 2) from None
-    if not host or parts.path or parts.query or parts.fragment or port == 0:
+    if text.startswith("["):  # [IPV6] or [IPV6]:PORT
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest or None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:  # a name, an IPv4 address or a bare IPv6 address
+        host, port = text, None
+    if not host or any(c.isspace() or c in "/?#@[]" for c in host):
         raise StreamemoError(f"--broker {text!r} is not a broker address; {fix}", 2)
-    return host, port or (8883 if tls else 1883)
+    if port is None:
+        return host, 8883 if tls else 1883
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise StreamemoError(f"--broker {text!r}: {port!r} is not a port from 1 to 65535; {fix}", 2)
+    return host, int(port)
 
 
 def check_names(config: MqttConfig) -> None:
@@ -182,7 +182,7 @@ class Bridge:
 
     @property
     def where(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _set_tls(self) -> None:
         c = self.config

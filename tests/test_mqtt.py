@@ -160,8 +160,8 @@ def test_home_assistant_discovers_the_sensors_and_sees_a_killed_bridge_offline(
 
         # Home Assistant, (re)starting, subscribes and gets what was retained.
         late = Watcher(broker)
-        retained = late.wait(lambda m: len([t for t, _, r in m if r and t.endswith("/config")]) == len(ENTITIES),
-                             10, "retained discovery configs")
+        retained = late.wait(lambda m: len([t for t, _, r in m if r and t.endswith("/config")]) == len(ENTITIES)
+                             and _availability(m) and _states(m), 10, "retained discovery, availability and state")
         late.close()
         assert all(r for _, _, r in retained)
         configs = {t.removeprefix("homeassistant/").removesuffix("/config"): json.loads(p)
@@ -178,7 +178,7 @@ def test_home_assistant_discovers_the_sensors_and_sees_a_killed_bridge_offline(
         # The templates turn the state into what each entity shows; null is Home Assistant's unknown.
         template = {name.rpartition("/")[2]: config["value_template"] for name, config in configs.items()}
         assert _render(template["emotion"], voiced) == voiced["emotion"]
-        assert _render(template["probability"], voiced) == str(round(voiced["probability"] * 100, 0))
+        assert _render(template["probability"], voiced) == str(round(voiced["probability"] * 100))
         assert float(_render(template["arousal"], voiced)) == voiced["arousal"]
         assert float(_render(template["valence"], voiced)) == voiced["valence"]
         assert _render(template["speech"], voiced) == "ON" and _render(template["speech"], states[0]) == "OFF"
@@ -333,7 +333,9 @@ def test_the_mqtt_section_of_the_config(tmp_path):
                            (("--node-id", "my kitchen"), "--node-id 'my kitchen' must be letters"),
                            (("--topic-prefix", "home/#"), "--topic-prefix 'home/#' must be an MQTT topic"),
                            (("--connect", "localhost:5556"), "cannot connect to localhost:5556: not an address"),
-                           (("--client-key", "k.pem"), "--client-key needs --client-cert")):
+                           (("--client-key", "k.pem"), "--client-key needs --client-cert"),
+                           (("--broker", "mqtt://hub"), "--broker 'mqtt://hub' is a URL"),
+                           (("--broker", "hub:99999"), "'99999' is not a port from 1 to 65535")):
         result = subprocess.run([*STREAMEMO, "mqtt", *args], capture_output=True, text=True, timeout=30)
         assert result.returncode == 2 and expected in result.stderr and result.stderr.count("\n") == 1, result.stderr
 
