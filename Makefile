@@ -13,6 +13,7 @@ run: setup
 	@$(PY) -m streamemo dash --start-daemon -- $(ARGS)
 
 test: setup
+	@scripts/ensure-system-packages --test $(PYTHON)
 	@$(PY) -m pytest -q
 
 setup: system $(STAMP)

@@ -99,14 +99,9 @@ def password(flag: str | None, file: str | None) -> str | None:
 
 def daemon_endpoint(config: Config) -> str:
     """mqtt.connect, else the daemon's own publish.bind, a wildcard host read as this machine."""
-    if config.mqtt.connect:
-        return config.mqtt.connect
-    transport, _, address = config.publish.bind.partition("://")
-    host, _, port = address.rpartition(":")
-    if transport == "tcp" and host in ("*", "0.0.0.0", "[::]", "::"):
-        host = "[::1]" if ":" in host else "127.0.0.1"
-        return f"tcp://{host}:{port}"
-    return config.publish.bind
+    from streamemo.client import local_endpoint
+
+    return config.mqtt.connect or local_endpoint(config.publish.bind)
 
 
 def bridge_daemon(config: Config, secret: str | None, stop: threading.Event) -> int:
