@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from streamemo import StreamemoError
-from streamemo.stream.speech import CHUNK, CONTEXT, RATE, TORCH_STEPS_FROM, SileroVAD, chunks
+from streamemo.stream.speech import CHUNK, CONTEXT, RATE, SileroVAD, chunks
 
 # Pauses inside a sentence are mostly shorter (0.2 to 0.5 s); between takes people wait longer.
 PAUSE_S = 0.6
@@ -42,7 +42,10 @@ class UtteranceCutter:
     """16 kHz audio in (`feed`, any lengths), finished utterances out."""
 
     def __init__(self, threshold: float, min_s: float, max_s: float):
-        self.vad = SileroVAD()
+        # The LSTM in numpy even for long reads: importing torch would cost this command seconds
+        # and a hundred MB for nothing else (a file is read 8 s at a time), and its threads
+        # crawled on a busy two-core box (1.3 s for 300 steps).
+        self.vad = SileroVAD(torch_steps=False)
         self.threshold = threshold
         self.min_s = min_s
         self.max_chunks = max(1, round(max_s * RATE / CHUNK))
@@ -78,12 +81,7 @@ class UtteranceCutter:
         self._pending = audio[n * CHUNK :]
         if n == 0:
             return []
-        encoded = self.vad.encode(chunks(audio, self._context))  # the whole read as one batch
-        # The LSTM in numpy, in runs too short for SileroVAD to hand to torch: importing torch
-        # would cost this command seconds and a hundred MB for nothing else (a file is read 8 s
-        # at a time), and its threads crawled on a busy two-core box (1.3 s for 300 steps).
-        step = TORCH_STEPS_FROM - 1
-        probs = np.concatenate([self.vad.listen(encoded[i : i + step]) for i in range(0, n, step)])
+        probs = self.vad(chunks(audio, self._context))  # the whole read as one batch
         self._context = audio[n * CHUNK - CONTEXT : n * CHUNK]
         out = []
         for k, p in enumerate(probs.tolist()):

@@ -155,8 +155,11 @@ class SileroVAD:
     """The network, streaming: consecutive (n, 576) chunks -> n speech probabilities, with the
     LSTM state carried from call to call until `reset`."""
 
-    def __init__(self):
+    def __init__(self, torch_steps: bool = True):
         self.w = _weights()
+        # Long runs step the LSTM in torch (faster from TORCH_STEPS_FROM chunks on); False keeps
+        # it in numpy, for a command that should not import torch for this alone (`record`).
+        self.torch_from = TORCH_STEPS_FROM if torch_steps else math.inf
         self.reset()
 
     def reset(self) -> None:
@@ -182,7 +185,7 @@ class SileroVAD:
     def listen(self, x: np.ndarray) -> np.ndarray:
         """(n, 128) encoded chunks -> their n speech probabilities: the LSTM, its state carried on."""
         w = self.w
-        hidden = self._steps_torch(x) if len(x) >= TORCH_STEPS_FROM else self._steps(x @ w["w_ih"] + w["b_lstm"])
+        hidden = self._steps_torch(x) if len(x) >= self.torch_from else self._steps(x @ w["w_ih"] + w["b_lstm"])
         return _sigmoid(_relu(hidden) @ w["w_out"] + w["b_out"][0])
 
     def _steps(self, gates: np.ndarray) -> np.ndarray:
