@@ -37,6 +37,15 @@ RECONNECT_IVL_MS = 250  # first retry soon after the daemon comes back …
 RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between retries
 POLL_SLICE_S = 60.0  # ZeroMQ's poll takes a C int of milliseconds: a long wait is cut into these
 MALFORMED_LOG_S = 10.0  # after logging a malformed message, this long before logging another
+# A subscriber that has heard nothing this long after starting says so once (`nothing_yet`),
+# so that a mistyped address or a stopped daemon shows.
+QUIET_NOTICE_S = 5.0
+
+
+def nothing_yet(endpoints) -> str:
+    """What a subscriber says when nothing came from `endpoints` in its first QUIET_NOTICE_S."""
+    return (f"nothing yet from {', '.join(endpoints)} after {QUIET_NOTICE_S:g} s; "
+            "is the daemon running there (streamemo run)?")
 
 
 def local_endpoint(bind: str) -> str:

@@ -43,6 +43,7 @@ import paho.mqtt.client as mqtt
 
 from streamemo import StreamemoError, __version__
 from streamemo.config import MqttConfig
+from streamemo.client import QUIET_NOTICE_S, nothing_yet
 from streamemo.protocol import EmotionMessage
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ KEEPALIVE_S = 30  # the broker gives up on a silent bridge after 1.5 of these an
 CONNACK_TIMEOUT_S = 10.0  # at start: how long to wait for the broker to accept or refuse the login
 RECONNECT_MIN_S, RECONNECT_MAX_S = 1, 60  # paho doubles the wait between tries up to the maximum
 POLL_S = 0.25  # the loop looks at the clock (staleness) and the stop flag at least this often
-QUIET_NOTICE_S = 5.0  # say so once when the daemon has sent nothing for this long after start
 ONLINE, OFFLINE = "online", "offline"
 
 
@@ -295,8 +295,7 @@ def run(bridge: Bridge, client, stop: threading.Event, on_change=lambda text: No
         message = client.receive(timeout=POLL_S)
         now = time.monotonic()
         if heard_at is None and now > quiet_until:  # a mistyped endpoint or a stopped daemon shows
-            log.warning("nothing yet from %s after %g s; is the daemon running there (streamemo run)?",
-                        ", ".join(client.endpoints), QUIET_NOTICE_S)
+            log.warning("%s", nothing_yet(client.endpoints))
             quiet_until = math.inf
         if isinstance(message, EmotionMessage):
             if not bridge.available:

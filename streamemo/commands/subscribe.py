@@ -27,7 +27,6 @@ from streamemo.config import Range
 from streamemo.protocol import TOPICS, to_json
 from streamemo.security import add_client_arguments
 
-QUIET_NOTICE_S = 5.0  # say so once when nothing has arrived for this long
 ROTATE_MB = 100.0
 KEEP = 5
 # A file of at least 4 kB (several messages): below that a recording rotates on every
@@ -172,7 +171,7 @@ def main(args) -> int:
     received = 0
     try:
         while args.count is None or received < args.count:
-            message = _next_message(client, timeout, received == 0, where)
+            message = _next_message(client, timeout, received == 0)
             if message is None:
                 _say(f"nothing received for {args.timeout:g} s")
                 return 1
@@ -201,13 +200,15 @@ def main(args) -> int:
     return 0
 
 
-def _next_message(client, timeout: float | None, first: bool, where: str):
+def _next_message(client, timeout: float | None, first: bool):
     """The next message, or None after `timeout` seconds of nothing; while none has come yet,
     says so once after a few seconds, so a mistyped address or a stopped daemon shows."""
+    from streamemo.client import QUIET_NOTICE_S, nothing_yet
+
     if first and (timeout is None or timeout > QUIET_NOTICE_S):
         message = client.receive(QUIET_NOTICE_S)
         if message is not None:
             return message
-        _say(f"nothing yet from {where} after {QUIET_NOTICE_S:g} s; is the daemon running there (streamemo run)?")
+        _say(nothing_yet(client.endpoints))
         timeout = None if timeout is None else timeout - QUIET_NOTICE_S
     return client.receive(timeout)

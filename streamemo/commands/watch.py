@@ -31,7 +31,6 @@ from streamemo.triggers import Trigger, parse, parse_duration
 log = logging.getLogger("streamemo.watch")
 
 POLL_S = 0.25  # how often running commands are looked at while no message comes
-QUIET_NOTICE_S = 5.0  # say so once when nothing has arrived for this long
 STOP_GRACE_S = 2.0  # on stopping: how long commands still running get after SIGTERM, before SIGKILL
 MAX_LABEL_SETS_WARNED = 100  # label sets told about; a publisher inventing more is not told about again
 
@@ -253,7 +252,7 @@ def _interrupt(*_) -> None:
 
 def main(args) -> int:
     from streamemo.cli import setup_logging
-    from streamemo.client import Client, local_endpoint
+    from streamemo.client import QUIET_NOTICE_S, Client, local_endpoint, nothing_yet
     from streamemo.service import Notifier
 
     config = Config.load(args.config)
@@ -282,8 +281,7 @@ def main(args) -> int:
                         notifier.status(f"'{watch.when}' fired at {time.strftime('%H:%M:%S')} "
                                         f"({_count(sum(w.fired for w in watches), 'firing')} since the start)")
             elif heard == 0 and quiet_since is not None and time.monotonic() - quiet_since > QUIET_NOTICE_S:
-                log.info("nothing yet from %s after %g s; is the daemon running there (streamemo run)?", where,
-                         QUIET_NOTICE_S)
+                log.info("%s", nothing_yet(endpoints))
                 quiet_since = None
             for watch in watches:
                 watch.reap()
