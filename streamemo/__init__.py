@@ -27,6 +27,12 @@ if "OPENBLAS_NUM_THREADS" not in os.environ:
 
         threadpool_limits(1, user_api="blas")
 
+# MKL, inside torch's CPU build, keeps the buffers its matrix products free in a pool of its
+# own that no malloc_trim returns: 16 MB of the encoder model's daemon, for no speed measured
+# (benchmarks/RESULTS-daemon-cost.md, session 17). Read when torch loads MKL, so set before
+# anything here imports torch; an explicit MKL_DISABLE_FAST_MM wins.
+os.environ.setdefault("MKL_DISABLE_FAST_MM", "1")
+
 # The canonical label set every corpus reader maps onto, in the order models use.
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 

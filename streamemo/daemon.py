@@ -112,6 +112,7 @@ class Daemon:
                     if self.input.state is not InputState.LISTENING:
                         self._audio_flowing()
                     self._publish(self.processor.process(chunk))
+                    self.processor.prepare()  # after publishing: off the path from capture to subscriber
             self._send_status()
             return 0
         finally:

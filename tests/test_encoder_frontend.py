@@ -107,6 +107,36 @@ def test_an_encoder_model_scores_the_same_however_the_audio_arrives(model, speec
                 np.testing.assert_allclose(a.smoothed, b.smoothed, atol=1e-5)
 
 
+def test_a_live_stream_encodes_ahead_when_speech_starts_and_scores_the_same(model, speech):
+    """Fed as the daemon feeds it (to the next task, then `prepare`), the pipeline wakes in
+    the middle of each hop of silence and, once the gate hears speech, encodes the next
+    window's complete blocks ahead: the window that opens the gate waits for one block,
+    not eight. Silence encodes nothing, and the numbers are those of the file fed whole."""
+    reference, _ = _raw(model, speech, len(speech))
+    pipeline = Pipeline(model, PipelineConfig())
+    got, at_window, ahead, pos, quiet = [], [], 0, 0, []
+    while pos < len(speech):
+        take = min(pipeline.samples_to_next_task, len(speech) - pos)
+        before = pipeline.blocks.encoded
+        estimates = pipeline.feed(speech[pos : pos + take])
+        at_window += [pipeline.blocks.encoded - before] * len(estimates)
+        got += estimates
+        pos += take
+        ahead += pipeline.prepare()
+        if pos <= int(2.5 * 16000):  # the leading 3 s are silence
+            quiet.append(pipeline.blocks.encoded)
+    assert [e.voiced for e in got] == [e.voiced for e in reference[: len(got)]]
+    for a, b in zip(got, reference):
+        if a.raw is not None:
+            np.testing.assert_allclose(a.raw, b.raw, atol=1e-5)
+    first = next(i for i, e in enumerate(got) if e.voiced)
+    assert ahead >= 7 and at_window[first] == 1  # its seven older blocks were encoded ahead
+    assert max(at_window) == 1  # no window waits for more than its newest block
+    # Up to 2.5 s: the first window (1.92 s), then a wake at the middle and the end of each hop;
+    # nothing to encode in silence.
+    assert quiet == [0] * 5
+
+
 def test_the_network_sees_in_the_daemon_what_it_trained_on(model, speech):
     """Without speaker adaptation, each voiced window's probabilities are the network's on
     the training crop of the clip's cached features at the same place."""

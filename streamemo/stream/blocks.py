@@ -9,6 +9,11 @@ once too and serves as the context of the blocks after it, and only the attentio
 run over the context again. Blocks are kept until no later window can hold them. A hop of
 any other length puts each window's blocks on their own grid: they are then computed per
 window, with the same definition and the same numbers as training's.
+
+A live stream also encodes ahead (`prefetch`, from Pipeline.prepare): when the voice gate
+hears speech begin, the blocks of the window still filling that are complete already are
+encoded between windows, so the window that opens the gate after a silence waits for its
+newest block only.
 """
 
 from __future__ import annotations
@@ -39,10 +44,28 @@ class BlockStream:
         """[(audio ending at the window's last sample and holding `frontend.past_samples`
         before the window, samples fed since reset at its last sample)], oldest first ->
         (n, d_model, frames): every block not yet computed is encoded, all in one batch."""
+        self._encode([(audio, end, self.n_blocks) for audio, end in windows])
+        out = torch.stack([torch.cat([self.cache[end - k * self.block] for k in reversed(range(self.n_blocks))], dim=1)
+                           for _, end in windows])
+        self._forget_before(windows[-1][1] - (self.n_blocks - 1) * self.block)  # no later window holds older
+        return out
+
+    @torch.inference_mode()
+    def prefetch(self, audio: np.ndarray, end: int, count: int) -> int:
+        """Encodes now the newest `count` blocks ending at `end` (audio ending there, with
+        the context before them), for a window still filling that will hold them; returns
+        how many were not encoded yet. A block's numbers are the same whenever it is encoded."""
+        before = self.encoded
+        self._encode([(audio, end, count)])
+        self._forget_before(end - (count - 1) * self.block)
+        return self.encoded - before
+
+    def _encode(self, windows: list[tuple[np.ndarray, int, int]]) -> None:
+        """[(audio, end, n)]: encodes each of the newest n blocks ending at `end` not encoded yet."""
         todo, convolve = [], {}  # blocks to encode; block end -> its conv segment
         span = self.block + self.frontend.conv_past_samples
-        for audio, end in windows:
-            for k in range(self.n_blocks):
+        for audio, end, n in windows:
+            for k in range(n):
                 block_end = end - k * self.block
                 if block_end in self.cache or block_end in todo:
                     continue
@@ -61,14 +84,13 @@ class BlockStream:
                                   [:, -(self.context_frames + self.frontend.block) :] for e in todo])
             self.cache.update(zip(todo, self.frontend.attend(chunks)))
             self.encoded += len(todo)
-        out = torch.stack([torch.cat([self.cache[end - k * self.block] for k in reversed(range(self.n_blocks))], dim=1)
-                           for _, end in windows])
-        oldest = windows[-1][1] - (self.n_blocks - 1) * self.block  # no later window holds an older block
+
+    def _forget_before(self, oldest: int) -> None:
+        """Drops the blocks ending before `oldest`, and the convolved frames no block from it on reads."""
         for block_end in [e for e in self.cache if e < oldest]:
             del self.cache[block_end]
         for block_end in [e for e in self.convolved if e < oldest - self.context_blocks * self.block]:
             del self.convolved[block_end]
-        return out
 
     def _tensor(self, segments: list[np.ndarray]) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(np.stack(segments), dtype=np.float32)).to(self.device)

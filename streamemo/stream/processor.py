@@ -65,10 +65,15 @@ class Processor:
         return self._run(out, chunk.t_end - held_back_s, flush=False)
 
     def source_samples_wanted(self) -> int:
-        """Source-rate samples that complete the next window (give or take the resampler's
-        few held-back milliseconds, which later, smaller reads make up)."""
-        needed = self.pipeline.samples_to_next_window * self.resampler.in_rate
+        """Source-rate samples that bring the pipeline's next task, usually the next window
+        (give or take the resampler's few held-back milliseconds, which later, smaller reads
+        make up)."""
+        needed = self.pipeline.samples_to_next_task * self.resampler.in_rate
         return -(-needed // self.pipeline.rate)  # rounded up: integer ceiling division
+
+    def prepare(self) -> None:
+        """Between reads: the pipeline's work ahead (Pipeline.prepare)."""
+        self.pipeline.prepare()
 
     def finish(self) -> list[tuple[Estimate, EmotionMessage]]:
         """End of stream: drains the resampler and lets a short stream have its one window."""

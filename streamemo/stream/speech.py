@@ -272,6 +272,7 @@ class SpeechGate:
         self._last = np.zeros(0, np.float32)  # the probabilities of the newest `lookback` of them
         self._held = False  # whether a window ending at the newest scored chunk is held back
         self._decided = 0  # the chunks heard at the last decision
+        self._ahead: tuple[np.ndarray, list[bool]] = (np.zeros(0, np.float32), [])  # scored by `speech_ahead`, undecided
         # `_hold`'s state: speech heard since the last pause; chunks in a row below the
         # threshold; whether windows are held back (while they are, `fresh` listens); chunks in
         # a row at SURE while they are.
@@ -290,10 +291,22 @@ class SpeechGate:
             self._unscored_n += len(audio)
         return self._scored + self._unscored_n // CHUNK
 
+    def speech_ahead(self) -> bool:
+        """Whether the newest look-back's chunks, those heard since the last decision
+        included, hold speech (at the threshold): a window soon to be decided may be voiced.
+        Scores the chunks heard since, ahead of `decide`, which then takes them as scored."""
+        self.mark()
+        probs, held = self._score(self._unscored_n // CHUNK)
+        self._ahead = (np.concatenate([self._ahead[0], probs]), self._ahead[1] + held)
+        recent = np.concatenate([self._last, self._ahead[0]])[-self.lookback :]
+        return bool((recent >= self.threshold).any())
+
     def decide(self, marks: list[int]) -> list[tuple[bool, float]]:
         """The decisions for windows ending at `marks` (from `mark`, in order, none decided
         yet), after scoring every chunk up to the last of them."""
         new, new_held = self._score(marks[-1] - self._scored)
+        (ahead, ahead_held), self._ahead = self._ahead, (np.zeros(0, np.float32), [])
+        new, new_held = np.concatenate([ahead, new]), ahead_held + new_held
         history = np.concatenate([self._last, new])  # chunk `first` onwards
         held = [self._held, *new_held]  # chunk `first + len(self._last) - 1` onwards
         first = self._scored - len(new) - len(self._last)
