@@ -273,3 +273,21 @@ def test_degrader_spec_is_checked_seeded_and_uses_the_test_rooms(cache, noise_di
     assert a.dtype == np.float32 and len(a) == len(x) and np.abs(a).max() <= 1.0
     # The degraded channel is a telephone line: nothing left above 4 kHz.
     assert band_energy(a, 4000, 8000) < 1e-4 * band_energy(a, 300, 3400)
+
+
+def test_degraded_copies_always_go_through_a_room_and_noise_after_the_usual_copies(cache, noise_dir):
+    """`degraded_copies` adds copies with the recipe's rooms and noise always on, numbered after
+    the `wave_copies` (Batches draws 0 for the original, then 1, 2, ...), cached apart from them."""
+    from streamemo.train.recipe import TrainConfig
+
+    config = TrainConfig(wave_copies=2, degraded_copies=1,
+                         augment=AugmentConfig(room=True, background=True, noise_dir=str(noise_dir)))
+    plans = config.copy_augments()
+    assert [(a.room_p, a.background_p, k) for a, k in plans] == [(0.5, 0.5, 0), (0.5, 0.5, 1), (1.0, 1.0, 0)]
+    assert plans[2][0].key() != plans[0][0].key()  # its own cache entries
+    assert TrainConfig(degraded_copies=0).copy_augments() == [(TrainConfig().augment, 0), (TrainConfig().augment, 1)]
+    clean = voice(1.0)
+    degraded = WaveAugmenter(plans[2][0], cache)
+    for seed in range(3):  # every draw holds a room's tail and noise in the gaps
+        out = degraded(np.concatenate([clean, np.zeros(8000, np.float32)]), 16000, seed=seed)
+        assert np.sqrt(np.mean(out[-4000:] ** 2)) > 1e-4

@@ -62,7 +62,7 @@ class Batches:
         0 the original, k its k-th copy). Every rank draws the same from the same `rng`."""
         n = len(self.y)
         order = rng.permutation(n) if self.draw is None else rng.choice(n, n, p=self.draw)
-        return order, rng.random(n), rng.integers(0, self.config.wave_copies + 1, n)
+        return order, rng.random(n), rng.integers(0, len(self.config.copy_augments()) + 1, n)
 
     def make(self, batch: np.ndarray, starts: np.ndarray, pick: np.ndarray, session_rng: np.random.Generator,
              gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

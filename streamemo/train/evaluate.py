@@ -280,11 +280,11 @@ def _warm_worker(args) -> int:
     logging.basicConfig(level=logging.ERROR)  # unreadable files are reported by the folds
     config = TrainConfig.from_dict(config_dict)
     trainer = Trainer(config, cache_dir)
-    augmenter = WaveAugmenter(config.augment, trainer.store.cache_dir) if config.wave_copies else None
+    plans = [(WaveAugmenter(augment, trainer.store.cache_dir), k) for augment, k in config.copy_augments()]
     for clip in clips:
         try:
             trainer.store.get(clip)
-            for k in range(config.wave_copies):
+            for augmenter, k in plans:
                 trainer.store.get(clip, augmenter, k)
             if config.speaker_norm:
                 trainer.store.voice(clip, trainer.window_samples, trainer.hop_samples, DAEMON)

@@ -37,6 +37,7 @@ TRAIN_LIMITS = {
     "mixup": Range(0.0, 100.0, "a Beta parameter such as 0.2, 0 for off"),
     "label_smoothing": Range(0.0, 0.99, "e.g. 0.1, 0 for off"),
     "wave_copies": Range(0, 100, "augmented copies per clip such as 2, 0 for off", integer=True),
+    "degraded_copies": Range(0, 100, "copies through a room and noise such as 1, 0 for off", integer=True),
     "ensemble": Range(1, 16, "networks to train, e.g. 1", integer=True),
     "val_fraction": Range(0.0, 0.9, "a share of speakers such as 0.15, 0 for none"),
     "threads": Range(0, 1024, "torch CPU threads, 0 for torch's choice", integer=True),
@@ -98,6 +99,9 @@ def add_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--no-spec-augment", dest="spec_augment", action="store_false", default=None)
     g.add_argument("--wave-copies", type=int, metavar="K",
                    help=f"augmented waveform copies per training clip, 0 = off (default {d.wave_copies})")
+    g.add_argument("--degraded-copies", type=int, metavar="K",
+                   help="further copies per clip that always pass through a simulated room and background "
+                        f"noise (default {d.degraded_copies})")
     g.add_argument("--ensemble", type=int, metavar="N",
                    help=f"train N networks (seeds seed..seed+N-1) shipped as one averaging model (default {d.ensemble})")
     g.add_argument("--no-speaker-norm", dest="speaker_norm", action="store_false", default=None,
@@ -132,7 +136,7 @@ def config_from_args(args) -> TrainConfig:
         "corpus_sampling_power": args.corpus_sampling_power,
         "corpus_classes_only": args.corpus_classes_only,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
-        "wave_copies": args.wave_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
+        "wave_copies": args.wave_copies, "degraded_copies": args.degraded_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
         "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }
@@ -181,7 +185,7 @@ def config_from_args(args) -> TrainConfig:
                       "--arch-params" if args.arch_params is not None or not args.recipe else f"--recipe {args.recipe}")
     if config.corpus_classes_only and config.label_smoothing > 0:  # smoothing would put mass on masked classes
         raise StreamemoError("--corpus-classes-only and --label-smoothing cannot be combined: drop one", 2)
-    if config.wave_copies and config.augment.background:  # a missing noise folder: said now, not after features
+    if (config.wave_copies or config.degraded_copies) and config.augment.background:  # a missing noise folder: said now, not after features
         from streamemo.train.noise import load_noise_set
 
         try:

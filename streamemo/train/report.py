@@ -313,7 +313,8 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
-              f"waveform copies {recipe.get('wave_copies')}, class weighting {recipe.get('class_weighting')}, "
+              f"waveform copies {recipe.get('wave_copies')} (and {recipe.get('degraded_copies', 0)} through a room and "
+              f"noise), class weighting {recipe.get('class_weighting')}, "
               f"{_seeds(recipe, card['arch'])}; the full recipe is in the JSON card.", ""]
     if report and str(report.get("title", "")).startswith("leave one corpus out"):
         lines += loco_markdown(report)  # the recipe's own evaluation is by corpus

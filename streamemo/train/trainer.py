@@ -233,12 +233,14 @@ class Trainer:
 
     def _augmented_copies(self, clips: list[Clip]) -> list[list[np.ndarray]]:
         cfg = self.config
-        if cfg.wave_copies <= 0:
+        plans = cfg.copy_augments()
+        if not plans:
             return [[] for _ in clips]
-        augmenter = WaveAugmenter(cfg.augment, self.store.cache_dir)
+        augmenters = {}  # one per augmentation: its rooms and noise load once
         per_copy = []
-        for k in range(cfg.wave_copies):
-            kept, feats, _ = self.store.get_many(clips, f"augmented copy {k + 1}", augment=augmenter, copy=k,
+        for n, (augment, k) in enumerate(plans, 1):
+            augmenter = augmenters.setdefault(augment, WaveAugmenter(augment, self.store.cache_dir))
+            kept, feats, _ = self.store.get_many(clips, f"augmented copy {n}", augment=augmenter, copy=k,
                                                  progress=cfg.progress and self.main_process)
             # A file that read once reads again; keep the alignment strict anyway.
             assert len(kept) == len(clips)
