@@ -2,7 +2,7 @@
 CPU per second of audio for each, and the ratio.
 
     .venv/bin/pip install pymicro-wakeword==2.5.0   # the anchor; not a project dependency
-    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default] [--hop 0.24]
+    .venv/bin/python benchmarks/anchor.py [--seconds 300] [--chunk 1024] [--model models/default] [--hop 0.24] [--live]
 
 The anchor is microWakeWord (pymicro-wakeword, model okay_nabu): its `MicroWakeWordFeatures`
 and `MicroWakeWord.process_streaming`, as Home Assistant's voice satellites run it. Each
@@ -74,8 +74,16 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None
     processor.process(Chunk(pieces[0], 0.0))  # warm-up: first calls allocate
     processor.reset(RATE)
     start = time.process_time()
-    for piece in pieces:
-        processor.process(Chunk(piece, time.time()))
+    if os.environ.get("ANCHOR_LIVE"):  # --live: as the daemon reads, then its work ahead
+        at = 0
+        while at < len(audio):
+            take = processor.source_samples_wanted()
+            processor.process(Chunk(audio[at : at + take], time.time()))
+            processor.prepare()
+            at += take
+    else:
+        for piece in pieces:
+            processor.process(Chunk(piece, time.time()))
     report(time.process_time() - start, len(audio))
 
 
@@ -108,6 +116,9 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=1024, help="samples fed per call (1024: 64 ms)")
     parser.add_argument("--model", help="a path or bundled name; default: models/default, else a stand-in")
     parser.add_argument("--hop", type=float, default=0.24, help="pipeline.hop_s (default 0.24, as the config's)")
+    parser.add_argument("--live", action="store_true",
+                        help="streamemo reads as the daemon does: what the pipeline asks for (the rest of the next "
+                             "window, or half a hop while an encoder model may encode ahead), then Processor.prepare")
     parser.add_argument("--engine", choices=ENGINES, help=argparse.SUPPRESS)  # a child's job
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -124,10 +135,11 @@ def main() -> None:
         for engine in ENGINES:
             out = subprocess.run([sys.executable, __file__, "--engine", engine, "--audio", str(path),
                                   "--chunk", str(args.chunk), "--model", args.model, "--hop", str(args.hop)],
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True, check=True,
+                                 env={**os.environ, **({"ANCHOR_LIVE": "1"} if args.live else {})})
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{results['streamemo']['audio_s']:.0f} s of {'RAVDESS' if RAVDESS.is_dir() else 'espeak-ng'} speech, "
-          f"{args.chunk}-sample chunks, one thread each; load average {os.getloadavg()[0]:.2f}"
+          f"{args.chunk}-sample chunks{' (streamemo: read as the daemon reads)' if args.live else ''}, one thread each; load average {os.getloadavg()[0]:.2f}"
           + ("; streamemo: an untrained stand-in for the default model" if standin else ""))
     print("| engine | CPU s | % of one core | peak RSS MiB |")
     print("|---|---|---|---|")

@@ -77,7 +77,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def pipeline_cost(wav: Path, args, rate_in: int) -> float:
     """The pipeline's own cost on the same audio, in % of one core at real time: the loop
     file fed through Processor + Pipeline (the daemon's processing, at the daemon's capture
-    rate `rate_in`) in a child process with one thread, CPU time of the feeding only."""
+    rate `rate_in`, in the reads the daemon makes) in a child process with one thread, CPU
+    time of the feeding only."""
     code = f"""
 import time, soundfile as sf, soxr, torch
 from streamemo.audio.sources import Chunk
@@ -93,12 +94,15 @@ rate_in = {rate_in}
 audio = soxr.resample(audio, rate, rate_in).astype("float32")
 config = PipelineConfig() if {args.hop!r} is None else PipelineConfig(hop_s={args.hop!r})
 processor = Processor(Pipeline(load_model({args.model!r}), config), rate_in, "cost")
-block = int(rate_in * {args.block or 0.01})
 rounds = 5
 start = time.process_time()
 for _ in range(rounds):
-    for i in range(0, len(audio), block):
-        processor.process(Chunk(audio[i : i + block], 0.0))
+    at = 0
+    while at < len(audio):  # as the daemon reads: what the pipeline asks for, then its work ahead
+        take = processor.source_samples_wanted()
+        processor.process(Chunk(audio[at : at + take], 0.0))
+        processor.prepare()
+        at += take
 print(100.0 * (time.process_time() - start) / (rounds * len(audio) / rate_in))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

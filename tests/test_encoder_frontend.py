@@ -112,7 +112,7 @@ def test_a_live_stream_encodes_ahead_when_speech_starts_and_scores_the_same(mode
     the middle of each hop of silence and, once the gate hears speech, encodes the next
     window's complete blocks ahead: the window that opens the gate waits for one block,
     not eight. Silence encodes nothing, and the numbers are those of the file fed whole."""
-    reference, _ = _raw(model, speech, len(speech))
+    reference, whole = _raw(model, speech, len(speech))
     pipeline = Pipeline(model, PipelineConfig())
     got, at_window, ahead, pos, quiet = [], [], 0, 0, []
     while pos < len(speech):
@@ -132,6 +132,7 @@ def test_a_live_stream_encodes_ahead_when_speech_starts_and_scores_the_same(mode
     first = next(i for i, e in enumerate(got) if e.voiced)
     assert ahead >= 7 and at_window[first] == 1  # its seven older blocks were encoded ahead
     assert max(at_window) == 1  # no window waits for more than its newest block
+    assert pipeline.blocks.encoded == whole.blocks.encoded  # and none is encoded that the file's windows do not need
     # Up to 2.5 s: the first window (1.92 s), then a wake at the middle and the end of each hop;
     # nothing to encode in silence.
     assert quiet == [0] * 5

@@ -290,9 +290,10 @@ class Pipeline:
         return self._next_end - self.total
 
     def prepare(self) -> int:
-        """Work ahead, for a live stream between windows (the daemon calls it after publishing
-        and in the middle of each hop): when the voice gate hears speech, the blocks of the
-        next window that are complete already are encoded now, so a window that opens the
+        """Work ahead, for a live stream between windows (the daemon calls it after each read;
+        it reads in the middle of a hop too while there is work ahead): when the voice gate
+        has heard speech since its last decision, the blocks of the next window that are
+        complete already are encoded now, so a window that opens the
         gate after a silence waits for its newest block only, not for all of its blocks (36
         ms of the encoder for eight, one 4.5). Numbers do not change: a block is the same
         whenever it is encoded. Returns the blocks encoded."""

@@ -292,14 +292,14 @@ class SpeechGate:
         return self._scored + self._unscored_n // CHUNK
 
     def speech_ahead(self) -> bool:
-        """Whether the newest look-back's chunks, those heard since the last decision
-        included, hold speech (at the threshold): a window soon to be decided may be voiced.
-        Scores the chunks heard since, ahead of `decide`, which then takes them as scored."""
+        """Whether the chunks heard since the last decision hold speech (at the threshold):
+        the window soon to be decided may be voiced. Scores them ahead of `decide`, which
+        then takes them as scored. Only new chunks count: the look-back's older speech would
+        also answer yes for the hops after a voice stops, when no window is to be scored."""
         self.mark()
         probs, held = self._score(self._unscored_n // CHUNK)
         self._ahead = (np.concatenate([self._ahead[0], probs]), self._ahead[1] + held)
-        recent = np.concatenate([self._last, self._ahead[0]])[-self.lookback :]
-        return bool((recent >= self.threshold).any())
+        return bool((self._ahead[0] >= self.threshold).any())
 
     def decide(self, marks: list[int]) -> list[tuple[bool, float]]:
         """The decisions for windows ending at `marks` (from `mark`, in order, none decided
