@@ -56,12 +56,15 @@ class BlockStream:
         the context before them), for a window still filling that will hold them; returns
         how many were not encoded yet. A block's numbers are the same whenever it is encoded."""
         before = self.encoded
-        self._encode([(audio, end, count)])
+        self._encode([(audio, end, count)], batch=1)
         self._forget_before(end - (count - 1) * self.block)
         return self.encoded - before
 
-    def _encode(self, windows: list[tuple[np.ndarray, int, int]]) -> None:
-        """[(audio, end, n)]: encodes each of the newest n blocks ending at `end` not encoded yet."""
+    def _encode(self, windows: list[tuple[np.ndarray, int, int]], batch: int = 0) -> None:
+        """[(audio, end, n)]: encodes each of the newest n blocks ending at `end` not encoded
+        yet, `batch` blocks a pass through the attention layers (0: all at once). Ahead of
+        time (prefetch) there is no hurry, and one block a pass keeps a live daemon's heap to
+        a block's temporaries: the eight-block batches of a file cost it 2-3 MB resident."""
         todo, convolve = [], {}  # blocks to encode; block end -> its conv segment
         span = self.block + self.frontend.conv_past_samples
         for audio, end, n in windows:
@@ -78,12 +81,14 @@ class BlockStream:
         if convolve:
             mel = self.frontend.log_mel(self._tensor(list(convolve.values())))
             self.convolved.update(zip(convolve, self.frontend.convolve(mel)))
-        if todo:
+        step = batch or len(todo)
+        for first in range(0, len(todo), step):
+            part = todo[first : first + step]
             chunks = torch.stack([torch.cat([self.convolved[e - j * self.block]
                                              for j in reversed(range(self.context_blocks + 1))], dim=1)
-                                  [:, -(self.context_frames + self.frontend.block) :] for e in todo])
-            self.cache.update(zip(todo, self.frontend.attend(chunks)))
-            self.encoded += len(todo)
+                                  [:, -(self.context_frames + self.frontend.block) :] for e in part])
+            self.cache.update(zip(part, self.frontend.attend(chunks)))
+            self.encoded += len(part)
 
     def _forget_before(self, oldest: int) -> None:
         """Drops the blocks ending before `oldest`, and the convolved frames no block from it on reads."""
