@@ -222,8 +222,9 @@ class MicSource:
 
     def read(self, timeout: float, want: int = 1) -> Chunk | None:
         """What arrived, once at least `want` samples have (or `timeout` passed). The daemon
-        asks for the rest of the next window, so it wakes about once per hop instead of once
-        per 10 ms block: the same latency for every window, a fraction of the wake-ups."""
+        asks for the rest of the next window (or, while an encoder model may encode ahead,
+        of the hop's first half), so it wakes once or twice per hop instead of once per 10 ms
+        block: the same latency for every window, a fraction of the wake-ups."""
         self._wake_at = max(1, want)
         if self.reader.available < self._wake_at:
             self._data_ready.wait(timeout)
