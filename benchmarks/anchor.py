@@ -57,7 +57,7 @@ def speech(seconds: float) -> np.ndarray:
     return audio[: int(seconds * RATE)].astype(np.float32)
 
 
-def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None:
+def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float, live: bool) -> None:
     import torch
 
     from streamemo.audio.sources import Chunk
@@ -66,6 +66,7 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None
     from streamemo.model import load_model
     from streamemo.stream.pipeline import Pipeline
     from streamemo.stream.processor import Processor
+    from daemon_reads import feed_as_the_daemon_reads  # benchmarks/, beside this script
 
     keep_freed_memory()  # as every streamemo command does
     torch.set_num_threads(1)
@@ -74,20 +75,15 @@ def run_streamemo(audio: np.ndarray, chunk: int, model: str, hop: float) -> None
     processor.process(Chunk(pieces[0], 0.0))  # warm-up: first calls allocate
     processor.reset(RATE)
     start = time.process_time()
-    if os.environ.get("ANCHOR_LIVE"):  # --live: as the daemon reads, then its work ahead
-        at = 0
-        while at < len(audio):
-            take = processor.source_samples_wanted()
-            processor.process(Chunk(audio[at : at + take], time.time()))
-            processor.prepare()
-            at += take
+    if live:
+        feed_as_the_daemon_reads(processor, audio)
     else:
         for piece in pieces:
             processor.process(Chunk(piece, time.time()))
     report(time.process_time() - start, len(audio))
 
 
-def run_microwakeword(audio: np.ndarray, chunk: int, _model: str, _hop: float) -> None:
+def run_microwakeword(audio: np.ndarray, chunk: int, _model: str, _hop: float, _live: bool) -> None:
     from pymicro_wakeword import MicroWakeWord, MicroWakeWordFeatures, Model
 
     features, detector = MicroWakeWordFeatures(), MicroWakeWord.from_builtin(Model.OKAY_NABU)
@@ -123,7 +119,7 @@ def main() -> None:
     parser.add_argument("--audio", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
-        ENGINES[args.engine](np.load(args.audio), args.chunk, args.model, args.hop)
+        ENGINES[args.engine](np.load(args.audio), args.chunk, args.model, args.hop, args.live)
         return
     with tempfile.TemporaryDirectory() as tmp:
         from standin_model import default_or_standin  # noqa: PLC0415 (benchmarks/; not a child's import)
@@ -134,12 +130,13 @@ def main() -> None:
         results = {}
         for engine in ENGINES:
             out = subprocess.run([sys.executable, __file__, "--engine", engine, "--audio", str(path),
-                                  "--chunk", str(args.chunk), "--model", args.model, "--hop", str(args.hop)],
-                                 capture_output=True, text=True, check=True,
-                                 env={**os.environ, **({"ANCHOR_LIVE": "1"} if args.live else {})})
+                                  "--chunk", str(args.chunk), "--model", args.model, "--hop", str(args.hop),
+                                  *(["--live"] if args.live else [])],
+                                 capture_output=True, text=True, check=True)
             results[engine] = json.loads(out.stdout.strip().splitlines()[-1])
     print(f"{results['streamemo']['audio_s']:.0f} s of {'RAVDESS' if RAVDESS.is_dir() else 'espeak-ng'} speech, "
-          f"{args.chunk}-sample chunks{' (streamemo: read as the daemon reads)' if args.live else ''}, one thread each; load average {os.getloadavg()[0]:.2f}"
+          f"{args.chunk}-sample chunks{' (streamemo: read as the daemon reads)' if args.live else ''}, "
+          f"one thread each; load average {os.getloadavg()[0]:.2f}"
           + ("; streamemo: an untrained stand-in for the default model" if standin else ""))
     print("| engine | CPU s | % of one core | peak RSS MiB |")
     print("|---|---|---|---|")

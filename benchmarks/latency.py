@@ -80,8 +80,9 @@ def pipeline_cost(wav: Path, args, rate_in: int) -> float:
     rate `rate_in`, in the reads the daemon makes) in a child process with one thread, CPU
     time of the feeding only."""
     code = f"""
-import time, soundfile as sf, soxr, torch
-from streamemo.audio.sources import Chunk
+import sys, time, soundfile as sf, soxr, torch
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from daemon_reads import feed_as_the_daemon_reads
 from streamemo.config import PipelineConfig
 from streamemo.model import load_model
 from streamemo.stream.pipeline import Pipeline
@@ -97,12 +98,7 @@ processor = Processor(Pipeline(load_model({args.model!r}), config), rate_in, "co
 rounds = 5
 start = time.process_time()
 for _ in range(rounds):
-    at = 0
-    while at < len(audio):  # as the daemon reads: what the pipeline asks for, then its work ahead
-        take = processor.source_samples_wanted()
-        processor.process(Chunk(audio[at : at + take], 0.0))
-        processor.prepare()
-        at += take
+    feed_as_the_daemon_reads(processor, audio)
 print(100.0 * (time.process_time() - start) / (rounds * len(audio) / rate_in))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -37,15 +37,9 @@ RECONNECT_IVL_MS = 250  # first retry soon after the daemon comes back …
 RECONNECT_IVL_MAX_MS = 2000  # … and never waiting longer than this between retries
 POLL_SLICE_S = 60.0  # ZeroMQ's poll takes a C int of milliseconds: a long wait is cut into these
 MALFORMED_LOG_S = 10.0  # after logging a malformed message, this long before logging another
-# A subscriber that has heard nothing this long after starting says so once (`nothing_yet`),
-# so that a mistyped address or a stopped daemon shows.
+# A subscriber that has heard nothing this long after starting says so once
+# (`Client.nothing_yet`), so that a mistyped address or a stopped daemon shows.
 QUIET_NOTICE_S = 5.0
-
-
-def nothing_yet(endpoints) -> str:
-    """What a subscriber says when nothing came from `endpoints` in its first QUIET_NOTICE_S."""
-    return (f"nothing yet from {', '.join(endpoints)} after {QUIET_NOTICE_S:g} s; "
-            "is the daemon running there (streamemo run)?")
 
 
 def local_endpoint(bind: str) -> str:
@@ -119,6 +113,7 @@ class Client:
         self._last_seq: dict[tuple[str, str], int] = {}
         self._quiet_until = 0.0  # no malformed-message warning before this (monotonic)
         self._unlogged = 0  # malformed messages since the last warning
+        self._nothing_yet_at = time.monotonic() + QUIET_NOTICE_S  # inf once said, or once a message came
 
     def receive(self, timeout: float | None = None) -> Message | None:
         """The next valid message, or None when `timeout` seconds pass without one (None or
@@ -170,7 +165,17 @@ class Client:
         if key in self._last_seq and message.seq <= self._last_seq[key]:
             self.restarts += 1
         self._last_seq[key] = message.seq
+        self._nothing_yet_at = math.inf
         return message
+
+    def nothing_yet(self) -> str | None:
+        """Once, when no valid message came in the first QUIET_NOTICE_S: the line a subscriber
+        says about it (a mistyped address or a stopped daemon shows); otherwise None."""
+        if time.monotonic() < self._nothing_yet_at:
+            return None
+        self._nothing_yet_at = math.inf
+        return (f"nothing yet from {', '.join(self.endpoints)} after {QUIET_NOTICE_S:g} s; "
+                "is the daemon running there (streamemo run)?")
 
     def __iter__(self) -> Iterator[Message]:
         while True:

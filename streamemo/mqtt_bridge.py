@@ -43,7 +43,6 @@ import paho.mqtt.client as mqtt
 
 from streamemo import StreamemoError, __version__
 from streamemo.config import MqttConfig
-from streamemo.client import QUIET_NOTICE_S, nothing_yet
 from streamemo.protocol import EmotionMessage
 
 log = logging.getLogger(__name__)
@@ -290,13 +289,12 @@ def run(bridge: Bridge, client, stop: threading.Event, on_change=lambda text: No
     `stop` is set, and says online or offline as they come and go. `on_change` gets a line
     for each change (systemd's STATUS)."""
     stale_after = bridge.config.stale_after_s
-    heard_at, quiet_until = None, time.monotonic() + QUIET_NOTICE_S
+    heard_at = None
     while not stop.is_set():
         message = client.receive(timeout=POLL_S)
         now = time.monotonic()
-        if heard_at is None and now > quiet_until:  # a mistyped endpoint or a stopped daemon shows
-            log.warning("%s", nothing_yet(client.endpoints))
-            quiet_until = math.inf
+        if (notice := client.nothing_yet()) is not None:  # a mistyped endpoint or a stopped daemon shows
+            log.warning("%s", notice)
         if isinstance(message, EmotionMessage):
             if not bridge.available:
                 text = f"online: messages from {message.source} arriving"

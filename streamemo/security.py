@@ -65,7 +65,14 @@ def is_local_endpoint(endpoint: str) -> bool:
         return True
     if not endpoint.startswith("tcp://"):
         return False  # udp, pgm, ws...: assume the network
-    host = endpoint[len("tcp://"):].rpartition(":")[0].strip("[]")
+    return is_loopback_host(endpoint[len("tcp://"):].rpartition(":")[0])
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for a host name or address (IPv6 bracketed or not) only this machine reaches."""
+    if host is None:
+        return False
+    host = host.strip("[]")
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:

@@ -113,10 +113,16 @@ def parse_duration(text: str, what: str) -> float:
     match = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+))\s*([a-z]*)\s*", text, re.IGNORECASE)
     if match is None or match[2].lower() not in (*UNITS, ""):
         raise StreamemoError(f"{what} {text!r}: expected a duration such as 30s, 500ms or 2min", 2)
-    seconds = float(match[1]) * UNITS.get(match[2].lower(), 1.0)
-    if not 0 <= seconds <= MAX_DURATION_S:
+    seconds = _seconds(match[1], match[2] or "s")
+    if seconds is None:
         raise StreamemoError(f"{what} {text!r}: must be from 0 to a day (86400s)", 2)
     return seconds
+
+
+def _seconds(number: str, unit: str) -> float | None:
+    """`number` `unit`s (one of UNITS) in seconds; None outside 0 to MAX_DURATION_S."""
+    seconds = float(number) * UNITS[unit.lower()]
+    return seconds if 0 <= seconds <= MAX_DURATION_S else None
 
 
 class _Unreadable(Exception):
@@ -184,8 +190,8 @@ class _Parser:
             raise _Unreadable(f"'for {number}' needs a unit: {number}s, {number}ms or {number}min")
         if unit.lower() not in UNITS:
             raise _Unreadable(f"'for {number} {unit}': the unit is ms, s or min, as in {number}s")
-        seconds = float(number) * UNITS[unit.lower()]
-        if not 0 <= seconds <= MAX_DURATION_S:
+        seconds = _seconds(number, unit)
+        if seconds is None:
             raise _Unreadable(f"'for {number}{unit}' must be from 0 to a day")
         self.duration_text = f"for {number}{unit}"
         return seconds

@@ -51,12 +51,18 @@ class UtteranceCutter:
         self.max_chunks = max(1, round(max_s * RATE / CHUNK))
         self.pause = round(PAUSE_S * RATE / CHUNK)
         self.pad = round(PAD_S * RATE / CHUNK)
+        self.restart()
+
+    def restart(self) -> None:
+        """A new stream (after a gap in the input): what follows is neither the utterance in
+        progress nor what the voice detector heard before."""
+        self.vad.reset()
         self._pending = np.zeros(0, np.float32)  # samples short of a whole chunk
         self._context = np.zeros(CONTEXT, np.float32)  # the samples before the next chunk, as the network takes them
         self.reset()
 
     def reset(self) -> None:
-        """Drops the utterance in progress (a gap in the input: what follows is not its continuation)."""
+        """Drops the utterance in progress."""
         self._lead_in = collections.deque(maxlen=self.pad)  # chunks before any speech
         self._chunks: list[np.ndarray] = []  # the utterance so far, lead-in included
         self._first = self._last = 0  # indices in _chunks of its first and newest chunk of speech

@@ -79,8 +79,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
             parser.add_argument(alias, dest=key, default=None, **(kwargs | {"help": argparse.SUPPRESS}))
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """The config file with the flags applied, every value range-checked (config.LIMITS)."""
-    flags = {key: flag for flag, (key, _) in FLAGS.items()} | {key: flag for flag, key in SECURITY_KEYS.items()}
+def config_from_args(args: argparse.Namespace, table: dict | None = None) -> Config:
+    """The config file with the flags applied, every value range-checked (config.LIMITS).
+    `table`: another command's flag -> (config key, argparse keywords), for FLAGS and the
+    daemon's security flags."""
+    flags = ({key: flag for flag, (key, _) in FLAGS.items()} | {key: flag for flag, key in SECURITY_KEYS.items()}
+             if table is None else {key: flag for flag, (key, _) in table.items()})
     overrides = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
     return Config.load(args.config, overrides, flags)

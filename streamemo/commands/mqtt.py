@@ -17,7 +17,9 @@ import signal
 import threading
 
 from streamemo import StreamemoError
+from streamemo.commands._options import FLAGS as RUN_FLAGS, config_from_args
 from streamemo.config import Config, MqttConfig
+from streamemo.security import CLIENT_FLAGS
 
 PASSWORD_ENV = "STREAMEMO_MQTT_PASSWORD"
 
@@ -48,11 +50,10 @@ FLAGS = {
                                            f"seconds, and only when it changed; 0: every change (default: {Q.interval_s:g})")),
     "--stale-after": ("mqtt.stale_after_s", dict(type=float, metavar="S", help="say offline after S seconds without "
                                                  f"a message from the daemon (default: {Q.stale_after_s:g})")),
-    "--curve-server": ("mqtt.curve_server", dict(metavar="FILE", help="the daemon's public key (its NAME.key), for a "
-                                                 "daemon that publishes with CURVE")),
-    "--curve-secret": ("mqtt.curve_secret", dict(metavar="FILE", help="this bridge's secret key (NAME.key_secret); "
-                                                 "its NAME.key must be in the daemon's allowed-clients folder")),
-    "--log-level": ("log.level", dict(choices=["debug", "info", "warning", "error"], help="log verbosity (default: info)")),
+    # The client-side key flags and the log level, as every other command defines them.
+    "--curve-server": ("mqtt.curve_server", CLIENT_FLAGS["--curve-server"]),
+    "--curve-secret": ("mqtt.curve_secret", CLIENT_FLAGS["--curve-secret"]),
+    "--log-level": RUN_FLAGS["--log-level"],
 }
 
 
@@ -69,8 +70,7 @@ def configure(parser) -> None:
 def main(args) -> int:
     from streamemo.cli import setup_logging
 
-    overrides = {key: getattr(args, key) for _, (key, _) in FLAGS.items() if getattr(args, key) is not None}
-    config = Config.load(args.config, overrides, {key: flag for flag, (key, _) in FLAGS.items()})
+    config = config_from_args(args, FLAGS)
     if args.print_config:
         print(config.to_toml(), end="")
         return 0
@@ -105,18 +105,13 @@ def daemon_endpoint(config: Config) -> str:
 
 
 def bridge_daemon(config: Config, secret: str | None, stop: threading.Event) -> int:
-    import logging
-
     from streamemo.client import Client
-    from streamemo.mqtt_bridge import Bridge, run
-    from streamemo.security import curve_client
+    from streamemo.mqtt_bridge import Bridge, log, run
     from streamemo.service import Notifier
 
-    log = logging.getLogger("streamemo.mqtt_bridge")
     endpoint = daemon_endpoint(config)
-    curve = curve_client(config.mqtt.curve_server, config.mqtt.curve_secret)
     bridge = Bridge(config.mqtt, secret)  # every option checked before the network is touched
-    with Client(endpoint, topics=["emotion"], curve=curve) as client:
+    with Client(endpoint, ["emotion"], config.mqtt.curve_server, config.mqtt.curve_secret) as client:
         bridge.connect()
         notifier = Notifier()
         where = f"MQTT broker {bridge.where}"

@@ -104,17 +104,13 @@ class Session:
 
     def __init__(self, config, clips, min_s: float, max_s: float):
         from streamemo.audio.input import Input
-        from streamemo.audio.resample import StreamResampler
         from streamemo.audio.utterances import UtteranceCutter
-        from streamemo.stream.speech import RATE
 
         self.clips = clips
         self.input = Input(config.audio)
         self.input.open()  # an unknown source is one line, from the source itself
-        self.rate = RATE
-        self.resampler = StreamResampler(self.input.source.rate, RATE)
+        self._new_resampler()
         self.cutter = UtteranceCutter(config.pipeline.speech_threshold, min_s, max_s)
-        self.min_s = min_s
         self.written: list[tuple[Path, float]] = []
         self.too_short = 0
         self.dropped = False  # Ctrl-C came mid-speech: that utterance was not kept
@@ -126,29 +122,25 @@ class Session:
 
     def run(self, stop: threading.Event) -> None:
         from streamemo.audio.sources import DeviceLost, EndOfStream
-        from streamemo.audio.resample import StreamResampler
 
         while True:
             if stop.is_set():  # an utterance whose speech has ended is whole; one still spoken is not
                 self.dropped = self.cutter.speaking
-                last = None if self.dropped else self.cutter.finish()
-                if last is not None:
-                    self._done(last)
+                if not self.dropped:
+                    self._finish()
                 return
             if self.input.source is None:  # lost: reopen with the daemon's backoff
                 if self.input.retry(stop.wait):
-                    self.resampler = StreamResampler(self.input.source.rate, self.rate)
+                    self._new_resampler()
                 self._show()
                 continue
             try:
                 chunk = self.input.read(READ_S, want=max(1, int(READ_S * self.input.source.rate)))
             except EndOfStream:  # a file or stdin: its last utterance is whole
-                last = self.cutter.finish()
-                if last is not None:
-                    self._done(last)
+                self._finish()
                 return
             except DeviceLost:
-                self.cutter.reset()  # what comes after the gap is not the same utterance
+                self.cutter.restart()  # what comes after the gap is another stream
                 self._show()
                 continue
             if chunk is None:
@@ -159,14 +151,30 @@ class Session:
                 self._done(utterance)
             self._show()
 
+    def _new_resampler(self) -> None:
+        """The opened source's rate to the voice detector's."""
+        from streamemo.audio.resample import StreamResampler
+        from streamemo.stream.speech import RATE
+
+        self.resampler = StreamResampler(self.input.source.rate, RATE)
+
+    def _finish(self) -> None:
+        """The utterance in progress, kept if it is one."""
+        last = self.cutter.finish()
+        if last is not None:
+            self._done(last)
+
     def _done(self, utterance) -> None:
+        from streamemo.stream.speech import RATE
+
         self._clear_line()
         if not utterance.long_enough:
             self.too_short += 1
-            print(f"  not kept: {utterance.speech_s:.1f} s of speech, under --min-length {self.min_s:g} s", flush=True)
+            print(f"  not kept: {utterance.speech_s:.1f} s of speech, under --min-length {self.cutter.min_s:g} s",
+                  flush=True)
             return
         path = self.clips.write(utterance.audio)
-        seconds = len(utterance.audio) / self.rate
+        seconds = len(utterance.audio) / RATE
         self.written.append((path, seconds))
         cut = " (cut at --max-length; the rest goes on in the next clip)" if utterance.cut else ""
         print(f"  wrote {path} ({seconds:.1f} s){cut}", flush=True)
@@ -204,7 +212,7 @@ class Session:
         print(f"recorded {len(self.written)} {self.clips.label} clips ({seconds:.1f} s) into {self.clips.folder}: "
               f"{self.before + len(self.written)} there now")
         if self.too_short:
-            print(f"  {self.too_short} utterance(s) with less speech than --min-length {self.min_s:g} s not kept")
+            print(f"  {self.too_short} utterance(s) with less speech than --min-length {self.cutter.min_s:g} s not kept")
         if self.dropped:
             print("  the utterance still being spoken at Ctrl-C was not kept")
 

@@ -203,12 +203,13 @@ def main(args) -> int:
 def _next_message(client, timeout: float | None, first: bool):
     """The next message, or None after `timeout` seconds of nothing; while none has come yet,
     says so once after a few seconds, so a mistyped address or a stopped daemon shows."""
-    from streamemo.client import QUIET_NOTICE_S, nothing_yet
+    from streamemo.client import QUIET_NOTICE_S
 
     if first and (timeout is None or timeout > QUIET_NOTICE_S):
         message = client.receive(QUIET_NOTICE_S)
         if message is not None:
             return message
-        _say(nothing_yet(client.endpoints))
+        if (notice := client.nothing_yet()) is not None:
+            _say(notice)
         timeout = None if timeout is None else timeout - QUIET_NOTICE_S
     return client.receive(timeout)

@@ -252,7 +252,7 @@ def _interrupt(*_) -> None:
 
 def main(args) -> int:
     from streamemo.cli import setup_logging
-    from streamemo.client import QUIET_NOTICE_S, Client, local_endpoint, nothing_yet
+    from streamemo.client import Client, local_endpoint
     from streamemo.service import Notifier
 
     config = Config.load(args.config)
@@ -268,7 +268,7 @@ def main(args) -> int:
     log.info("watching %s for %s", where, "; ".join(
         f"'{w.when}' to run {w.shown} (cool-down {w.trigger.cooldown_s:g} s)" for w in watches))
     notifier.ready(f"watching {where} for {_count(len(watches), 'trigger')}")
-    heard, last, quiet_since = 0, None, time.monotonic()
+    heard, last = 0, None
     try:
         while True:
             message = client.receive(POLL_S)
@@ -280,9 +280,8 @@ def main(args) -> int:
                     if watch.feed(message):
                         notifier.status(f"'{watch.when}' fired at {time.strftime('%H:%M:%S')} "
                                         f"({_count(sum(w.fired for w in watches), 'firing')} since the start)")
-            elif heard == 0 and quiet_since is not None and time.monotonic() - quiet_since > QUIET_NOTICE_S:
-                log.info("%s", nothing_yet(endpoints))
-                quiet_since = None
+            elif (notice := client.nothing_yet()) is not None:
+                log.info("%s", notice)
             for watch in watches:
                 watch.reap()
     except KeyboardInterrupt:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
-import ipaddress
 import logging
 import shlex
 import signal
@@ -34,6 +33,8 @@ from textual_serve.app_service import AppService
 from textual_serve.server import Server, to_int
 
 from streamemo import StreamemoError
+from streamemo.security import is_loopback_host
+
 
 def session_command(args: argparse.Namespace, endpoints: list[str]) -> str:
     """The command each browser tab runs: this dashboard, without --web or the daemon
@@ -47,17 +48,6 @@ def session_command(args: argparse.Namespace, endpoints: list[str]) -> str:
     if args.light:
         command.append("--light")
     return shlex.join(command)
-
-
-def is_loopback(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_port(host: str, port: int) -> None:
@@ -111,7 +101,7 @@ class DashServer(Server):
                     print=lambda _: self.say_where())
 
     def say_where(self) -> None:
-        where = "this machine only" if is_loopback(self.host) else "every address this machine has on that network"
+        where = "this machine only" if is_loopback_host(self.host) else "every address this machine has on that network"
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address in a URL
         print(f"streamemo dash --web: serving on http://{host}:{self.port} ({where}); Ctrl+C stops", flush=True)
         if self.child is not None:
@@ -133,7 +123,7 @@ class DashServer(Server):
         origin = request.headers.get("Origin")
         if origin is not None and urlsplit(origin).netloc != request.host:
             return f"a page from {origin} may not drive this dashboard"
-        if is_loopback(self.host) and not is_loopback(urlsplit(f"//{request.host}").hostname):
+        if is_loopback_host(self.host) and not is_loopback_host(urlsplit(f"//{request.host}").hostname):
             return f"this dashboard is served on loopback, not as {request.host}"
         return None
 
@@ -182,7 +172,7 @@ def serve(command: str, host: str, port: int, child) -> int:
     """Serve `command` (session_command's) to each tab until Ctrl+C, SIGTERM, SIGHUP or
     the daemon started (`child`, a DaemonChild or None) stopping; 1 for the last."""
     check_port(host, port)
-    if not is_loopback(host):
+    if not is_loopback_host(host):
         print(f"streamemo dash: warning: anyone who can reach port {port} on this machine sees the dashboard "
               "and can press its keys (there is no login); prefer the default and `ssh -L` from elsewhere",
               file=sys.stderr, flush=True)

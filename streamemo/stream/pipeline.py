@@ -283,40 +283,39 @@ class Pipeline:
     @property
     def samples_to_next_task(self) -> int:
         """Samples to feed before there is work: the next window, or first the middle of its
-        newest hop, where `prepare` may encode its blocks ahead."""
+        newest hop while `prepare` may have blocks to encode ahead."""
         middle = self._next_end - self.hop // 2
-        if self._prefetching() and self.total < middle and not self._prefetched():
+        if self.total < middle and self._blocks_ahead() is not None:
             return middle - self.total
         return self._next_end - self.total
 
     def prepare(self) -> int:
-        """Work ahead, for a live stream between windows (the daemon calls it after each read;
-        it reads in the middle of a hop too while there is work ahead): when the voice gate
+        """Work ahead, for a live stream between windows (the daemon calls it after each read,
+        and reads in the middle of a hop too while there is work ahead): when the voice gate
         has heard speech since its last decision, the blocks of the next window that are
-        complete already are encoded now, so a window that opens the
-        gate after a silence waits for its newest block only, not for all of its blocks (36
-        ms of the encoder for eight, one 4.5). Numbers do not change: a block is the same
-        whenever it is encoded. Returns the blocks encoded."""
-        if not self._prefetching() or self._prefetched() or not self.gate.speech_ahead():
+        complete already are encoded now. A window that opens the gate after a silence then
+        waits for its newest block only, not for all of them (36 ms of the encoder for eight,
+        4.5 for one). Numbers do not change: a block is the same whenever it is encoded.
+        Returns the blocks encoded."""
+        ahead = self._blocks_ahead()
+        if ahead is None or not self.gate.speech_ahead():
             return 0
-        end, count = self._complete_blocks()
+        end, count = ahead
         audio = self._current_window()
         return self.blocks.prefetch(audio[: len(audio) - (self.total - end)], end, count)
 
-    def _prefetching(self) -> bool:
-        """Whether `prepare` works ahead: an encoder model with every window on one block grid."""
-        return self.blocks is not None and self.hop % self.blocks.block == 0
-
-    def _complete_blocks(self) -> tuple[int, int]:
-        """(the end of the next window's newest complete block, how many of its blocks are complete)."""
+    def _blocks_ahead(self) -> tuple[int, int] | None:
+        """(the end of the next window's newest complete block, how many of its blocks are
+        complete) while some of them are not encoded yet; None when there is nothing to encode
+        ahead, or no working ahead: not an encoder model, or windows not on one block grid."""
+        if self.blocks is None or self.hop % self.blocks.block:
+            return None
         block = self.blocks.block
         waiting = -(-(self._next_end - self.total) // block)  # its blocks not complete yet
-        return self._next_end - waiting * block, self.blocks.n_blocks - waiting
-
-    def _prefetched(self) -> bool:
-        """Whether the next window's complete blocks are all encoded already."""
-        end, count = self._complete_blocks()
-        return all(end - k * self.blocks.block in self.blocks.cache for k in range(count))
+        end, count = self._next_end - waiting * block, self.blocks.n_blocks - waiting
+        if all(end - k * block in self.blocks.cache for k in range(count)):
+            return None
+        return end, count
 
     def flush(self, t_end: float | None = None) -> list[Estimate]:
         """End of stream. A stream shorter than one window still gets one (zero-padded) window,

@@ -39,10 +39,9 @@ from streamemo.stream.pipeline import Pipeline, Scorer, file_probabilities
 from streamemo.audio.files import UnreadableAudio, load_audio
 from streamemo.train.datasets import Clip
 from streamemo.train.metrics import classification_metrics
-from streamemo.train.augment import WaveAugmenter
 from streamemo.train.card import trained_corpora
 from streamemo.train.recipe import DAEMON, TrainConfig
-from streamemo.train.trainer import Trainer, fine_tuning
+from streamemo.train.trainer import Trainer, copy_augmenters, fine_tuning
 
 log = logging.getLogger(__name__)
 
@@ -280,7 +279,7 @@ def _warm_worker(args) -> int:
     logging.basicConfig(level=logging.ERROR)  # unreadable files are reported by the folds
     config = TrainConfig.from_dict(config_dict)
     trainer = Trainer(config, cache_dir)
-    plans = [(WaveAugmenter(augment, trainer.store.cache_dir), k) for augment, k in config.copy_augments()]
+    plans = copy_augmenters(config, trainer.store.cache_dir)
     for clip in clips:
         try:
             trainer.store.get(clip)

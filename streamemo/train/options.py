@@ -136,7 +136,8 @@ def config_from_args(args) -> TrainConfig:
         "corpus_sampling_power": args.corpus_sampling_power,
         "corpus_classes_only": args.corpus_classes_only,
         "mixup": args.mixup, "label_smoothing": args.label_smoothing, "spec_augment": args.spec_augment,
-        "wave_copies": args.wave_copies, "degraded_copies": args.degraded_copies, "ensemble": args.ensemble, "speaker_norm": args.speaker_norm,
+        "wave_copies": args.wave_copies, "degraded_copies": args.degraded_copies, "ensemble": args.ensemble,
+        "speaker_norm": args.speaker_norm,
         "val_fraction": args.val_fraction, "seed": args.seed,
         "device": args.device, "threads": args.threads,
     }
@@ -185,7 +186,8 @@ def config_from_args(args) -> TrainConfig:
                       "--arch-params" if args.arch_params is not None or not args.recipe else f"--recipe {args.recipe}")
     if config.corpus_classes_only and config.label_smoothing > 0:  # smoothing would put mass on masked classes
         raise StreamemoError("--corpus-classes-only and --label-smoothing cannot be combined: drop one", 2)
-    if (config.wave_copies or config.degraded_copies) and config.augment.background:  # a missing noise folder: said now, not after features
+    # A missing noise folder: said now, not after features.
+    if config.copy_augments() and config.augment.background:
         from streamemo.train.noise import load_noise_set
 
         try:

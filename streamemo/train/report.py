@@ -197,6 +197,12 @@ def _arch(arch: dict) -> str:
     return f"ensemble of {_members(arch)} {arch['params'].get('member_arch')} networks averaged"
 
 
+def _degraded(recipe: dict) -> str:
+    """' (and 1 through a room and noise)', or '' for a recipe without degraded copies."""
+    n = recipe.get("degraded_copies", 0)
+    return f" (and {n} through a room and noise)" if n else ""
+
+
 def _seeds(recipe: dict, arch: dict) -> str:
     """'seed 0', or for an ensemble the members' seeds: 'seeds 0, 1 (one per member)'."""
     seed, members = recipe.get("seed"), _members(arch)
@@ -313,8 +319,8 @@ def model_card_markdown(card: dict, report: dict | None, latency: str | None = N
               f"{t.get('weights')}. Recipe: {recipe.get('epochs')} epochs, {recipe.get('optimizer')} "
               f"lr {recipe.get('lr')} ({recipe.get('schedule')}), batch {recipe.get('batch_size')}, "
               f"mixup {recipe.get('mixup')}, SpecAugment {recipe.get('spec_augment')}, "
-              f"waveform copies {recipe.get('wave_copies')} (and {recipe.get('degraded_copies', 0)} through a room and "
-              f"noise), class weighting {recipe.get('class_weighting')}, "
+              f"waveform copies {recipe.get('wave_copies')}{_degraded(recipe)}, "
+              f"class weighting {recipe.get('class_weighting')}, "
               f"{_seeds(recipe, card['arch'])}; the full recipe is in the JSON card.", ""]
     if report and str(report.get("title", "")).startswith("leave one corpus out"):
         lines += loco_markdown(report)  # the recipe's own evaluation is by corpus

@@ -82,6 +82,14 @@ def _distributed(cuda: bool) -> tuple[int, int]:
     return torch.distributed.get_rank(), world
 
 
+def copy_augmenters(config: TrainConfig, cache_dir) -> list[tuple[WaveAugmenter, int]]:
+    """(augmenter, copy number) of each cached waveform copy (TrainConfig.copy_augments), one
+    augmenter per distinct augmentation: its rooms and noise load once."""
+    plans = config.copy_augments()
+    made = {augment: WaveAugmenter(augment, cache_dir) for augment in dict.fromkeys(a for a, _ in plans)}
+    return [(made[augment], k) for augment, k in plans]
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, cache_dir=None, use_cache: bool = True):
         self.config = config
@@ -233,13 +241,11 @@ class Trainer:
 
     def _augmented_copies(self, clips: list[Clip]) -> list[list[np.ndarray]]:
         cfg = self.config
-        plans = cfg.copy_augments()
+        plans = copy_augmenters(cfg, self.store.cache_dir)
         if not plans:
             return [[] for _ in clips]
-        augmenters = {}  # one per augmentation: its rooms and noise load once
         per_copy = []
-        for n, (augment, k) in enumerate(plans, 1):
-            augmenter = augmenters.setdefault(augment, WaveAugmenter(augment, self.store.cache_dir))
+        for n, (augmenter, k) in enumerate(plans, 1):
             kept, feats, _ = self.store.get_many(clips, f"augmented copy {n}", augment=augmenter, copy=k,
                                                  progress=cfg.progress and self.main_process)
             # A file that read once reads again; keep the alignment strict anyway.
