@@ -4,7 +4,6 @@ computes for a clip is what a stream computes, however the audio arrives."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -62,13 +61,10 @@ def test_log_mel_is_whispers_formula_with_a_fixed_clamp(frontend):
     assert abs(encoder_frontend.full_scale_log_mel(frontend.kernels()) - encoder_frontend.FULL_SCALE_LOG10) < 0.05
 
 
-@pytest.mark.parametrize("reuse", [True, False], ids=["context reused", "context recomputed"])
-def test_a_streams_blocks_are_the_clips_features(frontend, speech, reuse):
+def test_a_streams_blocks_are_the_clips_features(frontend, speech):
     """Training crops a clip's features at the daemon's hop; the daemon's block stream
     computes each window's blocks from the audio it holds. The two are the same numbers, and
-    a live hop encodes one new block, whichever way the context is read."""
-    if not reuse:
-        frontend = build_frontend(dataclasses.replace(whisper_frontend(), reuse_context=False))
+    a live hop encodes one new block."""
     whole = frontend(torch.from_numpy(speech)[None])[0]  # what the trainer caches
     block, past = frontend.block_samples, frontend.past_samples
     window = 8 * block
