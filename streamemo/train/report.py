@@ -267,9 +267,7 @@ def _features(fe: dict) -> str:
     if kind == "whisper":
         return (f"the frozen encoder `{fe['encoder']}` (first {fe['encoder_layers']} layers of Whisper, SHA-256 "
                 f"`{fe['encoder_sha256'][:16]}…`; {fe['block_frames'] * 20} ms blocks with "
-                f"{fe['context_frames'] * 20} ms of left context"
-                f"{', reused by the layers above the first' if fe.get('reuse_context') else ''}) over Whisper's "
-                "80-band log-mel, "
+                f"{fe['context_frames'] * 20} ms of left context) over Whisper's 80-band log-mel, "
                 f"{fe['encoder_width']} features every 20 ms at {fe['sample_rate']} Hz")
     bands = f"{fe['n_mels']}-band log-mel" if kind == "logmel" else f"{fe.get('n_mfcc')}-coefficient MFCC"
     return f"{bands} at {fe['sample_rate']} Hz ({1000 * fe['hop_length'] // fe['sample_rate']} ms frames)"
