@@ -44,16 +44,13 @@ class FrontendSpec:
     # the first `encoder_layers` layers of a frozen encoder shipped in the package
     # (streamemo/encoder/), in blocks of `block_frames` encoder frames (20 ms each) with
     # `context_frames` before each (encoder/frontend.py). The card names the encoder file and
-    # its SHA-256, so a model never runs on another encoder. `reuse_context`: the layers
-    # above the first read their context's keys and values as computed once, when those
-    # frames were a block of their own, instead of running the context through again.
+    # its SHA-256, so a model never runs on another encoder.
     encoder: str = ""
     encoder_sha256: str = ""
     encoder_width: int = 0  # the encoder's d_model: the features' bands
     encoder_layers: int = 0
     block_frames: int = 0
     context_frames: int = 0
-    reuse_context: bool = False
 
     @classmethod
     def from_dict(cls, data: dict) -> FrontendSpec:

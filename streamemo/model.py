@@ -248,11 +248,6 @@ def _check_encoder(spec: dict, window_s, where: str) -> None:
         raise ModelError(f"{where}: frontend.encoder_sha256 must be the encoder file's SHA-256 (64 hex digits)", 2)
     for key, limit in ENCODER_LIMITS.items():
         limit.check(f"frontend.{key}", spec[key], where, ModelError)
-    if spec["context_frames"] % spec["block_frames"]:
-        raise ModelError(f"{where}: frontend.context_frames {spec['context_frames']} must be a whole number of "
-                         f"blocks of {spec['block_frames']} frames", 2)
-    if not isinstance(spec["reuse_context"], bool):
-        raise ModelError(f"{where}: frontend.reuse_context must be true or false, got {spec['reuse_context']!r:.100}", 2)
     if spec["context_frames"] + spec["block_frames"] > 1500:
         raise ModelError(f"{where}: frontend.block_frames + context_frames must be at most 1500 (30 s, Whisper's "
                          "longest input)", 2)

@@ -81,27 +81,6 @@ def test_a_streams_blocks_are_the_clips_features(frontend, speech):
     assert len(stream.cache) <= 8  # nothing older than a window is kept
 
 
-def test_the_second_layer_reads_its_context_as_encoded_once(frontend, speech):
-    """The default recipe reuses the context: a block's first layer runs over its context's
-    convolved frames at their positions, as Whisper's own; the second reads the context's
-    first-layer states as they were when those frames were a block of their own. Built here
-    from Whisper's reference modules (encoder/whisper.py): full attention over 36 frames,
-    the last 12 kept."""
-    assert frontend.reuse and frontend.lead_blocks == 2 and frontend.context_blocks == 2
-    encoder, n = frontend.encoder, 6
-    audio = torch.from_numpy(speech[16000 : 16000 + n * frontend.block_samples])
-    features = frontend(audio[None])[0]  # (384, n * 12)
-    padded = torch.nn.functional.pad(audio, (frontend.past_samples, 0))
-    convolved = frontend.convolve(frontend.log_mel(padded[None]))[0].T  # (frames, 384): valid, so per block alike
-    assert convolved.shape[0] == (n + 2) * 12 + 24
-    with torch.no_grad():
-        first = [encoder.blocks[0](convolved[None, 12 * i : 12 * i + 36] + encoder.positional_embedding[:36])[0, -12:]
-                 for i in range(n + 2)]
-        for b in range(n):
-            second = encoder.blocks[1](torch.cat(first[b : b + 3])[None])[0, -12:]
-            np.testing.assert_allclose(second.T.numpy(), features[:, 12 * b : 12 * b + 12].numpy(), atol=1e-4)
-
-
 @pytest.fixture(scope="module")
 def model(encoder_model):
     return load_model(encoder_model)
@@ -197,9 +176,7 @@ def test_a_model_never_loads_with_another_encoder(encoder_model, tmp_path):
     for change, needle in ((lambda f: f.update(encoder_sha256="0" * 64), "is not the one the model was trained on"),
                            (lambda f: f.update(encoder="../../../etc/passwd"), "must name a shipped encoder file"),
                            (lambda f: f.update(encoder="whisper-large"), "is not in this installation"),
-                           (lambda f: f.update(n_mels=64), "needs n_mels 80"),
-                           (lambda f: f.update(context_frames=18), "must be a whole number of blocks"),
-                           (lambda f: f.update(reuse_context="yes"), "must be true or false")):
+                           (lambda f: f.update(n_mels=64), "needs n_mels 80")):
         card = json.loads(encoder_model.with_suffix(".json").read_text())
         change(card["frontend"])
         shutil.copy(encoder_model.with_suffix(".safetensors"), tmp_path / "m.safetensors")

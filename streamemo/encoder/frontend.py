@@ -4,19 +4,9 @@ frames a second, computed in fixed blocks so that a stream computes each block o
 Whisper attends over its whole 30 s input, so no frame of it is final until the input ends.
 A stream needs frames that are, so here the encoder runs on short inputs: each block of
 `block_frames` encoder frames (0.24 s, the daemon's hop) together with the
-`context_frames` before it (its left context, whole blocks), and keeps the block's own
-outputs; nothing looks ahead of a block's last sample.
-
-How the context is read (the card's `reuse_context`):
-- reused (the default recipe, Transformer-XL's way): the first layer runs over the context's
-  convolved frames at their positions, as Whisper's own; each layer above reads the
-  context's keys and values as computed once, when those frames were a block of their own.
-  Every frame then passes each layer once, and the first layer's keys and values of a frame
-  are computed (block + context) / block times. The upper layers' context reaches a
-  context further back per layer (`lead_blocks`).
-- recomputed: every kept layer runs over block and context again, so every sample passes
-  the encoder (block + context) / block times: for two layers, 1.9 times the arithmetic
-  of reuse (benchmarks/RESULTS-daemon-cost.md, session 18).
+`context_frames` before it (its left context), and keeps the block's own outputs. Every
+sample therefore passes the encoder (block + context) / block times, a bound that does not
+grow with the stream; nothing looks ahead of a block's last sample.
 
 One definition serves training, `classify` and the daemon: the blocks of a window lie on
 the grid that ends at the window's last sample, and the context comes from the audio before
@@ -117,17 +107,12 @@ class EncoderFrontend(nn.Module):
         self.encoder.requires_grad_(False)
         self.block = spec.block_frames
         self.context = spec.context_frames
-        self.context_blocks = spec.context_frames // spec.block_frames  # a whole number (model.check_card)
-        self.reuse = spec.reuse_context
-        # Blocks before a block whose states its upper layers read when context is reused:
-        # each upper layer's context reaches one context further back.
-        self.lead_blocks = (spec.encoder_layers - 1) * self.context_blocks if self.reuse else 0
         self.block_samples = spec.block_frames * ENCODER_STRIDE * HOP_LENGTH
+        # Samples of the past a block's chunk reads before the block: its context's and the
+        # convolutions' mel frames, and the first of them reaching N_FFT - HOP_LENGTH further back.
+        self.past_samples = (ENCODER_STRIDE * self.context + CONV_PAST) * HOP_LENGTH + N_FFT - HOP_LENGTH
         # Samples the convolutions of one block's own frames read before the block.
         self.conv_past_samples = CONV_PAST * HOP_LENGTH + N_FFT - HOP_LENGTH
-        # Samples of the past a block reads: the lead blocks', its context's, and the
-        # convolutions' mel frames, the first of them reaching N_FFT - HOP_LENGTH further back.
-        self.past_samples = (self.lead_blocks + self.context_blocks) * self.block_samples + self.conv_past_samples
 
     def kernels(self) -> dict[str, torch.Tensor]:
         return {"window": self.window.cpu().clone(), "mel_basis": self.mel_basis_t.T.cpu().contiguous()}
@@ -147,53 +132,30 @@ class EncoderFrontend(nn.Module):
         x = nn.functional.gelu(nn.functional.conv1d(mel, enc.conv1.weight, enc.conv1.bias))
         return nn.functional.gelu(nn.functional.conv1d(x, enc.conv2.weight, enc.conv2.bias, stride=ENCODER_STRIDE))
 
-    def first_layers(self, x: torch.Tensor) -> torch.Tensor:
-        """(n, d_model, context + block) convolved chunks -> (n, block, d_model): each block's
-        frames through the layers that run over its context again: the first layer when the
-        context is reused, else all the kept layers."""
+    def attend(self, x: torch.Tensor) -> torch.Tensor:
+        """(n, d_model, context + block) convolved chunks -> (n, d_model, block): the kept
+        layers over each chunk, its last `block` frames kept."""
         x = x.transpose(1, 2) + self.encoder.positional_embedding[: x.shape[-1]]
-        layers = self.encoder.blocks[:1] if self.reuse else self.encoder.blocks
-        for layer in layers[:-1]:
-            x = layer(x)
-        return _last_block(layers[-1], x, self.block)
+        for block in self.encoder.blocks[:-1]:
+            x = block(x)
+        return _last_block(self.encoder.blocks[-1], x, self.block).transpose(1, 2)
 
-    def keys_values(self, layer: int, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, frames, d_model) states into layer `layer` -> its keys and values, (n, frames,
-        d_model) each: an upper layer computes them once per frame and reads them as context."""
-        block = self.encoder.blocks[layer]
-        h = block.attn_ln(states)
-        return block.attn.key(h), block.attn.value(h)
-
-    def upper_layer(self, layer: int, states: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Layer `layer` (1 or more) for blocks whose context is reused: (n, block, d_model)
-        states of each block's frames, with (n, context + block, d_model) keys and values of
-        its context and itself -> (n, block, d_model)."""
-        return _attend(self.encoder.blocks[layer], states, keys, values)
+    def encode_chunks(self, mel: torch.Tensor) -> torch.Tensor:
+        """(n, 80, 2 (context + block) + CONV_PAST) mel chunks -> (n, d_model, block)."""
+        return self.attend(self.convolve(mel))
 
     def blocks_ending(self, audio: torch.Tensor, n_blocks: int) -> torch.Tensor:
         """(batch, samples) -> (batch, d_model, n_blocks * block): the features of the
-        `n_blocks` blocks that end at the input's last sample, their past read from the
+        `n_blocks` blocks that end at the input's last sample, their context read from the
         input (which must hold past_samples before the first of them; zeros there when the
-        stream had not started). The same numbers as a stream's blocks (stream/blocks.py),
-        computed a layer at a time over all the blocks."""
-        batch, blocks = audio.shape[0], n_blocks + self.lead_blocks
-        mel = self.log_mel(audio[:, audio.shape[-1] - n_blocks * self.block_samples - self.past_samples :])
+        stream had not started)."""
+        batch, need = audio.shape[0], n_blocks * self.block_samples + self.past_samples
+        mel = self.log_mel(audio[:, audio.shape[-1] - need :])  # (batch, 80, frames)
         span = ENCODER_STRIDE * (self.context + self.block) + CONV_PAST
-        chunks = mel.unfold(-1, span, ENCODER_STRIDE * self.block)  # (batch, 80, blocks, span)
-        chunks = chunks.permute(0, 2, 1, 3).reshape(batch * blocks, N_MELS, span)
-        states = self.first_layers(self.convolve(chunks)).reshape(batch, blocks, self.block, -1)
-        width = states.shape[-1]
-        for layer in range(1, len(self.encoder.blocks)) if self.reuse else ():
-            keys, values = self.keys_values(layer, states.reshape(batch, blocks * self.block, width))
-            blocks -= self.context_blocks  # the oldest blocks served as context only
-
-            def windows(t: torch.Tensor) -> torch.Tensor:  # each block's context and itself
-                t = t.unfold(1, self.context + self.block, self.block)  # (batch, blocks, width, span)
-                return t.permute(0, 1, 3, 2).reshape(batch * blocks, -1, width)
-
-            states = self.upper_layer(layer, states[:, self.context_blocks :].reshape(batch * blocks, self.block, width),
-                                      windows(keys), windows(values)).reshape(batch, blocks, self.block, width)
-        return states.permute(0, 3, 1, 2).reshape(batch, width, n_blocks * self.block)
+        chunks = mel.unfold(-1, span, ENCODER_STRIDE * self.block)  # (batch, 80, n_blocks, span)
+        chunks = chunks.permute(0, 2, 1, 3).reshape(batch * n_blocks, N_MELS, span)
+        out = self.encode_chunks(chunks).reshape(batch, n_blocks, -1, self.block)
+        return out.permute(0, 2, 1, 3).reshape(batch, -1, n_blocks * self.block)
 
     @torch.no_grad()
     def forward(self, waveform: torch.Tensor, pad: bool = True) -> torch.Tensor:
@@ -210,23 +172,18 @@ class EncoderFrontend(nn.Module):
 
 def _last_block(block, x: torch.Tensor, keep: int) -> torch.Tensor:
     """Whisper's residual block (encoder/whisper.py) for the last `keep` frames of `x` only:
-    the other frames are keys and values to them, but their own outputs would be thrown
-    away, so their queries, attention output and MLP are not computed. The same numbers as
-    `block(x)[:, -keep:]`, to float rounding."""
-    h = block.attn_ln(x)
-    return _attend(block, x[:, -keep:], block.attn.key(h), block.attn.value(h))
-
-
-def _attend(block, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Whisper's residual block for the frames `x` (B, T, d), attending over `keys` and
-    `values` (B, S, d) computed elsewhere: x + attn, then + mlp."""
+    the context's frames are keys and values to them, but their own outputs would be thrown
+    away, so their queries, attention output and MLP are not computed (a third of the cost
+    of the last layer). The same numbers as `block(x)[:, -keep:]`, to float rounding."""
     attn, (batch, frames, width) = block.attn, x.shape
+    h = block.attn_ln(x)
 
     def heads(t: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, heads, T, d_head)
-        return t.reshape(batch, t.shape[1], attn.n_heads, -1).transpose(1, 2)
+        return t.view(batch, t.shape[1], attn.n_heads, -1).transpose(1, 2)
 
-    y = nn.functional.scaled_dot_product_attention(heads(attn.query(block.attn_ln(x))), heads(keys), heads(values))
-    x = x + attn.out(y.transpose(1, 2).reshape(batch, frames, width))
+    y = nn.functional.scaled_dot_product_attention(heads(attn.query(h[:, -keep:])), heads(attn.key(h)),
+                                                   heads(attn.value(h)))
+    x = x[:, -keep:] + attn.out(y.transpose(1, 2).reshape(batch, keep, width))
     return x + block.mlp(block.mlp_ln(x))
 
 
@@ -241,7 +198,7 @@ def full_scale_log_mel(kernels: dict[str, torch.Tensor]) -> float:
     return best
 
 
-def encoder_spec(name: str, layers: int, block_frames: int, context_frames: int, reuse_context: bool = False):
+def encoder_spec(name: str, layers: int, block_frames: int, context_frames: int):
     """A FrontendSpec for the packaged encoder `name`, naming its SHA-256 and width (read from
     the safetensors header: a JSON object, nothing executed)."""
     import json
@@ -254,4 +211,4 @@ def encoder_spec(name: str, layers: int, block_frames: int, context_frames: int,
                         hop_length=HOP_LENGTH, n_mels=N_MELS, fmin=0.0, fmax=SAMPLE_RATE / 2,
                         encoder=name, encoder_sha256=hashlib.sha256(blob).hexdigest(),
                         encoder_width=header["conv1.bias"]["shape"][0], encoder_layers=layers,
-                        block_frames=block_frames, context_frames=context_frames, reuse_context=reuse_context)
+                        block_frames=block_frames, context_frames=context_frames)

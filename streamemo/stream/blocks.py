@@ -5,11 +5,10 @@ window's last sample, each block encoded with the audio before it as context
 (encoder/frontend.py). At a hop of whole blocks, consecutive windows share all but their
 newest blocks, so a live hop encodes one block. The encoder's convolutions are valid, so a
 frame's convolved value is the same in every chunk that holds it: each block's is computed
-once too and serves as the context of the blocks after it. With the context reused (the
-default recipe), so do a block's keys and values into each layer above the first: only the
-first layer runs over the context again. Blocks are kept until no later window can hold
-them. A hop of any other length puts each window's blocks on their own grid: they are then
-computed per window, with the same definition and the same numbers as training's.
+once too and serves as the context of the blocks after it, and only the attention layers
+run over the context again. Blocks are kept until no later window can hold them. A hop of
+any other length puts each window's blocks on their own grid: they are then computed per
+window, with the same definition and the same numbers as training's.
 
 A live stream also encodes ahead (`prefetch`, from Pipeline.prepare): when the voice gate
 hears speech begin, the blocks of the window still filling that are complete already are
@@ -28,23 +27,16 @@ class BlockStream:
         self.frontend, self.device = frontend, device
         self.block = frontend.block_samples
         self.n_blocks = window // self.block
-        self.context_blocks = frontend.context_blocks
-        self.lead_blocks = frontend.lead_blocks
-        # Passes a block goes through: the first layers, then (context reused) each upper layer.
-        self.passes = len(frontend.encoder.blocks) if frontend.reuse else 1
+        spec = frontend.spec
+        self.context_blocks = -(-spec.context_frames // spec.block_frames)  # blocks whose frames the context reads
+        self.context_frames = spec.context_frames
         self.cache: dict[int, torch.Tensor] = {}  # block end (samples since reset) -> (d_model, block_frames)
         self.convolved: dict[int, torch.Tensor] = {}  # block end -> its frames through the convolutions
-        # Context reused: per upper layer, block end -> the block's keys (and values) into
-        # that layer, which the blocks after it read as their context.
-        self.keys: dict[int, dict[int, torch.Tensor]] = {layer: {} for layer in range(1, self.passes)}
-        self.values: dict[int, dict[int, torch.Tensor]] = {layer: {} for layer in range(1, self.passes)}
         self.encoded = 0  # blocks encoded since reset (a benchmark's and a test's count)
 
     def reset(self) -> None:
         self.cache.clear()
         self.convolved.clear()
-        for kept in (*self.keys.values(), *self.values.values()):
-            kept.clear()
         self.encoded = 0
 
     @torch.inference_mode()
@@ -61,71 +53,48 @@ class BlockStream:
     @torch.inference_mode()
     def prefetch(self, audio: np.ndarray, end: int, count: int) -> int:
         """Encodes now the newest `count` blocks ending at `end` (audio ending there, with
-        the past before them), for a window still filling that will hold them; returns how
-        many were not encoded yet. A block's numbers are the same whenever it is encoded."""
+        the context before them), for a window still filling that will hold them; returns
+        how many were not encoded yet. A block's numbers are the same whenever it is encoded."""
         before = self.encoded
-        self._encode([(audio, end, count)])
+        self._encode([(audio, end, count)], batch=1)
         self._forget_before(end - (count - 1) * self.block)
         return self.encoded - before
 
-    def _encode(self, windows: list[tuple[np.ndarray, int, int]]) -> None:
-        """[(audio, end, n)]: encodes each of the newest n blocks ending at `end` not encoded yet."""
-        wanted, source = set(), {}  # blocks to encode; block end -> (audio, end) holding it
-        for audio, end, n in windows:
-            for k in range(n + self.lead_blocks + self.context_blocks):
-                source.setdefault(end - k * self.block, (audio, end))
-            wanted.update(e for e in (end - k * self.block for k in range(n)) if e not in self.cache)
-        if not wanted:
-            return
-        # The blocks of each pass, last first: a pass's blocks, and the context blocks whose
-        # keys and values it reads and that are not kept, go through the pass before it.
-        passes = [sorted(wanted)]
-        for layer in reversed(range(1, self.passes)):
-            context = {e - j * self.block for e in passes[0] for j in range(1, self.context_blocks + 1)}
-            passes.insert(0, sorted(set(passes[0]) | (context - self.keys[layer].keys())))
-        self._convolve({e - j * self.block for e in passes[0] for j in range(self.context_blocks + 1)}, source)
-        chunks = torch.stack([self._frames(self.convolved, e) for e in passes[0]])
-        states = dict(zip(passes[0], self.frontend.first_layers(chunks)))
-        for layer in range(1, self.passes):
-            new = [e for e in passes[layer - 1] if e not in self.keys[layer]]
-            if new:
-                keys, values = self.frontend.keys_values(layer, torch.stack([states[e] for e in new]))
-                self.keys[layer].update(zip(new, keys))
-                self.values[layer].update(zip(new, values))
-            keys = torch.stack([self._frames(self.keys[layer], e, axis=0) for e in passes[layer]])
-            values = torch.stack([self._frames(self.values[layer], e, axis=0) for e in passes[layer]])
-            states = dict(zip(passes[layer], self.frontend.upper_layer(
-                layer, torch.stack([states[e] for e in passes[layer]]), keys, values)))
-        for e in passes[-1]:
-            self.cache[e] = states[e].T
-        self.encoded += len(passes[-1])
-
-    def _frames(self, kept: dict[int, torch.Tensor], block_end: int, axis: int = 1) -> torch.Tensor:
-        """The frames of block `block_end` and of its context before it, in time order, along `axis`."""
-        return torch.cat([kept[block_end - j * self.block] for j in reversed(range(self.context_blocks + 1))], dim=axis)
-
-    def _convolve(self, blocks: set[int], source: dict[int, tuple[np.ndarray, int]]) -> None:
-        """Puts the convolved frames of each of `blocks` not kept yet in `convolved`."""
+    def _encode(self, windows: list[tuple[np.ndarray, int, int]], batch: int = 0) -> None:
+        """[(audio, end, n)]: encodes each of the newest n blocks ending at `end` not encoded
+        yet, `batch` blocks a pass through the attention layers (0: all at once). Ahead of
+        time (prefetch) there is no hurry, and one block a pass keeps a live daemon's heap to
+        a block's temporaries: the eight-block batches of a file cost it 2-3 MB resident."""
+        todo, convolve = [], {}  # blocks to encode; block end -> its conv segment
         span = self.block + self.frontend.conv_past_samples
-        segments = {}
-        for e in sorted(blocks - self.convolved.keys()):
-            audio, end = source[e]
-            stop = len(audio) - (end - e)
-            segments[e] = audio[stop - span : stop]
-        if segments:
-            mel = self.frontend.log_mel(self._tensor(list(segments.values())))
-            self.convolved.update(zip(segments, self.frontend.convolve(mel)))
+        for audio, end, n in windows:
+            for k in range(n):
+                block_end = end - k * self.block
+                if block_end in self.cache or block_end in todo:
+                    continue
+                todo.append(block_end)
+                for j in range(self.context_blocks + 1):  # the block and its context's blocks
+                    at = block_end - j * self.block
+                    if at not in self.convolved and at not in convolve:
+                        stop = len(audio) - (k + j) * self.block
+                        convolve[at] = audio[stop - span : stop]
+        if convolve:
+            mel = self.frontend.log_mel(self._tensor(list(convolve.values())))
+            self.convolved.update(zip(convolve, self.frontend.convolve(mel)))
+        step = batch or len(todo)
+        for first in range(0, len(todo), step):
+            part = todo[first : first + step]
+            chunks = torch.stack([torch.cat([self.convolved[e - j * self.block]
+                                             for j in reversed(range(self.context_blocks + 1))], dim=1)
+                                  [:, -(self.context_frames + self.frontend.block) :] for e in part])
+            self.cache.update(zip(part, self.frontend.attend(chunks)))
+            self.encoded += len(part)
 
     def _forget_before(self, oldest: int) -> None:
-        """Drops what no block from `oldest` on reads: older blocks' features, the keys and
-        values of blocks before its lead, and the convolved frames before their context."""
-        lead = oldest - self.lead_blocks * self.block
+        """Drops the blocks ending before `oldest`, and the convolved frames no block from it on reads."""
         for block_end in [e for e in self.cache if e < oldest]:
             del self.cache[block_end]
-        for kept in (*self.keys.values(), *self.values.values()):
-            for block_end in [e for e in kept if e < lead]:
-                del kept[block_end]
-        for block_end in [e for e in self.convolved if e < lead - self.context_blocks * self.block]:
+        for block_end in [e for e in self.convolved if e < oldest - self.context_blocks * self.block]:
             del self.convolved[block_end]
 
     def _tensor(self, segments: list[np.ndarray]) -> torch.Tensor:

@@ -17,7 +17,7 @@ def whisper_frontend() -> FrontendSpec:
     (the daemon's hop) with 0.48 s of context (benchmarks/RESULTS-train.md, session 15)."""
     from streamemo.encoder.frontend import encoder_spec
 
-    return encoder_spec("whisper-tiny.en-2", layers=2, block_frames=12, context_frames=24, reuse_context=True)
+    return encoder_spec("whisper-tiny.en-2", layers=2, block_frames=12, context_frames=24)
 
 
 @dataclass(frozen=True)
