@@ -83,7 +83,9 @@ def config_from_args(args: argparse.Namespace, table: dict | None = None) -> Con
     """The config file with the flags applied, every value range-checked (config.LIMITS).
     `table`: another command's flag -> (config key, argparse keywords), for FLAGS and the
     daemon's security flags."""
-    flags = ({key: flag for flag, (key, _) in FLAGS.items()} | {key: flag for flag, key in SECURITY_KEYS.items()}
-             if table is None else {key: flag for flag, (key, _) in table.items()})
+    if table is None:
+        flags = {key: flag for flag, (key, _) in FLAGS.items()} | {key: flag for flag, key in SECURITY_KEYS.items()}
+    else:
+        flags = {key: flag for flag, (key, _) in table.items()}
     overrides = {key: getattr(args, key) for key in flags if getattr(args, key, None) is not None}
     return Config.load(args.config, overrides, flags)
